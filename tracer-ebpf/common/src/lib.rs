@@ -1,0 +1,482 @@
+//! The event ABI between refscope's eBPF programs and its userspace.
+//!
+//! This crate is the only place these types are declared. The eBPF programs
+//! (`tracer-ebpf`) fill them in the kernel; `refscope` (`tracer-user`) decodes
+//! the bytes it reads from the ring buffer and writes the configuration and
+//! filter maps with them.
+//!
+//! Rules for every type here:
+//! - `#[repr(C)]`, `Copy`, fixed-size arrays for strings, integers instead of
+//!   `bool`, explicit `_pad` fields so no byte is implicit padding (uninitialised
+//!   padding leaks kernel stack and upsets the verifier);
+//! - a compile-time size assertion, so a layout change is a build error on both
+//!   sides at once;
+//! - every record starts with `version` and `kind`, so a reader can reject what
+//!   it does not understand.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Bumped on any change to the layout or meaning of the types in this crate.
+pub const ABI_VERSION: u16 = 1;
+
+/// Length of `task_struct::comm`.
+pub const COMM_LEN: usize = 16;
+/// Kernel stack frames captured for events that carry a stack.
+pub const STACK_DEPTH: usize = 16;
+/// Maximum number of device pfn ranges the in-kernel filter checks.
+pub const MAX_RANGES: usize = 32;
+/// Maximum number of pids in the in-kernel pid filter.
+pub const MAX_PIDS: usize = 8;
+/// Arguments saved between an entry probe and its return probe.
+pub const STASH_ARGS: usize = 6;
+
+/// Sentinel for a refcount that was not read.
+pub const REF_UNKNOWN: i32 = i32::MIN;
+
+macro_rules! named_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident : $repr:ty {
+            $( $(#[$vmeta:meta])* $variant:ident = $value:literal => $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr($repr)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant = $value, )+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[ $( $name::$variant, )+ ];
+
+            /// The variant with this wire value.
+            pub const fn from_raw(raw: $repr) -> Option<Self> {
+                match raw {
+                    $( $value => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
+
+            /// The stable name used in traces, reports and the CLI.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+
+            /// Inverse of [`Self::as_str`].
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $( $text => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// What happened to a page (or an address range, or a device).
+    pub enum EventKind: u8 {
+        /// A PTE (order 0) or PMD (order 9) was installed for a device page.
+        Map = 1 => "map",
+        /// GUP took a reference (FOLL_GET) or a pin (FOLL_PIN) on a device page.
+        GupGet = 2 => "gup_get",
+        /// GUP released a reference or pin (`gup_put_folio`: unpin_user_page(s) et al.).
+        GupPut = 3 => "gup_put",
+        /// A reference was dropped on the devmap put path (pre-6.15 kernels:
+        /// every FS-DAX put goes through `__put_devmap_managed_*_refs`).
+        RefPut = 4 => "ref_put",
+        /// The page was released to its driver: `free_zone_device_{page,folio}`.
+        Free = 5 => "free",
+        /// `[vaddr, vaddr_end)` of address space `mm` is being torn down.
+        Unmap = 6 => "unmap",
+        /// Address space `mm` is being destroyed (`exit_mmap`).
+        MmExit = 7 => "mm_exit",
+        /// A pgmap was created (`memremap_pages` returned): `[pfn, pfn_end)`.
+        PgmapAdd = 8 => "pgmap_add",
+        /// `memunmap_pages` started for a pgmap: its memmap is about to go.
+        PgmapRemove = 9 => "pgmap_remove",
+        /// `memunmap_pages` returned: the struct pages of the pgmap are gone.
+        PgmapRemoved = 10 => "pgmap_removed",
+        /// `kill_dax`: the dax device is dying (pmem unbind).
+        DaxKill = 11 => "dax_kill",
+        /// `dax_holder_notify_failure`: the filesystem holder was told.
+        HolderNotify = 12 => "holder_notify",
+        /// Userspace only: a mapping that existed when refscope attached.
+        AttachMap = 32 => "attach_map",
+    }
+}
+
+named_enum! {
+    /// The kernel function an event came from.
+    pub enum HookId: u8 {
+        InsertPfn = 1 => "insert_pfn",
+        VmfInsertMixed = 2 => "vmf_insert_mixed",
+        VmfInsertMixedMkwrite = 3 => "vmf_insert_mixed_mkwrite",
+        InsertPage = 4 => "insert_page",
+        VmfInsertPageMkwrite = 5 => "vmf_insert_page_mkwrite",
+        VmInsertPage = 6 => "vm_insert_page",
+        VmfInsertPfnPmdProt = 7 => "vmf_insert_pfn_pmd_prot",
+        VmfInsertPfnPmd = 8 => "vmf_insert_pfn_pmd",
+        VmfInsertFolioPmd = 9 => "vmf_insert_folio_pmd",
+        TryGrabPage = 10 => "try_grab_page",
+        TryGrabFolio = 11 => "try_grab_folio",
+        TryGrabFolioFast = 12 => "try_grab_folio_fast",
+        GupPutFolio = 13 => "gup_put_folio",
+        PutDevmapManagedPageRefs = 14 => "__put_devmap_managed_page_refs",
+        PutDevmapManagedFolioRefs = 15 => "__put_devmap_managed_folio_refs",
+        FreeZoneDevicePage = 16 => "free_zone_device_page",
+        FreeZoneDeviceFolio = 17 => "free_zone_device_folio",
+        UnmapPageRange = 18 => "unmap_page_range",
+        ZapVmaRange = 19 => "__zap_vma_range",
+        ExitMmap = 20 => "exit_mmap",
+        MemremapPages = 21 => "memremap_pages",
+        MemunmapPages = 22 => "memunmap_pages",
+        KillDax = 23 => "kill_dax",
+        DaxHolderNotifyFailure = 24 => "dax_holder_notify_failure",
+        UnpinUserPage = 25 => "unpin_user_page",
+        /// Userspace only: the attach-time snapshot.
+        Snapshot = 64 => "snapshot",
+    }
+}
+
+impl HookId {
+    /// The kernel function this hook attaches to.
+    pub const fn function(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// Bits of [`Event::flags`].
+pub mod flags {
+    /// `ref_before` holds a value read at function entry.
+    pub const REF_BEFORE: u32 = 1 << 0;
+    /// `ref_after` holds a value read at function return.
+    pub const REF_AFTER: u32 = 1 << 1;
+    /// Reading the page's `struct page` failed: its memmap is gone
+    /// (after `memunmap_pages`) or the pointer was bad.
+    pub const MEMMAP_UNREADABLE: u32 = 1 << 2;
+    /// The hooked function returned failure; nothing changed.
+    pub const FAILED: u32 = 1 << 3;
+    /// Seen by a kprobe/kretprobe (not fentry/fexit).
+    pub const KPROBE: u32 = 1 << 4;
+    /// The `pfn_t` argument had `PFN_DEV|PFN_MAP` (a devmap mapping, pre-6.17).
+    pub const PFN_DEVMAP: u32 = 1 << 5;
+    /// The record is an [`super::EventWithStack`].
+    pub const HAS_STACK: u32 = 1 << 6;
+    /// The mapping was installed writable (`mkwrite`/`write`).
+    pub const WRITE: u32 = 1 << 7;
+    /// The in-kernel table of tracked address spaces was full; unmaps of this
+    /// `mm` may be missed.
+    pub const MM_TABLE_FULL: u32 = 1 << 8;
+    /// The return value was not available (kretprobe missed, or no exit probe).
+    pub const NO_RETURN: u32 = 1 << 9;
+    /// Userspace only: the values come from the attach-time snapshot.
+    pub const AT_ATTACH: u32 = 1 << 16;
+}
+
+/// One event, as the eBPF programs write it into the ring buffer.
+///
+/// Field meaning depends on `kind`; unused fields are zero. Addresses are raw
+/// kernel pointers here: userspace hashes them before they reach a trace
+/// unless asked not to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// [`ABI_VERSION`].
+    pub version: u16,
+    /// [`EventKind`] as `u8`.
+    pub kind: u8,
+    /// [`HookId`] as `u8`.
+    pub hook: u8,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Per-CPU sequence number; gaps mean lost events on that CPU.
+    pub seq: u64,
+    pub cpu: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    /// `_refcount` read at function entry, or [`REF_UNKNOWN`].
+    pub ref_before: i32,
+    /// `_refcount` read at function return, or [`REF_UNKNOWN`].
+    pub ref_after: i32,
+    /// The hook's `refs`/`nr` argument (references taken or dropped), else 0.
+    pub refs: i32,
+    pub comm: [u8; COMM_LEN],
+    /// Address space (`struct mm_struct *`) the event is about: the VMA's mm for
+    /// map and unmap, the caller's mm for GUP.
+    pub mm: u64,
+    pub vaddr: u64,
+    /// End of an address range (exclusive), for [`EventKind::Unmap`].
+    pub vaddr_end: u64,
+    pub pfn: u64,
+    /// End of a pfn range (exclusive), for pgmap events.
+    pub pfn_end: u64,
+    /// `struct page *` (or folio) the hook saw.
+    pub page: u64,
+    /// `struct dev_pagemap *` of the page or pgmap event.
+    pub pgmap: u64,
+    /// GUP flags, `pfn_t` flags, `enum memory_type`, or `kill_dax` flags.
+    pub arg_flags: u64,
+    /// Return value of the hooked function (sign-extended).
+    pub ret: i64,
+    /// Folio/mapping order (0 = PTE, 9 = PMD on x86-64).
+    pub order: u8,
+    pub _pad: [u8; 7],
+}
+
+const _: () = assert!(size_of::<Event>() == 144);
+
+impl Event {
+    /// An all-zero event of this kind and hook, stamped with [`ABI_VERSION`].
+    pub const fn new(kind: EventKind, hook: HookId) -> Self {
+        Event {
+            version: ABI_VERSION,
+            kind: kind as u8,
+            hook: hook as u8,
+            flags: 0,
+            ts_ns: 0,
+            seq: 0,
+            cpu: 0,
+            tgid: 0,
+            tid: 0,
+            ref_before: REF_UNKNOWN,
+            ref_after: REF_UNKNOWN,
+            refs: 0,
+            comm: [0; COMM_LEN],
+            mm: 0,
+            vaddr: 0,
+            vaddr_end: 0,
+            pfn: 0,
+            pfn_end: 0,
+            page: 0,
+            pgmap: 0,
+            arg_flags: 0,
+            ret: 0,
+            order: 0,
+            _pad: [0; 7],
+        }
+    }
+}
+
+/// An [`Event`] followed by the kernel stack at the hook (GUP events), so a
+/// pin can be attributed to its caller.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventWithStack {
+    pub event: Event,
+    /// Number of valid entries in `frames`.
+    pub nr_frames: u32,
+    pub _pad: u32,
+    pub frames: [u64; STACK_DEPTH],
+}
+
+const _: () = assert!(size_of::<EventWithStack>() == 144 + 8 + 8 * STACK_DEPTH);
+
+/// Kernel facts the programs need, computed by userspace from the running
+/// kernel's BTF and kallsyms and set as a read-only global before load.
+/// (rustc emits no CO-RE relocations, so no struct offset is compiled in.)
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub abi_version: u32,
+    /// `sizeof(struct page)`.
+    pub struct_page_size: u32,
+    /// Offset of `_refcount` in `struct page`.
+    pub page_refcount_off: u32,
+    /// Offset of the ZONE_DEVICE `pgmap` pointer in `struct page`/`folio`.
+    pub page_pgmap_off: u32,
+    /// Offset of `compound_head` (6.x) / `compound_info` (7.x) in `struct page`.
+    pub page_compound_off: u32,
+    /// Non-zero when a tail page's `compound_info` is a mask to AND with the
+    /// page address (7.x with HVO), zero when it is `head + 1`.
+    pub compound_is_mask: u32,
+    /// Offset of `vm_mm` in `struct vm_area_struct`.
+    pub vma_mm_off: u32,
+    /// Offset of `vma` in `struct vm_fault`.
+    pub vmf_vma_off: u32,
+    /// Offset of `address` in `struct vm_fault`.
+    pub vmf_address_off: u32,
+    /// Offset of `mm` in `struct task_struct`.
+    pub task_mm_off: u32,
+    /// Offset of `type` in `struct dev_pagemap`.
+    pub pgmap_type_off: u32,
+    /// Offset of `nr_range` in `struct dev_pagemap`.
+    pub pgmap_nr_range_off: u32,
+    /// Offset of `range` (first `struct range`) in `struct dev_pagemap`.
+    pub pgmap_range_off: u32,
+    /// Non-zero when `try_grab_folio` returns a folio pointer (6.1) rather than
+    /// an int (6.2+).
+    pub try_grab_folio_returns_ptr: u32,
+    /// Non-zero to capture a kernel stack on GUP events.
+    pub stack_on_gup: u32,
+    /// Number of valid entries in `filter_pids` (0 = no pid filter).
+    pub filter_pid_count: u32,
+    pub filter_pids: [u32; MAX_PIDS],
+    /// Length of `filter_comm` (0 = no comm filter).
+    pub filter_comm_len: u32,
+    pub filter_comm: [u8; COMM_LEN],
+    pub _pad: u32,
+    /// Address of the kernel variable `vmemmap_base` (from kallsyms).
+    pub vmemmap_base_sym: u64,
+}
+
+const _: () = assert!(size_of::<Config>() == 128);
+
+impl Config {
+    pub const fn zeroed() -> Self {
+        Config {
+            abi_version: 0,
+            struct_page_size: 0,
+            page_refcount_off: 0,
+            page_pgmap_off: 0,
+            page_compound_off: 0,
+            compound_is_mask: 0,
+            vma_mm_off: 0,
+            vmf_vma_off: 0,
+            vmf_address_off: 0,
+            task_mm_off: 0,
+            pgmap_type_off: 0,
+            pgmap_nr_range_off: 0,
+            pgmap_range_off: 0,
+            try_grab_folio_returns_ptr: 0,
+            stack_on_gup: 0,
+            filter_pid_count: 0,
+            filter_pids: [0; MAX_PIDS],
+            filter_comm_len: 0,
+            filter_comm: [0; COMM_LEN],
+            _pad: 0,
+            vmemmap_base_sym: 0,
+        }
+    }
+}
+
+/// One entry of the in-kernel device filter: pfns in `[start, end)` are traced.
+/// An entry with `end == 0` is free; entries are packed from index 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PfnRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+const _: () = assert!(size_of::<PfnRange>() == 16);
+
+/// Per-CPU loss accounting (index 0 of the `DROPS` per-CPU array).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropStats {
+    /// Events that could not be reserved in the ring buffer.
+    pub dropped: u64,
+    /// Timestamp of the first drop.
+    pub first_ts: u64,
+    /// Timestamp of the latest drop.
+    pub last_ts: u64,
+    /// Sequence number of the latest dropped event.
+    pub last_seq: u64,
+}
+
+const _: () = assert!(size_of::<DropStats>() == 32);
+
+/// Arguments and the entry refcount saved by an entry probe for its return
+/// probe, keyed by [`stash_key`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stash {
+    pub args: [u64; STASH_ARGS],
+    pub ref_before: i32,
+    pub flags: u32,
+}
+
+const _: () = assert!(size_of::<Stash>() == 56);
+
+/// Key of a [`Stash`]: the thread and the hook, so nested hooks on one thread
+/// do not clobber each other.
+pub const fn stash_key(tid: u32, hook: HookId) -> u64 {
+    ((tid as u64) << 8) | hook as u64
+}
+
+/// GUP reference bias of one FOLL_PIN on a small folio (`GUP_PIN_COUNTING_BIAS`).
+pub const GUP_PIN_COUNTING_BIAS: i32 = 1024;
+
+/// PMD order on x86-64 (2 MiB / 4 KiB).
+pub const PMD_ORDER: u8 = 9;
+
+/// `pfn_t` flag bits (pre-6.17 kernels): the pfn is the low 52 bits.
+pub mod pfn_t {
+    pub const PFN_SG_CHAIN: u64 = 1 << 63;
+    pub const PFN_SG_LAST: u64 = 1 << 62;
+    pub const PFN_DEV: u64 = 1 << 61;
+    pub const PFN_MAP: u64 = 1 << 60;
+    pub const PFN_SPECIAL: u64 = 1 << 59;
+    pub const FLAGS_MASK: u64 = 0xfff << 52;
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY (all impls): `#[repr(C)]`, `Copy`, no implicit padding (checked by
+    // the size assertions above), every bit pattern valid.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::EventWithStack {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::PfnRange {}
+    unsafe impl aya::Pod for super::DropStats {}
+    unsafe impl aya::Pod for super::Stash {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::offset_of;
+
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::from_name(kind.as_str()), Some(*kind));
+            assert_eq!(EventKind::from_raw(*kind as u8), Some(*kind));
+        }
+        for hook in HookId::ALL {
+            assert_eq!(HookId::from_name(hook.as_str()), Some(*hook));
+            assert_eq!(HookId::from_raw(*hook as u8), Some(*hook));
+        }
+        assert_eq!(EventKind::from_raw(0), None);
+        assert_eq!(HookId::from_raw(0), None);
+    }
+
+    #[test]
+    fn event_layout_is_the_documented_one() {
+        // docs/trace-format.md documents these offsets for people decoding the
+        // ring buffer by hand (bpftool map dump); keep them in sync.
+        assert_eq!(offset_of!(Event, version), 0);
+        assert_eq!(offset_of!(Event, kind), 2);
+        assert_eq!(offset_of!(Event, hook), 3);
+        assert_eq!(offset_of!(Event, flags), 4);
+        assert_eq!(offset_of!(Event, ts_ns), 8);
+        assert_eq!(offset_of!(Event, seq), 16);
+        assert_eq!(offset_of!(Event, comm), 48);
+        assert_eq!(offset_of!(Event, mm), 64);
+        assert_eq!(offset_of!(Event, pfn), 88);
+        assert_eq!(offset_of!(Event, ret), 128);
+        assert_eq!(offset_of!(Event, order), 136);
+        assert_eq!(offset_of!(EventWithStack, frames), 152);
+    }
+
+    #[test]
+    fn stash_keys_differ_per_hook_and_thread() {
+        assert_ne!(
+            stash_key(1, HookId::TryGrabFolio),
+            stash_key(1, HookId::GupPutFolio)
+        );
+        assert_ne!(
+            stash_key(1, HookId::TryGrabFolio),
+            stash_key(2, HookId::TryGrabFolio)
+        );
+    }
+}

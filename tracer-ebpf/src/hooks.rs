@@ -1,0 +1,571 @@
+//! What each hooked kernel function means, independent of how it is attached.
+//!
+//! Every hook has an entry half and a return half. fentry/fexit and
+//! kprobe/kretprobe wrappers in `main.rs` call them with the function's
+//! arguments; a return probe that has no arguments (kretprobe) gets them
+//! from the stash its entry probe left. Userspace decides which halves to
+//! attach (see `HookSpec` in tracer-user): hooks that need the refcount
+//! before the call always attach both.
+
+use aya_ebpf::EbpfContext;
+use refscope_common::{
+    Event, EventKind, GUP_PIN_COUNTING_BIAS, HookId, REF_UNKNOWN, STASH_ARGS, Stash, flags, pfn_t,
+};
+
+use crate::{
+    emit::{
+        current_comm, new_event, stash_present, stash_put, stash_take, submit, submit_with_stack,
+    },
+    kernel::{
+        add_device_range, compound_head, conf, current_mm, current_passes_filter, is_device_pfn,
+        is_err_ptr, is_tracked_mm, page_to_pfn, pfn_to_page, pgmap_of, read_u32, read_u64,
+        refcount, track_mm, untrack_mm, vma_mm, vmf_vma_address,
+    },
+};
+
+pub type Args = [u64; STASH_ARGS];
+
+/// `VM_FAULT_NOPAGE`: what the vmf_insert_* family returns on success.
+const VM_FAULT_NOPAGE: u64 = 0x100;
+
+// ---------------------------------------------------------------------------
+// Map: a PTE or PMD now points at a device page.
+// ---------------------------------------------------------------------------
+
+/// Where a map hook finds the address space and virtual address.
+#[derive(Clone, Copy)]
+pub enum Addr {
+    /// `(struct vm_area_struct *vma, unsigned long addr, ...)`.
+    VmaAddr,
+    /// `(struct vm_fault *vmf, ...)`.
+    Vmf,
+}
+
+/// Where a map hook finds the page.
+#[derive(Clone, Copy)]
+pub enum Target {
+    /// A `pfn_t` (6.x) or `unsigned long pfn` (7.x) argument at this index.
+    Pfn(usize),
+    /// A `struct page *` or `struct folio *` argument at this index.
+    Page(usize),
+}
+
+/// How a map hook reports success.
+#[derive(Clone, Copy)]
+pub enum Ret {
+    /// `vm_fault_t`: `VM_FAULT_NOPAGE` on success.
+    VmFault,
+    /// `int`: 0 on success.
+    Int,
+}
+
+/// Where a map hook says the mapping is writable.
+#[derive(Clone, Copy)]
+pub enum Write {
+    Arg(usize),
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy)]
+pub struct MapSpec {
+    pub hook: HookId,
+    pub addr: Addr,
+    pub target: Target,
+    pub ret: Ret,
+    pub write: Write,
+    pub order: u8,
+}
+
+/// `(pfn, page, devmap)` of a map hook's target, if it is a device page.
+#[inline(always)]
+fn map_target(spec: &MapSpec, a: &Args) -> Option<(u64, u64, bool)> {
+    let (pfn, page, devmap) = match spec.target {
+        Target::Pfn(i) => {
+            let raw = a[i];
+            let pfn = raw & !pfn_t::FLAGS_MASK;
+            let devmap = raw & (pfn_t::PFN_DEV | pfn_t::PFN_MAP) == pfn_t::PFN_DEV | pfn_t::PFN_MAP;
+            (pfn, pfn_to_page(pfn)?, devmap)
+        }
+        Target::Page(i) => (page_to_pfn(a[i])?, a[i], false),
+    };
+    is_device_pfn(pfn).then_some((pfn, page, devmap))
+}
+
+/// Entry half of a map hook (only attached for kretprobes: the fexit half has
+/// the arguments itself).
+#[inline(always)]
+pub fn map_entry(spec: &MapSpec, a: &Args) {
+    if map_target(spec, a).is_none() || !current_passes_filter(&current_comm()) {
+        return;
+    }
+    stash_put(
+        spec.hook,
+        &Stash {
+            args: *a,
+            ref_before: REF_UNKNOWN,
+            flags: 0,
+        },
+    );
+}
+
+/// Return half of a map hook. `args` is `None` for a kretprobe.
+#[inline(always)]
+pub fn map_exit(spec: &MapSpec, args: Option<&Args>, ret: Option<u64>, kprobe: bool) {
+    let stashed;
+    let a = match args {
+        Some(a) => a,
+        None => {
+            let Some(s) = stash_take(spec.hook) else {
+                return;
+            };
+            stashed = s.args;
+            &stashed
+        }
+    };
+    let Some((pfn, page, devmap)) = map_target(spec, a) else {
+        return;
+    };
+    let comm = current_comm();
+    if args.is_some() && !current_passes_filter(&comm) {
+        return;
+    }
+    let (vma, mut vaddr) = match spec.addr {
+        Addr::VmaAddr => (a[0], a[1]),
+        Addr::Vmf => vmf_vma_address(a[0]),
+    };
+    if spec.order > 0 {
+        vaddr &= !((4096u64 << spec.order) - 1);
+    }
+    let mm = vma_mm(vma);
+    let head = compound_head(page);
+
+    let mut ev = new_event(EventKind::Map, spec.hook, kprobe, comm);
+    ev.mm = mm;
+    ev.vaddr = vaddr;
+    ev.pfn = pfn;
+    ev.page = page;
+    ev.pgmap = pgmap_of(head);
+    ev.order = spec.order;
+    ev.ref_after = refcount(head);
+    if ev.ref_after == REF_UNKNOWN {
+        ev.flags |= flags::MEMMAP_UNREADABLE;
+    } else {
+        ev.flags |= flags::REF_AFTER;
+    }
+    if devmap {
+        ev.flags |= flags::PFN_DEVMAP;
+    }
+    let write = match spec.write {
+        Write::Arg(i) => a[i] & 0xff != 0,
+        Write::Always => true,
+        Write::Never => false,
+    };
+    if write {
+        ev.flags |= flags::WRITE;
+    }
+    match ret {
+        Some(r) => {
+            ev.ret = r as i64;
+            let ok = match spec.ret {
+                Ret::VmFault => r & 0xffff_ffff == VM_FAULT_NOPAGE,
+                Ret::Int => r as i32 == 0,
+            };
+            if !ok {
+                ev.flags |= flags::FAILED;
+            }
+        }
+        None => ev.flags |= flags::NO_RETURN,
+    }
+    if !track_mm(mm, 0) {
+        ev.flags |= flags::MM_TABLE_FULL;
+    }
+    submit(ev);
+}
+
+// ---------------------------------------------------------------------------
+// GUP: references and pins taken and released.
+// ---------------------------------------------------------------------------
+
+/// How a GUP grab function reports success.
+#[derive(Clone, Copy)]
+pub enum GrabRet {
+    /// `bool`: true on success (6.1 `try_grab_page`).
+    Bool,
+    /// `struct folio *`: NULL on failure (`try_grab_folio_fast`).
+    Ptr,
+    /// `try_grab_folio`: a folio pointer on 6.1, an int (0 = success) later;
+    /// userspace sets `Config::try_grab_folio_returns_ptr`.
+    PtrOrInt,
+}
+
+#[derive(Clone, Copy)]
+pub struct GrabSpec {
+    pub hook: HookId,
+    /// Index of the `refs` argument, or `None` when it is always 1.
+    pub refs: Option<usize>,
+    pub flags: usize,
+    pub ret: GrabRet,
+}
+
+/// `(pfn, head)` of a `struct page *`/`folio *` argument, if a device page.
+#[inline(always)]
+fn device_page(page: u64) -> Option<(u64, u64)> {
+    let pfn = page_to_pfn(page)?;
+    if !is_device_pfn(pfn) {
+        return None;
+    }
+    Some((pfn, compound_head(page)))
+}
+
+#[inline(always)]
+pub fn grab_entry(spec: &GrabSpec, a: &Args) {
+    let Some((_, head)) = device_page(a[0]) else {
+        return;
+    };
+    if !current_passes_filter(&current_comm()) {
+        return;
+    }
+    stash_put(
+        spec.hook,
+        &Stash {
+            args: *a,
+            ref_before: refcount(head),
+            flags: 0,
+        },
+    );
+}
+
+#[inline(always)]
+pub fn grab_exit<C: EbpfContext>(
+    ctx: &C,
+    spec: &GrabSpec,
+    args: Option<&Args>,
+    ret: u64,
+    kprobe: bool,
+) {
+    if let Some(a) = args {
+        // Cheap rejection of the common case (non-device pages) before the
+        // stash lookup.
+        if device_page(a[0]).is_none() {
+            return;
+        }
+    }
+    let Some(stash) = stash_take(spec.hook) else {
+        return;
+    };
+    let a = &stash.args;
+    let Some((pfn, head)) = device_page(a[0]) else {
+        return;
+    };
+
+    let mut ev = new_event(EventKind::GupGet, spec.hook, kprobe, current_comm());
+    ev.mm = current_mm();
+    ev.pfn = pfn;
+    ev.page = a[0];
+    ev.pgmap = pgmap_of(head);
+    ev.arg_flags = a[spec.flags];
+    ev.refs = match spec.refs {
+        Some(i) => a[i] as i32,
+        None => 1,
+    };
+    ev.ref_before = stash.ref_before;
+    ev.ref_after = refcount(head);
+    ev.flags |= ref_flags(ev.ref_before, ev.ref_after);
+    ev.ret = ret as i64;
+    let ok = match spec.ret {
+        GrabRet::Bool => ret & 0xff != 0,
+        GrabRet::Ptr => !is_err_ptr(ret),
+        GrabRet::PtrOrInt => {
+            if conf!(try_grab_folio_returns_ptr) != 0 {
+                !is_err_ptr(ret)
+            } else {
+                ret as i32 == 0
+            }
+        }
+    };
+    if !ok {
+        ev.flags |= flags::FAILED;
+    }
+    if !track_mm(ev.mm, 0) {
+        ev.flags |= flags::MM_TABLE_FULL;
+    }
+    if conf!(stack_on_gup) != 0 {
+        submit_with_stack(ctx, ev);
+    } else {
+        submit(ev);
+    }
+}
+
+#[inline(always)]
+fn ref_flags(before: i32, after: i32) -> u32 {
+    let mut f = 0;
+    if before != REF_UNKNOWN {
+        f |= flags::REF_BEFORE;
+    }
+    if after != REF_UNKNOWN {
+        f |= flags::REF_AFTER;
+    } else {
+        f |= flags::MEMMAP_UNREADABLE;
+    }
+    f
+}
+
+/// Hooks that drop references: `gup_put_folio(folio, refs, flags)` (unpin and
+/// FOLL_GET put of GUP'd pages) and `__put_devmap_managed_*_refs(page, refs)`.
+#[derive(Clone, Copy)]
+pub struct PutSpec {
+    pub hook: HookId,
+    pub kind: EventKind,
+    pub refs: usize,
+    /// Index of a GUP flags argument, if any.
+    pub flags: Option<usize>,
+    /// Skip calls nested inside this hook (the devmap put inside
+    /// `gup_put_folio` is the same operation, already reported).
+    pub nested_in: Option<HookId>,
+}
+
+#[inline(always)]
+pub fn put_entry(spec: &PutSpec, a: &Args) {
+    let Some((_, head)) = device_page(a[0]) else {
+        return;
+    };
+    if let Some(outer) = spec.nested_in
+        && stash_present(outer)
+    {
+        return;
+    }
+    stash_put(
+        spec.hook,
+        &Stash {
+            args: *a,
+            ref_before: refcount(head),
+            flags: 0,
+        },
+    );
+}
+
+#[inline(always)]
+pub fn put_exit(spec: &PutSpec, args: Option<&Args>, ret: Option<u64>, kprobe: bool) {
+    if let Some(a) = args
+        && device_page(a[0]).is_none()
+    {
+        return;
+    }
+    let Some(stash) = stash_take(spec.hook) else {
+        return;
+    };
+    let a = &stash.args;
+    let Some((pfn, head)) = device_page(a[0]) else {
+        return;
+    };
+    let mut ev = new_event(spec.kind, spec.hook, kprobe, current_comm());
+    ev.mm = current_mm();
+    ev.pfn = pfn;
+    ev.page = a[0];
+    ev.pgmap = pgmap_of(head);
+    ev.refs = a[spec.refs] as i32;
+    if let Some(i) = spec.flags {
+        ev.arg_flags = a[i];
+    }
+    ev.ref_before = stash.ref_before;
+    ev.ref_after = refcount(head);
+    ev.flags |= ref_flags(ev.ref_before, ev.ref_after);
+    match ret {
+        Some(r) => ev.ret = r as i64,
+        None => ev.flags |= flags::NO_RETURN,
+    }
+    submit(ev);
+}
+
+/// `free_zone_device_{page,folio}(page)`: the page went back to its driver.
+#[inline(always)]
+pub fn free_entry(hook: HookId, a: &Args, kprobe: bool) {
+    let Some((pfn, head)) = device_page(a[0]) else {
+        return;
+    };
+    let mut ev = new_event(EventKind::Free, hook, kprobe, current_comm());
+    ev.mm = current_mm();
+    ev.pfn = pfn;
+    ev.page = a[0];
+    ev.pgmap = pgmap_of(head);
+    ev.ref_before = refcount(head);
+    ev.flags |= if ev.ref_before == REF_UNKNOWN {
+        flags::MEMMAP_UNREADABLE
+    } else {
+        flags::REF_BEFORE
+    };
+    submit(ev);
+}
+
+// Silence "unused" for the pin bias when only some hooks are compiled in.
+const _: i32 = GUP_PIN_COUNTING_BIAS;
+
+// ---------------------------------------------------------------------------
+// Unmap and address-space teardown.
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+pub struct UnmapSpec {
+    pub hook: HookId,
+    pub vma: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A range of a tracked address space is being zapped. Reported at entry,
+/// before any page of it is released, so userspace drops the shadow
+/// mappings before it sees the frees they cause.
+#[inline(always)]
+pub fn unmap_entry(spec: &UnmapSpec, a: &Args, kprobe: bool) {
+    let mm = vma_mm(a[spec.vma]);
+    if !is_tracked_mm(mm) {
+        return;
+    }
+    let mut ev = new_event(EventKind::Unmap, spec.hook, kprobe, current_comm());
+    ev.mm = mm;
+    ev.vaddr = a[spec.start];
+    ev.vaddr_end = a[spec.end];
+    submit(ev);
+}
+
+/// `exit_mmap(mm)`: the address space is going away.
+#[inline(always)]
+pub fn exit_mmap_entry(a: &Args, kprobe: bool) {
+    let mm = a[0];
+    if !is_tracked_mm(mm) {
+        return;
+    }
+    let mut ev = new_event(EventKind::MmExit, HookId::ExitMmap, kprobe, current_comm());
+    ev.mm = mm;
+    submit(ev);
+    untrack_mm(mm);
+}
+
+// ---------------------------------------------------------------------------
+// Device lifecycle.
+// ---------------------------------------------------------------------------
+
+/// Ranges of a pgmap reported per event (`struct dev_pagemap::ranges`).
+const MAX_PGMAP_RANGES: u32 = 4;
+
+/// Report each range of `pgmap` as `kind`; `add` also puts it in the filter.
+#[inline(always)]
+fn pgmap_ranges(hook: HookId, kind: EventKind, pgmap: u64, ret: i64, kprobe: bool, add: bool) {
+    let ty = read_u32(pgmap + conf!(pgmap_type_off) as u64).unwrap_or(u32::MAX);
+    let nr = read_u32(pgmap + conf!(pgmap_nr_range_off) as u64).unwrap_or(0);
+    let ranges = pgmap + conf!(pgmap_range_off) as u64;
+    for i in 0..MAX_PGMAP_RANGES {
+        if i >= nr {
+            break;
+        }
+        let base = ranges + 16 * i as u64;
+        let (Some(start), Some(end)) = (read_u64(base), read_u64(base + 8)) else {
+            break;
+        };
+        // `struct range` is inclusive: [start, end].
+        let (pfn, pfn_end) = (start >> 12, (end + 1) >> 12);
+        if add {
+            add_device_range(pfn, pfn_end);
+        }
+        let mut ev = new_event(kind, hook, kprobe, current_comm());
+        ev.pgmap = pgmap;
+        ev.pfn = pfn;
+        ev.pfn_end = pfn_end;
+        ev.arg_flags = ty as u64;
+        ev.ret = ret;
+        ev.refs = i as i32;
+        submit(ev);
+    }
+}
+
+/// `memremap_pages(pgmap, nid)` returned.
+#[inline(always)]
+pub fn memremap_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
+    let stashed;
+    let a = match args {
+        Some(a) => a,
+        None => {
+            let Some(s) = stash_take(HookId::MemremapPages) else {
+                return;
+            };
+            stashed = s.args;
+            &stashed
+        }
+    };
+    if is_err_ptr(ret) {
+        return;
+    }
+    pgmap_ranges(
+        HookId::MemremapPages,
+        EventKind::PgmapAdd,
+        a[0],
+        0,
+        kprobe,
+        true,
+    );
+}
+
+/// Entry half used only to give kretprobes their arguments.
+#[inline(always)]
+pub fn stash_args(hook: HookId, a: &Args) {
+    stash_put(
+        hook,
+        &Stash {
+            args: *a,
+            ref_before: REF_UNKNOWN,
+            flags: 0,
+        },
+    );
+}
+
+/// `memunmap_pages(pgmap)` starts: mappings of these pages are now stale.
+#[inline(always)]
+pub fn memunmap_entry(a: &Args, kprobe: bool) {
+    if kprobe {
+        stash_args(HookId::MemunmapPages, a);
+    }
+    pgmap_ranges(
+        HookId::MemunmapPages,
+        EventKind::PgmapRemove,
+        a[0],
+        0,
+        kprobe,
+        false,
+    );
+}
+
+/// `memunmap_pages(pgmap)` returned: the struct pages are gone.
+#[inline(always)]
+pub fn memunmap_exit(args: Option<&Args>, kprobe: bool) {
+    let pgmap = match args {
+        Some(a) => a[0],
+        None => {
+            let Some(s) = stash_take(HookId::MemunmapPages) else {
+                return;
+            };
+            s.args[0]
+        }
+    };
+    let mut ev = new_event(
+        EventKind::PgmapRemoved,
+        HookId::MemunmapPages,
+        kprobe,
+        current_comm(),
+    );
+    ev.pgmap = pgmap;
+    submit(ev);
+}
+
+/// `kill_dax(dax_dev)` and `dax_holder_notify_failure(dax_dev, off, len, flags)`.
+#[inline(always)]
+pub fn dax_entry(hook: HookId, kind: EventKind, a: &Args, kprobe: bool) {
+    let mut ev: Event = new_event(kind, hook, kprobe, current_comm());
+    ev.page = a[0];
+    if let HookId::DaxHolderNotifyFailure = hook {
+        ev.vaddr = a[1];
+        ev.vaddr_end = a[1].wrapping_add(a[2]);
+        ev.arg_flags = a[3];
+    }
+    submit(ev);
+}

@@ -1,0 +1,2 @@
+//! Intentionally empty: see Cargo.toml (`[lib]`). The programs are in main.rs.
+#![no_std]

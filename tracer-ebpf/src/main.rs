@@ -1,0 +1,519 @@
+//! refscope's eBPF programs.
+//!
+//! For every hooked kernel function there is an fentry/fexit pair and a
+//! kprobe/kretprobe pair running the same logic (`hooks.rs`); userspace picks
+//! one attach type per function at start-up, from what the running kernel
+//! offers. Program names are `<function without leading underscores>_<type>`,
+//! e.g. `insert_pfn_fexit`; tracer-user derives them from `HookId`.
+#![no_std]
+#![no_main]
+
+mod emit;
+mod hooks;
+mod kernel;
+
+use aya_ebpf::{
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use hooks::{Addr, Args, GrabRet, GrabSpec, MapSpec, PutSpec, Ret, Target, UnmapSpec, Write};
+use refscope_common::{EventKind, HookId, PMD_ORDER, STASH_ARGS};
+
+/// The first `N` arguments of an fentry/fexit program. Reading past the
+/// function's last argument would be rejected by the verifier, so `N` is
+/// the exact argument count.
+#[inline(always)]
+fn fentry_args<const N: usize>(ctx: &FEntryContext) -> Args {
+    let mut a: Args = [0; STASH_ARGS];
+    let mut i = 0;
+    while i < N {
+        a[i] = ctx.arg(i);
+        i += 1;
+    }
+    a
+}
+
+#[inline(always)]
+fn fexit_args<const N: usize>(ctx: &FExitContext) -> Args {
+    let mut a: Args = [0; STASH_ARGS];
+    let mut i = 0;
+    while i < N {
+        a[i] = ctx.arg(i);
+        i += 1;
+    }
+    a
+}
+
+#[inline(always)]
+fn kprobe_args(ctx: &ProbeContext) -> Args {
+    let mut a: Args = [0; STASH_ARGS];
+    let mut i = 0;
+    while i < STASH_ARGS {
+        a[i] = ctx.arg(i).unwrap_or(0);
+        i += 1;
+    }
+    a
+}
+
+/// A map hook: fexit alone in fentry mode; kprobe + kretprobe otherwise.
+macro_rules! map_hook {
+    ($spec:expr, $n:literal, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
+        #[fexit]
+        pub fn $fexit(ctx: FExitContext) -> u32 {
+            let a = fexit_args::<$n>(&ctx);
+            hooks::map_exit(&$spec, Some(&a), ctx.ret::<u64>().ok(), false);
+            0
+        }
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            hooks::map_entry(&$spec, &kprobe_args(&ctx));
+            0
+        }
+        #[kretprobe]
+        pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
+            hooks::map_exit(&$spec, None, Some(ctx.ret::<u64>()), true);
+            0
+        }
+    };
+}
+
+/// A hook with both halves in either mode: `$entry(&spec, &args)` and
+/// `$exit(spec, args, ret, kprobe)`.
+macro_rules! grab_hook {
+    ($spec:expr, $n:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
+        #[fentry]
+        pub fn $fentry(ctx: FEntryContext) -> u32 {
+            hooks::grab_entry(&$spec, &fentry_args::<$n>(&ctx));
+            0
+        }
+        #[fexit]
+        pub fn $fexit(ctx: FExitContext) -> u32 {
+            let a = fexit_args::<$n>(&ctx);
+            let ret = ctx.ret::<u64>().unwrap_or(0);
+            hooks::grab_exit(&ctx, &$spec, Some(&a), ret, false);
+            0
+        }
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            hooks::grab_entry(&$spec, &kprobe_args(&ctx));
+            0
+        }
+        #[kretprobe]
+        pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
+            let ret = ctx.ret::<u64>();
+            hooks::grab_exit(&ctx, &$spec, None, ret, true);
+            0
+        }
+    };
+}
+
+macro_rules! put_hook {
+    ($spec:expr, $n:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
+        #[fentry]
+        pub fn $fentry(ctx: FEntryContext) -> u32 {
+            hooks::put_entry(&$spec, &fentry_args::<$n>(&ctx));
+            0
+        }
+        #[fexit]
+        pub fn $fexit(ctx: FExitContext) -> u32 {
+            let a = fexit_args::<$n>(&ctx);
+            hooks::put_exit(&$spec, Some(&a), ctx.ret::<u64>().ok(), false);
+            0
+        }
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            hooks::put_entry(&$spec, &kprobe_args(&ctx));
+            0
+        }
+        #[kretprobe]
+        pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
+            hooks::put_exit(&$spec, None, Some(ctx.ret::<u64>()), true);
+            0
+        }
+    };
+}
+
+/// A hook reported at entry only: `$body(args, kprobe)`.
+macro_rules! entry_hook {
+    ($n:literal, $fentry:ident, $kprobe:ident, |$a:ident, $k:ident| $body:expr) => {
+        #[fentry]
+        pub fn $fentry(ctx: FEntryContext) -> u32 {
+            let $a = fentry_args::<$n>(&ctx);
+            let $k = false;
+            $body;
+            0
+        }
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            let $a = kprobe_args(&ctx);
+            let $k = true;
+            $body;
+            0
+        }
+    };
+}
+
+// ----------------------------------------------------------------- map PTE --
+
+// 6.x: insert_pfn(vma, addr, pfn_t pfn, pgprot_t prot, bool mkwrite) -> vm_fault_t
+// 7.x: insert_pfn(vma, addr, unsigned long pfn, pgprot_t prot, bool mkwrite)
+const INSERT_PFN: MapSpec = MapSpec {
+    hook: HookId::InsertPfn,
+    addr: Addr::VmaAddr,
+    target: Target::Pfn(2),
+    ret: Ret::VmFault,
+    write: Write::Arg(4),
+    order: 0,
+};
+map_hook!(
+    INSERT_PFN,
+    5,
+    insert_pfn_fexit,
+    insert_pfn_kprobe,
+    insert_pfn_kretprobe
+);
+
+// vmf_insert_mixed(vma, addr, pfn_t|ulong pfn) -> vm_fault_t
+const VMF_INSERT_MIXED: MapSpec = MapSpec {
+    hook: HookId::VmfInsertMixed,
+    addr: Addr::VmaAddr,
+    target: Target::Pfn(2),
+    ret: Ret::VmFault,
+    write: Write::Never,
+    order: 0,
+};
+map_hook!(
+    VMF_INSERT_MIXED,
+    3,
+    vmf_insert_mixed_fexit,
+    vmf_insert_mixed_kprobe,
+    vmf_insert_mixed_kretprobe
+);
+
+// vmf_insert_mixed_mkwrite(vma, addr, pfn_t|ulong pfn) -> vm_fault_t
+const VMF_INSERT_MIXED_MKWRITE: MapSpec = MapSpec {
+    hook: HookId::VmfInsertMixedMkwrite,
+    write: Write::Always,
+    ..VMF_INSERT_MIXED
+};
+map_hook!(
+    VMF_INSERT_MIXED_MKWRITE,
+    3,
+    vmf_insert_mixed_mkwrite_fexit,
+    vmf_insert_mixed_mkwrite_kprobe,
+    vmf_insert_mixed_mkwrite_kretprobe
+);
+
+// 7.x: insert_page(vma, addr, struct page *page, pgprot_t prot, bool mkwrite) -> int
+const INSERT_PAGE: MapSpec = MapSpec {
+    hook: HookId::InsertPage,
+    addr: Addr::VmaAddr,
+    target: Target::Page(2),
+    ret: Ret::Int,
+    write: Write::Arg(4),
+    order: 0,
+};
+map_hook!(
+    INSERT_PAGE,
+    5,
+    insert_page_fexit,
+    insert_page_kprobe,
+    insert_page_kretprobe
+);
+
+// 7.x: vmf_insert_page_mkwrite(vmf, struct page *page, bool write) -> vm_fault_t
+const VMF_INSERT_PAGE_MKWRITE: MapSpec = MapSpec {
+    hook: HookId::VmfInsertPageMkwrite,
+    addr: Addr::Vmf,
+    target: Target::Page(1),
+    ret: Ret::VmFault,
+    write: Write::Arg(2),
+    order: 0,
+};
+map_hook!(
+    VMF_INSERT_PAGE_MKWRITE,
+    3,
+    vmf_insert_page_mkwrite_fexit,
+    vmf_insert_page_mkwrite_kprobe,
+    vmf_insert_page_mkwrite_kretprobe
+);
+
+// vm_insert_page(vma, addr, struct page *page) -> int (drivers)
+const VM_INSERT_PAGE: MapSpec = MapSpec {
+    hook: HookId::VmInsertPage,
+    addr: Addr::VmaAddr,
+    target: Target::Page(2),
+    ret: Ret::Int,
+    write: Write::Never,
+    order: 0,
+};
+map_hook!(
+    VM_INSERT_PAGE,
+    3,
+    vm_insert_page_fexit,
+    vm_insert_page_kprobe,
+    vm_insert_page_kretprobe
+);
+
+// ----------------------------------------------------------------- map PMD --
+
+// 6.1: vmf_insert_pfn_pmd_prot(vmf, pfn_t pfn, pgprot_t pgprot, bool write) -> vm_fault_t
+const VMF_INSERT_PFN_PMD_PROT: MapSpec = MapSpec {
+    hook: HookId::VmfInsertPfnPmdProt,
+    addr: Addr::Vmf,
+    target: Target::Pfn(1),
+    ret: Ret::VmFault,
+    write: Write::Arg(3),
+    order: PMD_ORDER,
+};
+map_hook!(
+    VMF_INSERT_PFN_PMD_PROT,
+    4,
+    vmf_insert_pfn_pmd_prot_fexit,
+    vmf_insert_pfn_pmd_prot_kprobe,
+    vmf_insert_pfn_pmd_prot_kretprobe
+);
+
+// 6.12: vmf_insert_pfn_pmd(vmf, pfn_t pfn, bool write) -> vm_fault_t
+const VMF_INSERT_PFN_PMD: MapSpec = MapSpec {
+    hook: HookId::VmfInsertPfnPmd,
+    write: Write::Arg(2),
+    ..VMF_INSERT_PFN_PMD_PROT
+};
+map_hook!(
+    VMF_INSERT_PFN_PMD,
+    3,
+    vmf_insert_pfn_pmd_fexit,
+    vmf_insert_pfn_pmd_kprobe,
+    vmf_insert_pfn_pmd_kretprobe
+);
+
+// 7.x: vmf_insert_folio_pmd(vmf, struct folio *folio, bool write) -> vm_fault_t
+const VMF_INSERT_FOLIO_PMD: MapSpec = MapSpec {
+    hook: HookId::VmfInsertFolioPmd,
+    addr: Addr::Vmf,
+    target: Target::Page(1),
+    ret: Ret::VmFault,
+    write: Write::Arg(2),
+    order: PMD_ORDER,
+};
+map_hook!(
+    VMF_INSERT_FOLIO_PMD,
+    3,
+    vmf_insert_folio_pmd_fexit,
+    vmf_insert_folio_pmd_kprobe,
+    vmf_insert_folio_pmd_kretprobe
+);
+
+// --------------------------------------------------------------------- GUP --
+
+// 6.1: try_grab_page(struct page *page, unsigned int flags) -> bool
+const TRY_GRAB_PAGE: GrabSpec = GrabSpec {
+    hook: HookId::TryGrabPage,
+    refs: None,
+    flags: 1,
+    ret: GrabRet::Bool,
+};
+grab_hook!(
+    TRY_GRAB_PAGE,
+    2,
+    try_grab_page_fentry,
+    try_grab_page_fexit,
+    try_grab_page_kprobe,
+    try_grab_page_kretprobe
+);
+
+// 6.1: try_grab_folio(struct page *page, int refs, unsigned int flags) -> struct folio *
+// 6.2+: try_grab_folio(struct folio *folio, int refs, unsigned int flags) -> int
+const TRY_GRAB_FOLIO: GrabSpec = GrabSpec {
+    hook: HookId::TryGrabFolio,
+    refs: Some(1),
+    flags: 2,
+    ret: GrabRet::PtrOrInt,
+};
+grab_hook!(
+    TRY_GRAB_FOLIO,
+    3,
+    try_grab_folio_fentry,
+    try_grab_folio_fexit,
+    try_grab_folio_kprobe,
+    try_grab_folio_kretprobe
+);
+
+// 6.12+: try_grab_folio_fast(struct page *page, int refs, unsigned int flags) -> struct folio *
+const TRY_GRAB_FOLIO_FAST: GrabSpec = GrabSpec {
+    hook: HookId::TryGrabFolioFast,
+    refs: Some(1),
+    flags: 2,
+    ret: GrabRet::Ptr,
+};
+grab_hook!(
+    TRY_GRAB_FOLIO_FAST,
+    3,
+    try_grab_folio_fast_fentry,
+    try_grab_folio_fast_fexit,
+    try_grab_folio_fast_kprobe,
+    try_grab_folio_fast_kretprobe
+);
+
+// gup_put_folio(struct folio *folio, int refs, unsigned int flags) -> void
+const GUP_PUT_FOLIO: PutSpec = PutSpec {
+    hook: HookId::GupPutFolio,
+    kind: EventKind::GupPut,
+    refs: 1,
+    flags: Some(2),
+    nested_in: None,
+};
+put_hook!(
+    GUP_PUT_FOLIO,
+    3,
+    gup_put_folio_fentry,
+    gup_put_folio_fexit,
+    gup_put_folio_kprobe,
+    gup_put_folio_kretprobe
+);
+
+// 6.1: __put_devmap_managed_page_refs(struct page *page, int refs) -> bool
+const PUT_DEVMAP_PAGE: PutSpec = PutSpec {
+    hook: HookId::PutDevmapManagedPageRefs,
+    kind: EventKind::RefPut,
+    refs: 1,
+    flags: None,
+    nested_in: Some(HookId::GupPutFolio),
+};
+put_hook!(
+    PUT_DEVMAP_PAGE,
+    2,
+    put_devmap_managed_page_refs_fentry,
+    put_devmap_managed_page_refs_fexit,
+    put_devmap_managed_page_refs_kprobe,
+    put_devmap_managed_page_refs_kretprobe
+);
+
+// 6.12: __put_devmap_managed_folio_refs(struct folio *folio, int refs) -> bool
+const PUT_DEVMAP_FOLIO: PutSpec = PutSpec {
+    hook: HookId::PutDevmapManagedFolioRefs,
+    ..PUT_DEVMAP_PAGE
+};
+put_hook!(
+    PUT_DEVMAP_FOLIO,
+    2,
+    put_devmap_managed_folio_refs_fentry,
+    put_devmap_managed_folio_refs_fexit,
+    put_devmap_managed_folio_refs_kprobe,
+    put_devmap_managed_folio_refs_kretprobe
+);
+
+// ------------------------------------------------------------------- free --
+
+// free_zone_device_page(struct page *page) (6.1) / free_zone_device_folio(struct folio *folio)
+entry_hook!(
+    1,
+    free_zone_device_page_fentry,
+    free_zone_device_page_kprobe,
+    |a, k| { hooks::free_entry(HookId::FreeZoneDevicePage, &a, k) }
+);
+entry_hook!(
+    1,
+    free_zone_device_folio_fentry,
+    free_zone_device_folio_kprobe,
+    |a, k| { hooks::free_entry(HookId::FreeZoneDeviceFolio, &a, k) }
+);
+
+// ------------------------------------------------------------------ unmap --
+
+// 6.x: unmap_page_range(struct mmu_gather *tlb, vma, addr, end, struct zap_details *details)
+const UNMAP_PAGE_RANGE: UnmapSpec = UnmapSpec {
+    hook: HookId::UnmapPageRange,
+    vma: 1,
+    start: 2,
+    end: 3,
+};
+entry_hook!(
+    5,
+    unmap_page_range_fentry,
+    unmap_page_range_kprobe,
+    |a, k| { hooks::unmap_entry(&UNMAP_PAGE_RANGE, &a, k) }
+);
+
+// 7.x: __zap_vma_range(struct mmu_gather *tlb, vma, start, end, struct zap_details *details)
+const ZAP_VMA_RANGE: UnmapSpec = UnmapSpec {
+    hook: HookId::ZapVmaRange,
+    vma: 1,
+    start: 2,
+    end: 3,
+};
+entry_hook!(5, zap_vma_range_fentry, zap_vma_range_kprobe, |a, k| {
+    hooks::unmap_entry(&ZAP_VMA_RANGE, &a, k)
+});
+
+// exit_mmap(struct mm_struct *mm)
+entry_hook!(1, exit_mmap_fentry, exit_mmap_kprobe, |a, k| {
+    hooks::exit_mmap_entry(&a, k)
+});
+
+// ---------------------------------------------------------------- devices --
+
+// memremap_pages(struct dev_pagemap *pgmap, int nid) -> void *
+#[fexit]
+pub fn memremap_pages_fexit(ctx: FExitContext) -> u32 {
+    let a = fexit_args::<2>(&ctx);
+    hooks::memremap_exit(Some(&a), ctx.ret::<u64>().unwrap_or(0), false);
+    0
+}
+#[kprobe]
+pub fn memremap_pages_kprobe(ctx: ProbeContext) -> u32 {
+    hooks::stash_args(HookId::MemremapPages, &kprobe_args(&ctx));
+    0
+}
+#[kretprobe]
+pub fn memremap_pages_kretprobe(ctx: RetProbeContext) -> u32 {
+    hooks::memremap_exit(None, ctx.ret::<u64>(), true);
+    0
+}
+
+// memunmap_pages(struct dev_pagemap *pgmap)
+entry_hook!(1, memunmap_pages_fentry, memunmap_pages_kprobe, |a, k| {
+    hooks::memunmap_entry(&a, k)
+});
+#[fexit]
+pub fn memunmap_pages_fexit(ctx: FExitContext) -> u32 {
+    let a = fexit_args::<1>(&ctx);
+    hooks::memunmap_exit(Some(&a), false);
+    0
+}
+#[kretprobe]
+pub fn memunmap_pages_kretprobe(_ctx: RetProbeContext) -> u32 {
+    hooks::memunmap_exit(None, true);
+    0
+}
+
+// kill_dax(struct dax_device *dax_dev)
+entry_hook!(1, kill_dax_fentry, kill_dax_kprobe, |a, k| {
+    hooks::dax_entry(HookId::KillDax, EventKind::DaxKill, &a, k)
+});
+
+// dax_holder_notify_failure(struct dax_device *dax_dev, u64 off, u64 len, int mf_flags)
+entry_hook!(
+    4,
+    dax_holder_notify_failure_fentry,
+    dax_holder_notify_failure_kprobe,
+    |a, k| hooks::dax_entry(
+        HookId::DaxHolderNotifyFailure,
+        EventKind::HolderNotify,
+        &a,
+        k
+    )
+);
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program with a reachable panic path, so this
+    // is never called; it only has to exist for no_std.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

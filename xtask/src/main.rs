@@ -1,0 +1,51 @@
+//! refscope's task runner: `cargo xtask <subcommand>` (alias in .cargo/config.toml).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod build;
+mod clippy;
+mod setup;
+mod test;
+mod util;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Build, test and demo refscope")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install what building and testing needs (apt packages, rust-src,
+    /// bpf-linker); idempotent.
+    Setup(setup::Options),
+    /// Build the static refscope and workload binaries (eBPF object embedded).
+    Build(build::Options),
+    /// Run all tests: unit tests, then guest tests; prints a summary.
+    Test(test::Options),
+    /// Lint the host crates and the eBPF crate.
+    Clippy(clippy::Options),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Cmd::Setup(o) => setup::run_setup(o),
+        Cmd::Build(o) => build::run_build(o).map(|b| {
+            println!("{}", b.refscope.display());
+            println!("{}", b.workload.display());
+        }),
+        Cmd::Test(o) => test::run_test(o),
+        Cmd::Clippy(o) => clippy::run_clippy(o),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

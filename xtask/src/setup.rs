@@ -1,0 +1,271 @@
+//! `cargo xtask setup`: install what building and testing refscope needs.
+//!
+//! Idempotent and quiet when everything is present; one progress line per
+//! step otherwise. Everything downloaded or built goes under the cache
+//! directory (see `util::cache_dir`), so a second run is fast.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+
+use crate::util::{self, cache_dir, note, output, run, stdout_of, step};
+
+/// Debian packages the build, the VM harness and the tests use.
+pub const APT_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "boots the test kernels"),
+    ("cpio", "inspects initramfs images"),
+    ("kmod", "module dependency data"),
+    ("xz-utils", "decompresses kernel modules"),
+    ("zstd", "decompresses kernel packages"),
+    ("busybox-static", "the guest userland"),
+    ("e2fsprogs", "mke2fs for the guest's ext4"),
+    ("xfsprogs", "mkfs.xfs for the guest's XFS"),
+    ("tmux", "drives the live view in end-to-end tests"),
+    (
+        "python3-venv",
+        "the independent readers used by export tests",
+    ),
+];
+
+/// The bpf-linker release refscope builds with.
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+#[derive(Debug, Parser)]
+pub struct Options {
+    /// Skip the apt packages (for machines where they are managed elsewhere).
+    #[arg(long)]
+    pub no_apt: bool,
+}
+
+pub fn run_setup(opts: &Options) -> anyhow::Result<()> {
+    if !opts.no_apt {
+        apt_packages()?;
+    }
+    rust_toolchains()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+/// `apt-get install` whatever is missing (with sudo when not root).
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .map(|(pkg, _)| *pkg)
+        .filter(|pkg| !dpkg_installed(pkg))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(format!("installing Debian packages: {}", missing.join(" ")));
+    let sudo = if util::is_root() {
+        None
+    } else if util::have("sudo") {
+        note("not root: using sudo for apt-get");
+        Some("sudo")
+    } else {
+        bail!(
+            "these Debian packages are missing and we are not root (and there is no sudo): {}\n\
+             install them as root: apt-get install {}",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    };
+    let apt = |args: &[&str]| {
+        let mut cmd = match sudo {
+            Some(sudo) => {
+                let mut c = Command::new(sudo);
+                c.arg("apt-get");
+                c
+            }
+            None => Command::new("apt-get"),
+        };
+        cmd.env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["-q", "-o", "Dpkg::Use-Pty=0"])
+            .args(args);
+        cmd
+    };
+    run(&mut apt(&["update", "-qq"]))
+        .context("apt-get update failed; check network access to deb.debian.org")?;
+    let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
+    install.args(&missing);
+    run(&mut install).context("apt-get install failed (see its output above)")?;
+    Ok(())
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.ends_with(b"install ok installed"))
+}
+
+/// The nightly toolchain with rust-src (eBPF build), and the stable one.
+fn rust_toolchains() -> anyhow::Result<()> {
+    if !util::have("rustup") {
+        bail!(
+            "rustup is not on PATH: refscope builds its eBPF programs with a rustup-managed nightly; install rustup from https://rustup.rs"
+        );
+    }
+    let toolchains = stdout_of(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        step("installing the Rust nightly toolchain (for the eBPF programs)");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let installed = stdout_of(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        step("adding rust-src to the nightly toolchain (-Z build-std=core)");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// What the nightly toolchain says about itself.
+struct Nightly {
+    sysroot: PathBuf,
+    /// Short commit hash, to key the bpf-linker build.
+    commit: String,
+    /// LLVM major version (bpf-linker feature `llvm-<major>`).
+    llvm_major: u32,
+}
+
+fn nightly() -> anyhow::Result<Nightly> {
+    let vv = stdout_of(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let field = |name: &str| {
+        vv.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    let commit = field("commit-hash:").unwrap_or_default();
+    let llvm = field("LLVM version:").context("`rustc +nightly -vV` printed no LLVM version")?;
+    let llvm_major = llvm
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .with_context(|| format!("unexpected LLVM version `{llvm}`"))?;
+    let sysroot = stdout_of(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    Ok(Nightly {
+        sysroot: PathBuf::from(sysroot.trim()),
+        commit: commit.chars().take(9).collect(),
+        llvm_major,
+    })
+}
+
+/// bpf-linker, built against the nightly's own libLLVM (no system LLVM is
+/// needed; the distribution's LLVM is usually the wrong major).
+fn bpf_linker() -> anyhow::Result<()> {
+    let tools = cache_dir()?.join("tools");
+    let nightly = nightly()?;
+    let name = format!(
+        "bpf-linker-{BPF_LINKER_VERSION}-llvm{}-{}",
+        nightly.llvm_major, nightly.commit
+    );
+    let prefix = tools.join(&name);
+    let bin = prefix.join("bin/bpf-linker");
+    let current = tools.join("bpf-linker");
+    if bin.is_file()
+        && Command::new(&bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        return point_link(&current, &name);
+    }
+
+    step(format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {} (a few minutes, once)",
+        nightly.llvm_major
+    ));
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("failed to create {}", lib.display()))?;
+    let libllvm = fs::read_dir(nightly.sysroot.join("lib"))
+        .with_context(|| format!("failed to list {}", nightly.sysroot.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so")))
+        })
+        .with_context(|| {
+            format!(
+                "the nightly toolchain at {} ships no libLLVM; reinstall it with `rustup toolchain install nightly`",
+                nightly.sysroot.display()
+            )
+        })?;
+    let copy = lib.join(libllvm.file_name().context("libLLVM has no file name")?);
+    fs::copy(&libllvm, &copy)
+        .with_context(|| format!("failed to copy {} to {}", libllvm.display(), copy.display()))?;
+    let link = lib.join("libLLVM.so");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(copy.file_name().context("no file name")?, &link)
+        .with_context(|| format!("failed to link {}", link.display()))?;
+
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--locked",
+        "--root",
+    ])
+    .arg(&prefix)
+    .args(["--no-default-features", "--features"])
+    .arg(format!("llvm-{}", nightly.llvm_major))
+    .env("LLVM_PREFIX", &prefix)
+    // Quiet unless it fails: cargo install is long-winded.
+    .env("CARGO_TERM_PROGRESS_WHEN", "never");
+    let out = cmd
+        .output()
+        .with_context(|| format!("failed to run {}", util::display(&cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "building bpf-linker failed ({}):\n{}\n\
+             It builds against the nightly's libLLVM; if the nightly's LLVM major is newer than \
+             bpf-linker {BPF_LINKER_VERSION} supports, pin an older nightly or raise BPF_LINKER_VERSION in xtask/src/setup.rs.",
+            out.status,
+            tail(&String::from_utf8_lossy(&out.stderr), 30)
+        );
+    }
+    output(Command::new(&bin).arg("--version"))
+        .context("the freshly built bpf-linker does not run")?;
+    point_link(&current, &name)
+}
+
+/// Point `tools/bpf-linker` at the current build (tracer-user/build.rs looks there).
+fn point_link(link: &Path, target: &str) -> anyhow::Result<()> {
+    if fs::read_link(link).is_ok_and(|t| t == Path::new(target)) {
+        return Ok(());
+    }
+    let _ = fs::remove_file(link);
+    std::os::unix::fs::symlink(target, link)
+        .with_context(|| format!("failed to link {} -> {target}", link.display()))
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
