@@ -4,3 +4,8 @@
 //! touches the kernel, files or the clock, and never imports aya. The live
 //! daemon and `refscope report` drive the same code, so a finding is the
 //! same live and offline.
+
+pub mod analysis;
+pub mod event;
+pub mod model;
+pub mod trace;

@@ -1,0 +1,1189 @@
+//! Turning the event stream into per-page state, a shadow of live PTE/PMD
+//! mappings, and findings.
+//!
+//! [`Analyzer::apply`] takes one event at a time (time comes from the event);
+//! the live recorder and `refscope report` call it the same way.
+
+mod finding;
+mod loss;
+mod rules;
+
+use std::collections::{BTreeMap, HashMap, VecDeque, hash_map::Entry};
+
+pub use finding::{Finding, GupLabel, TimelineEntry};
+pub use loss::{LossTracker, REORDER_WINDOW};
+use refscope_common::{EventKind, HookId, flags};
+pub use rules::{RuleId, Severity, Status};
+use rustc_hash::FxBuildHasher;
+
+use crate::{
+    event::{Comm, Event, Hex},
+    model::{GupFlagBits, PgmapType, RefcountModel, idle_bias, transient_install_refs},
+    trace::{Device, Loss},
+};
+
+type FxHashMap<K, V> = HashMap<K, V, FxBuildHasher>;
+
+/// Base pages a PMD mapping covers on x86-64.
+const PMD_PAGES: u64 = 512;
+/// Largest mapping the shadow expects (a PMD), for range-overlap queries.
+const MAX_MAPPING_BYTES: u64 = PMD_PAGES * 4096;
+
+/// Analysis settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub model: RefcountModel,
+    pub gup: GupFlagBits,
+    /// Events kept per page (older ones are dropped and counted).
+    pub timeline_len: usize,
+    /// Pages tracked at most; idle pages are evicted (and counted) past it.
+    pub max_pages: usize,
+    /// Findings kept at most; later ones are only counted.
+    pub max_findings: usize,
+}
+
+impl Config {
+    pub fn new(model: RefcountModel) -> Self {
+        Config {
+            model,
+            gup: GupFlagBits::default(),
+            timeline_len: 64,
+            max_pages: 4_000_000,
+            max_findings: 100_000,
+        }
+    }
+}
+
+/// Counters, for reports and the live header.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub events: u64,
+    pub mappings_installed: u64,
+    pub mappings_removed: u64,
+    /// A mapping replaced another at the same address without an unmap.
+    pub mappings_replaced: u64,
+    pub gup_refs: u64,
+    /// Releases that matched no GUP reference we saw (taken before attach,
+    /// or by a path refscope does not hook).
+    pub unmatched_releases: u64,
+    pub pages_evicted: u64,
+    pub timeline_evicted: u64,
+    pub findings_dropped: u64,
+    pub dax_kills: u64,
+    pub holder_notifications: u64,
+}
+
+/// Per-page state. Kept small: millions of these may exist.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Last observed raw `_refcount` (None until one is seen).
+    raw_ref: Option<i32>,
+    /// Live shadow mappings covering this page.
+    mapcount: u32,
+    /// Outstanding FOLL_PIN and FOLL_GET references we saw taken.
+    pins: u32,
+    gets: u32,
+    first_t: u64,
+    last_t: u64,
+    /// Index into `pgmaps` + 1 (0: unknown).
+    pgmap: u16,
+    page_flags: u8,
+    timeline: Option<Box<VecDeque<TimelineEntry>>>,
+}
+
+/// `Page::page_flags` bits.
+const PAGE_FREED_REPORTED: u8 = 1 << 0;
+const PAGE_MEMMAP_GONE: u8 = 1 << 1;
+const PAGE_AT_ATTACH: u8 = 1 << 2;
+
+/// A read-only view of a page, for reports and the live view.
+#[derive(Clone, Copy, Debug)]
+pub struct PageView<'a> {
+    pub pfn: u64,
+    pub raw_ref: Option<i32>,
+    pub logical_ref: Option<i32>,
+    pub mapcount: u32,
+    pub pins: u32,
+    pub gets: u32,
+    pub first_t: u64,
+    pub last_t: u64,
+    pub pgmap: Option<&'a Pgmap>,
+    pub memmap_gone: bool,
+    pub at_attach: bool,
+    pub timeline: &'a [TimelineEntry],
+    timeline_tail: &'a [TimelineEntry],
+}
+
+impl<'a> PageView<'a> {
+    /// The timeline in order (oldest first).
+    pub fn timeline(&self) -> impl Iterator<Item = &'a TimelineEntry> + use<'a> {
+        self.timeline.iter().chain(self.timeline_tail.iter())
+    }
+}
+
+/// A live shadow mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub pfn: u64,
+    pub order: u8,
+    /// When it was installed.
+    pub t: u64,
+    pub pid: u32,
+    pub comm: Comm,
+    pub at_attach: bool,
+}
+
+/// GUP references one address space holds on one page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub comm: Comm,
+    pub pins: u32,
+    pub gets: u32,
+    pub longterm: bool,
+    pub first_t: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgmapState {
+    Live,
+    /// `memunmap_pages` has started.
+    Removing,
+    /// `memunmap_pages` returned: the memmap is gone.
+    Removed,
+}
+
+/// A device page map (`struct dev_pagemap`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pgmap {
+    /// Kernel pointer id (0 when known only from the start-up scan).
+    pub id: Hex,
+    pub name: String,
+    pub ty: PgmapType,
+    pub ranges: Vec<(u64, u64)>,
+    pub state: PgmapState,
+}
+
+impl Pgmap {
+    fn contains(&self, pfn: u64) -> bool {
+        self.ranges.iter().any(|&(a, b)| a <= pfn && pfn < b)
+    }
+}
+
+/// `(rule, pfn, mm, vaddr, extra)`: one finding per distinct key.
+type DedupeKey = (RuleId, u64, u64, u64, u64);
+
+/// The analysis state.
+pub struct Analyzer {
+    cfg: Config,
+    pages: FxHashMap<u64, Page>,
+    mappings: BTreeMap<(u64, u64), Mapping>,
+    holders: BTreeMap<(u64, u64), Holder>,
+    pgmaps: Vec<Pgmap>,
+    findings: Vec<Finding>,
+    drained: usize,
+    dedupe: FxHashMap<DedupeKey, usize>,
+    /// Findings that collect every later event on their pfn.
+    unplug_open: FxHashMap<u64, Vec<usize>>,
+    loss: LossTracker,
+    stats: Stats,
+    last_t: u64,
+    /// Addresses spaces (and who owned them) seen at attach time.
+    finished: bool,
+}
+
+impl Analyzer {
+    pub fn new(cfg: Config) -> Self {
+        Analyzer {
+            cfg,
+            pages: FxHashMap::default(),
+            mappings: BTreeMap::new(),
+            holders: BTreeMap::new(),
+            pgmaps: Vec::new(),
+            findings: Vec::new(),
+            drained: 0,
+            dedupe: FxHashMap::default(),
+            unplug_open: FxHashMap::default(),
+            loss: LossTracker::default(),
+            stats: Stats::default(),
+            last_t: 0,
+            finished: false,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Register device memory known before any event (trace header).
+    pub fn add_device(&mut self, dev: &Device) {
+        self.pgmaps.push(Pgmap {
+            id: Hex(0),
+            name: dev.name.clone(),
+            ty: dev.pgmap_type,
+            ranges: vec![(dev.pfn_start, dev.pfn_end)],
+            state: PgmapState::Live,
+        });
+    }
+
+    /// Feed one event.
+    pub fn apply(&mut self, ev: &Event) {
+        self.stats.events += 1;
+        self.loss.observe(ev.cpu, ev.seq, ev.t);
+        self.last_t = self.last_t.max(ev.t);
+        match ev.kind {
+            EventKind::Map => self.on_map(ev, false),
+            EventKind::AttachMap => self.on_map(ev, true),
+            EventKind::GupGet => self.on_gup_get(ev),
+            EventKind::GupPut => self.on_release(ev, true),
+            EventKind::RefPut => self.on_release(ev, false),
+            EventKind::Free => self.on_free(ev),
+            EventKind::Unmap => self.on_unmap(ev),
+            EventKind::MmExit => self.on_mm_exit(ev),
+            EventKind::PgmapAdd => self.on_pgmap_add(ev),
+            EventKind::PgmapRemove => self.on_pgmap_remove(ev),
+            EventKind::PgmapRemoved => self.on_pgmap_removed(ev),
+            EventKind::DaxKill => self.stats.dax_kills += 1,
+            EventKind::HolderNotify => self.stats.holder_notifications += 1,
+        }
+        if self.pages.len() > self.cfg.max_pages {
+            self.evict();
+        }
+    }
+
+    /// Feed a loss record (the kernel's drop counters).
+    pub fn apply_loss(&mut self, loss: &Loss) {
+        self.loss
+            .reported(loss.cpu, loss.count, loss.first_t, loss.last_t);
+    }
+
+    /// End of the trace at `end_t`: open gaps become losses, pins still held
+    /// become findings.
+    pub fn finish(&mut self, end_t: u64) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.loss.finish();
+        let end_t = end_t.max(self.last_t);
+        let held: Vec<((u64, u64), Holder)> = self
+            .holders
+            .iter()
+            .filter(|(_, h)| h.pins > 0 || (h.gets > 0 && self.puts_visible()))
+            .map(|(k, h)| (*k, h.clone()))
+            .collect();
+        for ((pfn, mm), h) in held {
+            let status = self.status_since(h.first_t, end_t);
+            let explanation = format!(
+                "{} still held {} (pins {}, refs {}) on pfn {pfn:#x} at the end of the trace, taken {:.3}s before",
+                describe_proc(h.pid, &h.comm),
+                if h.pins > 0 { "pins" } else { "references" },
+                h.pins,
+                h.gets,
+                end_t.saturating_sub(h.first_t) as f64 / 1e9,
+            );
+            self.raise(Raise {
+                rule: RuleId::PinLeak,
+                severity: Some(Severity::Info),
+                key: (RuleId::PinLeak, pfn, mm, 0, 1),
+                pfn,
+                order: 0,
+                mm: Hex(mm),
+                vaddr: Hex(0),
+                pid: h.pid,
+                comm: h.comm,
+                t: end_t,
+                status,
+                at_attach: false,
+                explanation,
+            });
+        }
+    }
+
+    /// Findings raised since the last call (for live printing).
+    pub fn take_new_findings(&mut self) -> &[Finding] {
+        let new = &self.findings[self.drained..];
+        self.drained = self.findings.len();
+        new
+    }
+
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.loss.total()
+    }
+
+    pub fn loss(&self) -> &LossTracker {
+        &self.loss
+    }
+
+    pub fn model(&self) -> RefcountModel {
+        self.cfg.model
+    }
+
+    pub fn pgmaps(&self) -> &[Pgmap] {
+        &self.pgmaps
+    }
+
+    pub fn page_count(&self) -> usize {
+        self.pages.len()
+    }
+
+    pub fn mapping_count(&self) -> usize {
+        self.mappings.len()
+    }
+
+    /// Live shadow mappings: `((mm, vaddr), mapping)`.
+    pub fn mappings(&self) -> impl Iterator<Item = (&(u64, u64), &Mapping)> {
+        self.mappings.iter()
+    }
+
+    /// Outstanding GUP references: `((pfn, mm), holder)`.
+    pub fn holders(&self) -> impl Iterator<Item = (&(u64, u64), &Holder)> {
+        self.holders.iter()
+    }
+
+    /// Mappings of one page (including PMDs covering it).
+    pub fn mappings_of(&self, pfn: u64) -> Vec<((u64, u64), Mapping)> {
+        self.mappings
+            .iter()
+            .filter(|(_, m)| m.pfn <= pfn && pfn < m.pfn + (1 << m.order))
+            .map(|(k, m)| (*k, m.clone()))
+            .collect()
+    }
+
+    /// Holders of GUP references on one page.
+    pub fn holders_of(&self, pfn: u64) -> impl Iterator<Item = (u64, &Holder)> {
+        self.holders
+            .range((pfn, 0)..=(pfn, u64::MAX))
+            .map(|(&(_, mm), h)| (mm, h))
+    }
+
+    pub fn page(&self, pfn: u64) -> Option<PageView<'_>> {
+        self.pages.get(&pfn).map(|p| self.view(pfn, p))
+    }
+
+    pub fn pages(&self) -> impl Iterator<Item = PageView<'_>> {
+        self.pages.iter().map(|(&pfn, p)| self.view(pfn, p))
+    }
+
+    fn view<'a>(&'a self, pfn: u64, p: &'a Page) -> PageView<'a> {
+        let pgmap = self.pgmap_at(p.pgmap);
+        let bias = idle_bias(self.cfg.model, pgmap.map_or(PgmapType::Unknown, |g| g.ty));
+        let (a, b) = p
+            .timeline
+            .as_deref()
+            .map_or((&[][..], &[][..]), |t| t.as_slices());
+        PageView {
+            pfn,
+            raw_ref: p.raw_ref,
+            logical_ref: p.raw_ref.map(|r| r - bias),
+            mapcount: p.mapcount,
+            pins: p.pins,
+            gets: p.gets,
+            first_t: p.first_t,
+            last_t: p.last_t,
+            pgmap,
+            memmap_gone: p.page_flags & PAGE_MEMMAP_GONE != 0,
+            at_attach: p.page_flags & PAGE_AT_ATTACH != 0,
+            timeline: a,
+            timeline_tail: b,
+        }
+    }
+
+    fn pgmap_at(&self, idx: u16) -> Option<&Pgmap> {
+        idx.checked_sub(1).and_then(|i| self.pgmaps.get(i as usize))
+    }
+
+    /// Whether FOLL_GET releases are visible on this kernel (they are not
+    /// after 6.15: `folio_put` is inline; only the final free is seen).
+    fn puts_visible(&self) -> bool {
+        self.cfg.model == RefcountModel::IdleOne
+    }
+
+    fn status_since(&self, t0: u64, t1: u64) -> Status {
+        if self.loss.any_between(t0, t1) {
+            Status::Uncertain
+        } else {
+            Status::Definite
+        }
+    }
+
+    // ------------------------------------------------------------ pages --
+
+    /// Index (+1) of the pgmap of `pfn`, learning from the event's pgmap id.
+    fn resolve_pgmap(&mut self, id: Hex, pfn: u64) -> u16 {
+        if id.0 != 0
+            && let Some(i) = self.pgmaps.iter().position(|g| g.id == id)
+        {
+            return (i + 1) as u16;
+        }
+        match self.pgmaps.iter().position(|g| g.contains(pfn)) {
+            Some(i) => {
+                if id.0 != 0 && self.pgmaps[i].id.0 == 0 {
+                    self.pgmaps[i].id = id;
+                }
+                (i + 1) as u16
+            }
+            None => 0,
+        }
+    }
+
+    fn page_type(&self, pfn: u64) -> PgmapType {
+        self.pages
+            .get(&pfn)
+            .and_then(|p| self.pgmap_at(p.pgmap))
+            .map_or(PgmapType::Unknown, |g| g.ty)
+    }
+
+    fn bias(&self, pfn: u64) -> i32 {
+        idle_bias(self.cfg.model, self.page_type(pfn))
+    }
+
+    /// Record `ev` on page `pfn`: refcount, time, pgmap, timeline.
+    fn touch(&mut self, pfn: u64, ev: &Event, gup: Option<GupLabel>) {
+        let pgmap = if ev.pgmap.0 != 0 || !self.pages.contains_key(&pfn) {
+            self.resolve_pgmap(ev.pgmap, pfn)
+        } else {
+            0
+        };
+        let len = self.cfg.timeline_len;
+        let page = self.pages.entry(pfn).or_insert_with(|| Page {
+            first_t: ev.t,
+            ..Page::default()
+        });
+        if pgmap != 0 {
+            page.pgmap = pgmap;
+        }
+        page.last_t = ev.t;
+        if let Some(r) = ev.ref_after.or(ev.ref_before) {
+            page.raw_ref = Some(r);
+        }
+        if ev.flags.has(flags::MEMMAP_UNREADABLE) {
+            page.page_flags |= PAGE_MEMMAP_GONE;
+        }
+        if ev.flags.has(flags::AT_ATTACH) || ev.kind == EventKind::AttachMap {
+            page.page_flags |= PAGE_AT_ATTACH;
+        }
+        let entry = TimelineEntry::from_event(ev, gup);
+        if len > 0 {
+            let tl = page
+                .timeline
+                .get_or_insert_with(|| Box::new(VecDeque::with_capacity(4)));
+            if tl.len() >= len {
+                tl.pop_front();
+                self.stats.timeline_evicted += 1;
+            }
+            tl.push_back(entry.clone());
+        }
+        if let Some(ids) = self.unplug_open.get(&pfn) {
+            for &id in ids {
+                let f = &mut self.findings[id];
+                // Bounded: the interesting part is the first events after removal.
+                if f.timeline.len() < 4 * len.max(16) {
+                    f.timeline.push(entry.clone());
+                }
+            }
+        }
+    }
+
+    fn timeline_of(&self, pfn: u64) -> Vec<TimelineEntry> {
+        self.pages
+            .get(&pfn)
+            .and_then(|p| p.timeline.as_deref())
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    // --------------------------------------------------------- findings --
+
+    fn raise(&mut self, r: Raise) -> Option<usize> {
+        match self.dedupe.entry(r.key) {
+            Entry::Occupied(e) => {
+                let f = &mut self.findings[*e.get()];
+                f.occurrences += 1;
+                return None;
+            }
+            Entry::Vacant(v) => {
+                if self.findings.len() >= self.cfg.max_findings {
+                    self.stats.findings_dropped += 1;
+                    return None;
+                }
+                v.insert(self.findings.len());
+            }
+        }
+        let id = self.findings.len();
+        let timeline = self.timeline_of(r.pfn);
+        self.findings.push(Finding {
+            id: id as u64,
+            rule: r.rule,
+            severity: r
+                .severity
+                .unwrap_or_else(|| r.rule.severity(self.cfg.model)),
+            status: r.status,
+            pfn: r.pfn,
+            order: r.order,
+            mm: r.mm,
+            vaddr: r.vaddr,
+            pid: r.pid,
+            comm: r.comm,
+            t_ns: r.t,
+            explanation: r.explanation,
+            at_attach: r.at_attach,
+            occurrences: 1,
+            timeline,
+        });
+        Some(id)
+    }
+
+    // --------------------------------------------------------- mappings --
+
+    fn on_map(&mut self, ev: &Event, at_attach: bool) {
+        let pfn = ev.pfn;
+        self.touch(pfn, ev, None);
+        if ev.failed() {
+            return;
+        }
+        let key = (ev.mm.0, ev.vaddr.0);
+        let mapping = Mapping {
+            pfn,
+            order: ev.order,
+            t: ev.t,
+            pid: ev.pid,
+            comm: ev.comm,
+            at_attach,
+        };
+        let new = match self.mappings.get(&key) {
+            // Same page again (write upgrade, or seen by the snapshot and a
+            // probe): not a new install.
+            Some(m) if m.pfn == pfn && m.order == ev.order => false,
+            Some(_) => {
+                self.stats.mappings_replaced += 1;
+                if let Some(old) = self.mappings.remove(&key) {
+                    self.unmap_pages(&old);
+                }
+                true
+            }
+            None => true,
+        };
+        if new {
+            for p in pfn..pfn + ev.nr_pages() {
+                let page = self.pages.entry(p).or_insert_with(|| Page {
+                    first_t: ev.t,
+                    last_t: ev.t,
+                    ..Page::default()
+                });
+                page.mapcount += 1;
+                page.page_flags &= !PAGE_FREED_REPORTED;
+            }
+            self.mappings.insert(key, mapping);
+            self.stats.mappings_installed += 1;
+        }
+
+        let ty = self.page_type(pfn);
+        let bias = idle_bias(self.cfg.model, ty);
+        // A return probe still sees the fault path's temporary reference.
+        let transient = if ev.ref_after.is_some() && !at_attach {
+            transient_install_refs(self.cfg.model, ty)
+        } else {
+            0
+        };
+        if let Some(raw) = ev.ref_after.or(ev.ref_before)
+            && raw - bias - transient <= 0
+        {
+            let what = if ev.order > 0 { "PMD" } else { "PTE" };
+            let explanation = format!(
+                "{} installed a {what} at {} for pfn {pfn:#x} while its _refcount was {raw} \
+                 (logical {}, idle bias {bias}{}): the mapping holds no page reference{}.",
+                describe_proc(ev.pid, &ev.comm),
+                ev.vaddr,
+                raw - bias - transient,
+                if transient > 0 {
+                    ", minus the fault's temporary reference"
+                } else {
+                    ""
+                },
+                if at_attach {
+                    " (present when refscope attached)"
+                } else {
+                    ""
+                },
+            );
+            self.raise(Raise {
+                rule: RuleId::ZeroRefMapping,
+                severity: None,
+                key: (
+                    RuleId::ZeroRefMapping,
+                    pfn,
+                    ev.mm.0,
+                    ev.vaddr.0,
+                    ev.order as u64,
+                ),
+                pfn,
+                order: ev.order,
+                mm: ev.mm,
+                vaddr: ev.vaddr,
+                pid: ev.pid,
+                comm: ev.comm,
+                t: ev.t,
+                status: Status::Definite,
+                at_attach,
+                explanation,
+            });
+        }
+
+        let removing = self
+            .pages
+            .get(&pfn)
+            .and_then(|p| self.pgmap_at(p.pgmap))
+            .filter(|g| g.state != PgmapState::Live)
+            .map(|g| (g.name.clone(), g.state));
+        if let Some((name, state)) = removing {
+            let explanation = format!(
+                "{} mapped pfn {pfn:#x} at {} after removal of its device {} had {}.",
+                describe_proc(ev.pid, &ev.comm),
+                ev.vaddr,
+                display_name(&name),
+                if state == PgmapState::Removed {
+                    "completed"
+                } else {
+                    "started"
+                },
+            );
+            let idx = self.raise(Raise {
+                rule: RuleId::MappedAfterUnplug,
+                severity: None,
+                key: (RuleId::MappedAfterUnplug, pfn, ev.mm.0, ev.vaddr.0, ev.t),
+                pfn,
+                order: ev.order,
+                mm: ev.mm,
+                vaddr: ev.vaddr,
+                pid: ev.pid,
+                comm: ev.comm,
+                t: ev.t,
+                status: Status::Definite,
+                at_attach,
+                explanation,
+            });
+            if let Some(idx) = idx {
+                self.unplug_open.entry(pfn).or_default().push(idx);
+            }
+        }
+    }
+
+    /// Decrement the mapcount of every page `m` covers.
+    fn unmap_pages(&mut self, m: &Mapping) {
+        for p in m.pfn..m.pfn + (1u64 << m.order) {
+            if let Some(page) = self.pages.get_mut(&p) {
+                page.mapcount = page.mapcount.saturating_sub(1);
+            }
+        }
+        self.stats.mappings_removed += 1;
+    }
+
+    fn on_unmap(&mut self, ev: &Event) {
+        let (mm, start, end) = (ev.mm.0, ev.vaddr.0, ev.vaddr_end.0);
+        let lo = start.saturating_sub(MAX_MAPPING_BYTES - 1);
+        let hits: Vec<(u64, u64)> = self
+            .mappings
+            .range((mm, lo)..(mm, end))
+            .filter(|((_, va), m)| va.saturating_add(4096u64 << m.order) > start)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in hits {
+            if let Some(m) = self.mappings.remove(&key) {
+                self.unmap_pages(&m);
+                let mut e = ev.clone();
+                e.pfn = m.pfn;
+                e.order = m.order;
+                e.vaddr = Hex(key.1);
+                e.ref_before = None;
+                e.ref_after = None;
+                self.touch(m.pfn, &e, None);
+            }
+        }
+    }
+
+    fn on_mm_exit(&mut self, ev: &Event) {
+        let mm = ev.mm.0;
+        let mut range = ev.clone();
+        range.vaddr = Hex(0);
+        range.vaddr_end = Hex(u64::MAX);
+        self.on_unmap(&range);
+
+        let held: Vec<((u64, u64), Holder)> = self
+            .holders
+            .iter()
+            .filter(|((_, hmm), _)| *hmm == mm)
+            .map(|(k, h)| (*k, h.clone()))
+            .collect();
+        for ((pfn, hmm), h) in held {
+            self.holders.remove(&(pfn, hmm));
+            let visible_gets = if self.puts_visible() { h.gets } else { 0 };
+            if h.pins == 0 && visible_gets == 0 {
+                continue;
+            }
+            let explanation = format!(
+                "{} exited still holding {} pin(s) and {} reference(s) on pfn {pfn:#x}, taken {:.3}s before.",
+                describe_proc(h.pid, &h.comm),
+                h.pins,
+                visible_gets,
+                ev.t.saturating_sub(h.first_t) as f64 / 1e9,
+            );
+            let status = self.status_since(h.first_t, ev.t);
+            self.raise(Raise {
+                rule: RuleId::PinLeak,
+                severity: None,
+                key: (RuleId::PinLeak, pfn, hmm, 0, 0),
+                pfn,
+                order: 0,
+                mm: Hex(hmm),
+                vaddr: Hex(0),
+                pid: h.pid,
+                comm: h.comm,
+                t: ev.t,
+                status,
+                at_attach: false,
+                explanation,
+            });
+        }
+    }
+
+    // -------------------------------------------------------------- GUP --
+
+    fn on_gup_get(&mut self, ev: &Event) {
+        let pfn = ev.pfn;
+        let kind = self.cfg.gup.decode(ev.arg_flags.0);
+        let label = GupLabel::new(kind.pin, kind.longterm);
+        self.touch(pfn, ev, Some(label));
+        if ev.failed() {
+            return;
+        }
+        self.stats.gup_refs += 1;
+        let refs = ev.refs.max(1) as u32;
+        let ty = self.page_type(pfn);
+        let bias = idle_bias(self.cfg.model, ty);
+        let delta = if kind.pin {
+            ev.refs.max(1) * self.cfg.gup.pin_bias
+        } else {
+            ev.refs.max(1)
+        };
+        let before = ev.ref_before.or_else(|| ev.ref_after.map(|a| a - delta));
+        if let Some(b) = before
+            && b - bias <= 0
+        {
+            let explanation = format!(
+                "{} took a {} on pfn {pfn:#x} whose _refcount was {b} before the call (logical {}, idle bias {bias}).",
+                describe_proc(ev.pid, &ev.comm),
+                label.as_str().replace('_', " "),
+                b - bias,
+            );
+            self.raise(Raise {
+                rule: RuleId::PinOnIdlePage,
+                severity: None,
+                key: (RuleId::PinOnIdlePage, pfn, ev.mm.0, 0, 0),
+                pfn,
+                order: ev.order,
+                mm: ev.mm,
+                vaddr: Hex(0),
+                pid: ev.pid,
+                comm: ev.comm,
+                t: ev.t,
+                status: Status::Definite,
+                at_attach: false,
+                explanation,
+            });
+        }
+        if kind.longterm && ty == PgmapType::FsDax {
+            let explanation = format!(
+                "{} obtained a FOLL_LONGTERM {} on FS-DAX pfn {pfn:#x}.",
+                describe_proc(ev.pid, &ev.comm),
+                if kind.pin { "pin" } else { "reference" },
+            );
+            self.raise(Raise {
+                rule: RuleId::LongtermPinFsdax,
+                severity: None,
+                key: (RuleId::LongtermPinFsdax, pfn, ev.mm.0, 0, 0),
+                pfn,
+                order: ev.order,
+                mm: ev.mm,
+                vaddr: Hex(0),
+                pid: ev.pid,
+                comm: ev.comm,
+                t: ev.t,
+                status: Status::Definite,
+                at_attach: false,
+                explanation,
+            });
+        }
+        let h = self
+            .holders
+            .entry((pfn, ev.mm.0))
+            .or_insert_with(|| Holder {
+                pid: ev.pid,
+                comm: ev.comm,
+                pins: 0,
+                gets: 0,
+                longterm: false,
+                first_t: ev.t,
+            });
+        h.longterm |= kind.longterm;
+        let page = self.pages.entry(pfn).or_default();
+        if kind.pin {
+            h.pins += refs;
+            page.pins += refs;
+        } else {
+            h.gets += refs;
+            page.gets += refs;
+        }
+    }
+
+    /// `gup_put_folio` (`gup = true`: flags say pin or get) or a devmap put
+    /// (a FOLL_GET reference, or one GUP did not take).
+    fn on_release(&mut self, ev: &Event, gup: bool) {
+        let pfn = ev.pfn;
+        let pin = gup && self.cfg.gup.decode(ev.arg_flags.0).pin;
+        let label = gup.then(|| GupLabel::new(pin, false));
+        self.touch(pfn, ev, label);
+        let refs = ev.refs.max(1) as u32;
+        if !self.release(pfn, ev.mm.0, pin, refs) && (gup || self.puts_visible()) {
+            // A devmap put with no GUP reference to match is normal (other
+            // get_page users); an unpin with no pin is not.
+            if gup {
+                self.stats.unmatched_releases += 1;
+            }
+        }
+        self.check_count(ev);
+    }
+
+    /// Release `refs` pins or gets on `pfn`, preferring the holder `mm`.
+    /// Returns false when nothing matched.
+    fn release(&mut self, pfn: u64, mm: u64, pin: bool, refs: u32) -> bool {
+        let mut left = refs;
+        let mut keys: Vec<u64> = self.holders_of(pfn).map(|(hmm, _)| hmm).collect();
+        keys.sort_by_key(|&hmm| hmm != mm);
+        for hmm in keys {
+            if left == 0 {
+                break;
+            }
+            let Some(h) = self.holders.get_mut(&(pfn, hmm)) else {
+                continue;
+            };
+            let have = if pin { &mut h.pins } else { &mut h.gets };
+            let take = (*have).min(left);
+            *have -= take;
+            left -= take;
+            if h.pins == 0 && h.gets == 0 {
+                self.holders.remove(&(pfn, hmm));
+            }
+        }
+        let released = refs - left;
+        if let Some(page) = self.pages.get_mut(&pfn) {
+            if pin {
+                page.pins = page.pins.saturating_sub(released);
+            } else {
+                page.gets = page.gets.saturating_sub(released);
+            }
+        }
+        released > 0
+    }
+
+    /// After a put: was the page released, or did its count underflow?
+    fn check_count(&mut self, ev: &Event) {
+        let pfn = ev.pfn;
+        let Some(after) = ev.ref_after else { return };
+        let bias = self.bias(pfn);
+        let released = match self.cfg.model {
+            RefcountModel::IdleOne => after < bias,
+            RefcountModel::Refcounted => after <= 0,
+        };
+        if !released {
+            return;
+        }
+        if self.mapped(pfn) {
+            self.freed_while_mapped(pfn, ev, format!("its _refcount fell to {after}"));
+        } else if after < bias || after < 0 {
+            let explanation = format!(
+                "{} dropped pfn {pfn:#x}'s _refcount to {after}, below its idle value {bias}.",
+                describe_proc(ev.pid, &ev.comm),
+            );
+            self.raise(Raise {
+                rule: RuleId::RefcountUnderflow,
+                severity: None,
+                key: (RuleId::RefcountUnderflow, pfn, 0, 0, 0),
+                pfn,
+                order: 0,
+                mm: ev.mm,
+                vaddr: Hex(0),
+                pid: ev.pid,
+                comm: ev.comm,
+                t: ev.t,
+                status: Status::Definite,
+                at_attach: false,
+                explanation,
+            });
+        }
+    }
+
+    fn mapped(&self, pfn: u64) -> bool {
+        self.pages.get(&pfn).is_some_and(|p| p.mapcount > 0)
+    }
+
+    fn on_free(&mut self, ev: &Event) {
+        let pfn = ev.pfn;
+        self.touch(pfn, ev, None);
+        // Whatever references we believed outstanding are gone now.
+        let keys: Vec<u64> = self.holders_of(pfn).map(|(mm, _)| mm).collect();
+        for mm in keys {
+            self.holders.remove(&(pfn, mm));
+        }
+        if let Some(page) = self.pages.get_mut(&pfn) {
+            page.pins = 0;
+            page.gets = 0;
+        }
+        if self.mapped(pfn) {
+            self.freed_while_mapped(pfn, ev, format!("{} ran", ev.hook.function()));
+        }
+    }
+
+    fn freed_while_mapped(&mut self, pfn: u64, ev: &Event, how: String) {
+        let Some(page) = self.pages.get_mut(&pfn) else {
+            return;
+        };
+        if page.page_flags & PAGE_FREED_REPORTED != 0 {
+            return;
+        }
+        page.page_flags |= PAGE_FREED_REPORTED;
+        for ((mm, vaddr), m) in self.mappings_of(pfn) {
+            let explanation = format!(
+                "pfn {pfn:#x} was released ({how}, in {}) while {} still mapped it at {:#x} (installed {:.3}s before).",
+                describe_proc(ev.pid, &ev.comm),
+                describe_proc(m.pid, &m.comm),
+                vaddr,
+                ev.t.saturating_sub(m.t) as f64 / 1e9,
+            );
+            let status = self.status_since(m.t, ev.t);
+            self.raise(Raise {
+                rule: RuleId::FreedWhileMapped,
+                severity: None,
+                key: (RuleId::FreedWhileMapped, pfn, mm, vaddr, m.t),
+                pfn,
+                order: m.order,
+                mm: Hex(mm),
+                vaddr: Hex(vaddr),
+                pid: m.pid,
+                comm: m.comm,
+                t: ev.t,
+                status,
+                at_attach: m.at_attach,
+                explanation,
+            });
+        }
+    }
+
+    // ---------------------------------------------------------- devices --
+
+    fn on_pgmap_add(&mut self, ev: &Event) {
+        let range = (ev.pfn, ev.pfn_end);
+        let ty = PgmapType::from_kernel(ev.arg_flags.0);
+        if let Some(g) = self.pgmaps.iter_mut().find(|g| {
+            (ev.pgmap.0 != 0 && g.id == ev.pgmap) || (g.id.0 == 0 && g.ranges.contains(&range))
+        }) {
+            g.id = ev.pgmap;
+            g.ty = ty;
+            g.state = PgmapState::Live;
+            if !g.ranges.contains(&range) {
+                g.ranges.push(range);
+            }
+            return;
+        }
+        self.pgmaps.push(Pgmap {
+            id: ev.pgmap,
+            name: String::new(),
+            ty,
+            ranges: vec![range],
+            state: PgmapState::Live,
+        });
+    }
+
+    fn find_pgmap(&mut self, ev: &Event) -> usize {
+        let range = (ev.pfn, ev.pfn_end);
+        if let Some(i) = self.pgmaps.iter().position(|g| {
+            (ev.pgmap.0 != 0 && g.id == ev.pgmap)
+                || g.ranges
+                    .iter()
+                    .any(|&(a, b)| a < range.1.max(range.0 + 1) && range.0 < b)
+        }) {
+            if self.pgmaps[i].id.0 == 0 {
+                self.pgmaps[i].id = ev.pgmap;
+            }
+            return i;
+        }
+        self.pgmaps.push(Pgmap {
+            id: ev.pgmap,
+            name: String::new(),
+            ty: PgmapType::from_kernel(ev.arg_flags.0),
+            ranges: vec![range],
+            state: PgmapState::Live,
+        });
+        self.pgmaps.len() - 1
+    }
+
+    fn on_pgmap_remove(&mut self, ev: &Event) {
+        let i = self.find_pgmap(ev);
+        self.pgmaps[i].state = PgmapState::Removing;
+        let name = self.pgmaps[i].name.clone();
+        let (lo, hi) = (ev.pfn, ev.pfn_end);
+        let in_range = |pfn: u64| lo <= pfn && pfn < hi;
+
+        let stale: Vec<((u64, u64), Mapping)> = self
+            .mappings
+            .iter()
+            .filter(|(_, m)| in_range(m.pfn) || (lo > m.pfn && lo < m.pfn + (1 << m.order)))
+            .map(|(k, m)| (*k, m.clone()))
+            .collect();
+        for ((mm, vaddr), m) in stale {
+            let mut e = ev.clone();
+            e.pfn = m.pfn;
+            self.touch(m.pfn, &e, None);
+            let explanation = format!(
+                "memunmap_pages started for device {} (pfns {lo:#x}-{:#x}) while {} still mapped pfn {:#x} at {vaddr:#x}.",
+                display_name(&name),
+                hi.saturating_sub(1),
+                describe_proc(m.pid, &m.comm),
+                m.pfn,
+            );
+            let status = self.status_since(m.t, ev.t);
+            let idx = self.raise(Raise {
+                rule: RuleId::MappedAfterUnplug,
+                severity: None,
+                key: (RuleId::MappedAfterUnplug, m.pfn, mm, vaddr, i as u64),
+                pfn: m.pfn,
+                order: m.order,
+                mm: Hex(mm),
+                vaddr: Hex(vaddr),
+                pid: m.pid,
+                comm: m.comm,
+                t: ev.t,
+                status,
+                at_attach: m.at_attach,
+                explanation,
+            });
+            if let Some(idx) = idx {
+                for p in m.pfn..m.pfn + (1u64 << m.order) {
+                    self.unplug_open.entry(p).or_default().push(idx);
+                }
+            }
+        }
+
+        let pinned: Vec<((u64, u64), Holder)> = self
+            .holders
+            .range((lo, 0)..(hi, 0))
+            .filter(|(_, h)| h.pins > 0 || h.gets > 0)
+            .map(|(k, h)| (*k, h.clone()))
+            .collect();
+        for ((pfn, mm), h) in pinned {
+            let explanation = format!(
+                "memunmap_pages started for device {} while {} held {} pin(s) and {} reference(s) on pfn {pfn:#x}.",
+                display_name(&name),
+                describe_proc(h.pid, &h.comm),
+                h.pins,
+                h.gets,
+            );
+            let status = self.status_since(h.first_t, ev.t);
+            self.raise(Raise {
+                rule: RuleId::PinnedAtUnplug,
+                severity: None,
+                key: (RuleId::PinnedAtUnplug, pfn, mm, 0, i as u64),
+                pfn,
+                order: 0,
+                mm: Hex(mm),
+                vaddr: Hex(0),
+                pid: h.pid,
+                comm: h.comm,
+                t: ev.t,
+                status,
+                at_attach: false,
+                explanation,
+            });
+        }
+    }
+
+    fn on_pgmap_removed(&mut self, ev: &Event) {
+        if let Some(g) = self
+            .pgmaps
+            .iter_mut()
+            .find(|g| ev.pgmap.0 != 0 && g.id == ev.pgmap)
+        {
+            g.state = PgmapState::Removed;
+        }
+    }
+
+    /// Drop the least recently used idle pages down to 90% of the cap.
+    fn evict(&mut self) {
+        let target = self.cfg.max_pages / 10 * 9;
+        let excess = self.pages.len().saturating_sub(target);
+        let mut idle: Vec<(u64, u64)> = self
+            .pages
+            .iter()
+            .filter(|(pfn, p)| {
+                p.mapcount == 0 && p.pins == 0 && p.gets == 0 && !self.unplug_open.contains_key(pfn)
+            })
+            .map(|(&pfn, p)| (p.last_t, pfn))
+            .collect();
+        let n = excess.min(idle.len());
+        if n == 0 {
+            return;
+        }
+        if n < idle.len() {
+            idle.select_nth_unstable(n);
+        }
+        for &(_, pfn) in &idle[..n] {
+            self.pages.remove(&pfn);
+        }
+        self.stats.pages_evicted += n as u64;
+    }
+}
+
+/// Arguments of [`Analyzer::raise`].
+struct Raise {
+    rule: RuleId,
+    /// Overrides the rule's default severity.
+    severity: Option<Severity>,
+    key: DedupeKey,
+    pfn: u64,
+    order: u8,
+    mm: Hex,
+    vaddr: Hex,
+    pid: u32,
+    comm: Comm,
+    t: u64,
+    status: Status,
+    at_attach: bool,
+    explanation: String,
+}
+
+fn describe_proc(pid: u32, comm: &Comm) -> String {
+    if comm.is_empty() {
+        format!("pid {pid}")
+    } else {
+        format!("{comm} (pid {pid})")
+    }
+}
+
+fn display_name(name: &str) -> &str {
+    if name.is_empty() { "(unnamed)" } else { name }
+}
+
+/// Ignore `HookId` being unused outside tests in some builds.
+const _: HookId = HookId::InsertPfn;
+
+#[cfg(test)]
+mod tests;
