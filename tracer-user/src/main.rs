@@ -7,18 +7,20 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-mod cli;
-
-use cli::{Cli, Command};
+use refscope::{
+    cli::{Cli, Command},
+    doctor, record, report,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.verbose);
     let result = match cli.command {
         Command::Live(_) => not_yet("live"),
-        Command::Record(_) => not_yet("record"),
-        Command::Report(_) => not_yet("report"),
+        Command::Record(args) => record::run(args),
+        Command::Report(args) => report::run(args),
         Command::Export(_) => not_yet("export"),
-        Command::Doctor(_) => not_yet("doctor"),
+        Command::Doctor(args) => doctor::run(args),
     };
     match result {
         Ok(code) => code,
@@ -26,6 +28,34 @@ fn main() -> ExitCode {
             eprintln!("refscope: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Diagnostics go to stderr, prefixed, at warn level unless -v.
+fn init_logging(verbose: u8) {
+    struct Stderr(log::LevelFilter);
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= self.0
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if self.enabled(r.metadata()) {
+                eprintln!(
+                    "refscope: {}: {}",
+                    r.level().as_str().to_lowercase(),
+                    r.args()
+                );
+            }
+        }
+        fn flush(&self) {}
+    }
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    if log::set_boxed_logger(Box::new(Stderr(level))).is_ok() {
+        log::set_max_level(level);
     }
 }
 

@@ -5,6 +5,7 @@
 //! daemon and `refscope report` drive the same code, so a finding is the
 //! same live and offline.
 
+pub mod abi;
 pub mod analysis;
 pub mod event;
 pub mod model;

@@ -1,0 +1,330 @@
+//! `refscope doctor`: can this kernel, with these privileges, be traced,
+//! and how. Exits 0 only when a real load-and-attach of the plan works.
+
+use std::{io::Write, process::ExitCode};
+
+use refscope_core::trace::{Device, HookStatus};
+use serde::Serialize;
+
+use crate::{
+    cli::{AttachMode, DoctorArgs},
+    kernel::{self, devices},
+    probe::{config, loader},
+    session::Facts,
+};
+
+#[derive(Serialize)]
+struct Check {
+    ok: bool,
+    detail: String,
+}
+
+impl Check {
+    fn ok(detail: impl Into<String>) -> Self {
+        Check {
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+    fn bad(detail: impl Into<String>) -> Self {
+        Check {
+            ok: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Report {
+    kernel_release: String,
+    btf: Check,
+    lockdown: String,
+    privileges: Check,
+    kprobes: Check,
+    ftrace: Check,
+    ring_buffer: Check,
+    refcount_model: Option<String>,
+    refcount_model_source: Option<String>,
+    kallsyms: Check,
+    devices: Vec<Device>,
+    hooks: Vec<HookStatus>,
+    load: Check,
+    ok: bool,
+    problems: Vec<String>,
+}
+
+pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let r = diagnose();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &r)?;
+        writeln!(out)?;
+    } else {
+        print_text(&mut out, &r)?;
+    }
+    Ok(if r.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn diagnose() -> Report {
+    let facts = Facts::gather();
+    let mut problems = Vec::new();
+    let btf = match &facts.btf {
+        Ok(_) => Check::ok("/sys/kernel/btf/vmlinux"),
+        Err(e) => Check::bad(e.to_string()),
+    };
+    let caps = facts.caps;
+    let names: Vec<&str> = [
+        (kernel::CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (kernel::CAP_BPF, "CAP_BPF"),
+        (kernel::CAP_PERFMON, "CAP_PERFMON"),
+        (kernel::CAP_SYSLOG, "CAP_SYSLOG"),
+    ]
+    .iter()
+    .filter(|(c, _)| kernel::has_cap(caps, *c))
+    .map(|(_, n)| *n)
+    .collect();
+    let privileges = if facts.privileged() {
+        Check::ok(format!("uid {}, {}", facts.euid, names.join(" ")))
+    } else {
+        Check::bad(format!(
+            "uid {} with {}: tracing needs root (or CAP_BPF + CAP_PERFMON + CAP_SYSLOG + CAP_SYS_ADMIN); run with sudo",
+            facts.euid,
+            if names.is_empty() {
+                "no relevant capabilities".into()
+            } else {
+                names.join(" ")
+            }
+        ))
+    };
+    let kprobes = if facts.kprobes {
+        Check::ok("kprobe fallback available")
+    } else {
+        Check::bad(
+            "this kernel has no kprobes (CONFIG_KPROBES off): no fallback when fentry is refused",
+        )
+    };
+    let ftrace = match &facts.ftrace {
+        Ok(f) => Check::ok(format!(
+            "available_filter_functions lists {} functions",
+            f.len()
+        )),
+        Err(e) => Check::bad(format!(
+            "available_filter_functions unreadable ({e}); fentry targets are not pre-checked"
+        )),
+    };
+    let ring_buffer = match kernel::version_of(&facts.release) {
+        Some(v) if v >= (5, 8) => Check::ok("BPF ring buffer (5.8+)"),
+        Some((a, b)) => Check::bad(format!("kernel {a}.{b} predates the BPF ring buffer (5.8)")),
+        None => Check::bad("cannot tell the kernel version"),
+    };
+    let kallsyms = match &facts.kallsyms {
+        Ok(k) if !k.addresses_visible() => Check::bad(
+            "/proc/kallsyms hides addresses (kptr_restrict or not root): vmemmap_base cannot be found",
+        ),
+        Ok(k) => match k.address("vmemmap_base") {
+            Some(a) if a != 0 => Check::ok(format!("{} symbols, vmemmap_base found", k.len())),
+            _ => Check::bad("vmemmap_base is not in /proc/kallsyms"),
+        },
+        Err(e) => Check::bad(format!("cannot read /proc/kallsyms: {e}")),
+    };
+    let (model, model_source) = facts.model().unzip();
+    let plan = facts.plan(AttachMode::Auto);
+    let hooks = plan.as_ref().map(|p| p.status.clone()).unwrap_or_default();
+    let found = devices::discover().ok();
+    let device_list = found
+        .as_ref()
+        .map(|d| d.devices.clone())
+        .unwrap_or_default();
+
+    for c in [&btf, &privileges, &ring_buffer, &kallsyms] {
+        if !c.ok {
+            problems.push(c.detail.clone());
+        }
+    }
+    if let Some(p) = &plan {
+        for logical in p.missing_required() {
+            problems.push(format!("no {logical} hook can be attached on this kernel"));
+        }
+    }
+
+    // The real test: load the object and attach the plan, then detach.
+    let load = match (&plan, facts.blocker()) {
+        (_, Some(why)) => Check::bad(format!("not attempted: {why}")),
+        (None, None) => Check::bad("not attempted: no plan"),
+        (Some(plan), None) => {
+            let (Ok(btf), Ok(ks)) = (&facts.btf, &facts.kallsyms) else {
+                unreachable!("blocker() checked BTF and kallsyms")
+            };
+            match config::build(btf, ks, &config::Filters::default()) {
+                Err(e) => Check::bad(e.to_string()),
+                Ok(cfg) => {
+                    let ranges = found.map(|d| d.filter_ranges).unwrap_or_default();
+                    match loader::load(plan, &cfg, 1 << 20, &ranges) {
+                        Ok(p) if p.failures.is_empty() => {
+                            Check::ok(format!("{} programs loaded and attached", p.attached.len()))
+                        }
+                        Ok(p) => {
+                            let fails: Vec<String> = p
+                                .failures
+                                .iter()
+                                .map(|f| {
+                                    format!(
+                                        "{}: {}",
+                                        f.program,
+                                        f.error.lines().last().unwrap_or_default()
+                                    )
+                                })
+                                .collect();
+                            let any_map = p.attached.iter().any(|(_, h)| {
+                                plan.status
+                                    .iter()
+                                    .filter(|s| s.logical.starts_with("map_"))
+                                    .any(|s| s.functions.iter().any(|f| f.function == h.function()))
+                            });
+                            if any_map {
+                                Check::ok(format!(
+                                    "{} attached, {} failed: {}",
+                                    p.attached.len(),
+                                    p.failures.len(),
+                                    fails.join("; ")
+                                ))
+                            } else {
+                                Check::bad(explain_refusal(&fails.join("; "), facts.kprobes))
+                            }
+                        }
+                        Err(e) => Check::bad(explain_refusal(&format!("{e:#}"), facts.kprobes)),
+                    }
+                }
+            }
+        }
+    };
+    if !load.ok && !problems.iter().any(|p| load.detail.contains(p.as_str())) {
+        problems.push(load.detail.clone());
+    }
+    let ok = problems.is_empty() && load.ok;
+    Report {
+        kernel_release: facts.release.clone(),
+        btf,
+        lockdown: facts
+            .lockdown
+            .clone()
+            .unwrap_or_else(|| "none (no lockdown LSM)".into()),
+        privileges,
+        kprobes,
+        ftrace,
+        ring_buffer,
+        refcount_model: model.map(|m| m.as_str().to_owned()),
+        refcount_model_source: model_source,
+        kallsyms,
+        devices: device_list,
+        hooks,
+        load,
+        ok,
+        problems,
+    }
+}
+
+/// Say what a load/attach failure means, not just its errno.
+fn explain_refusal(err: &str, kprobes: bool) -> String {
+    let eperm = err.contains("Operation not permitted")
+        || err.contains("EPERM")
+        || err.contains("os error 1)");
+    if eperm {
+        format!(
+            "the kernel refuses to load tracing (fentry/fexit) programs: EPERM before the verifier ran \
+             (lockdown or a BPF LSM policy){}. refscope cannot trace on this kernel. ({err})",
+            if kprobes {
+                "; retry with --attach kprobe"
+            } else {
+                ", and it has no kprobes to fall back to (CONFIG_KPROBES off)"
+            }
+        )
+    } else {
+        format!("loading or attaching failed: {err}")
+    }
+}
+
+fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
+    let mark = |c: &Check| if c.ok { "ok  " } else { "FAIL" };
+    writeln!(out, "refscope doctor: kernel {}", r.kernel_release)?;
+    for (name, c) in [
+        ("btf", &r.btf),
+        ("privileges", &r.privileges),
+        ("kprobes", &r.kprobes),
+        ("ftrace", &r.ftrace),
+        ("ring buffer", &r.ring_buffer),
+        ("kallsyms", &r.kallsyms),
+    ] {
+        writeln!(out, "  [{}] {name:<12} {}", mark(c), c.detail)?;
+    }
+    writeln!(out, "  [info] {:<12} {}", "lockdown", r.lockdown)?;
+    writeln!(
+        out,
+        "  [info] {:<12} {}",
+        "refcount",
+        match (&r.refcount_model, &r.refcount_model_source) {
+            (Some(m), Some(s)) => format!("{m}: {s}"),
+            _ => "unknown (no BTF)".into(),
+        }
+    )?;
+    if r.devices.is_empty() {
+        writeln!(
+            out,
+            "  [info] {:<12} none found (or /proc/iomem unreadable)",
+            "devices"
+        )?;
+    }
+    for d in &r.devices {
+        writeln!(
+            out,
+            "  [info] {:<12} {} {} pfn {:#x}-{:#x} ({})",
+            "device",
+            d.name,
+            d.mode,
+            d.pfn_start,
+            d.pfn_end.saturating_sub(1),
+            d.pgmap_type.as_str()
+        )?;
+    }
+    writeln!(out, "  hooks:")?;
+    for s in &r.hooks {
+        let chosen: Vec<String> = s
+            .functions
+            .iter()
+            .map(|f| format!("{} ({})", f.function, f.attach))
+            .collect();
+        writeln!(
+            out,
+            "    {:<8} {}",
+            s.logical,
+            if chosen.is_empty() {
+                "none".into()
+            } else {
+                chosen.join(", ")
+            }
+        )?;
+        for why in &s.skipped {
+            writeln!(out, "             - {why}")?;
+        }
+    }
+    writeln!(
+        out,
+        "  [{}] {:<12} {}",
+        mark(&r.load),
+        "load",
+        r.load.detail
+    )?;
+    if r.ok {
+        writeln!(out, "refscope can trace on this kernel.")?;
+    } else {
+        writeln!(out, "refscope cannot trace here:")?;
+        for p in &r.problems {
+            writeln!(out, "  - {p}")?;
+        }
+    }
+    Ok(())
+}

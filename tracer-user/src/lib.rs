@@ -1,0 +1,14 @@
+//! refscope's userspace: everything but the command-line entry point, so
+//! integration tests and benchmarks can use it. The analysis itself lives
+//! in the `refscope-core` crate (pure, no aya).
+
+pub mod btf;
+pub mod cli;
+pub mod doctor;
+pub mod hash;
+pub mod kernel;
+pub mod output;
+pub mod probe;
+pub mod record;
+pub mod report;
+pub mod session;

@@ -1,0 +1,141 @@
+//! Output files and human-readable lines shared by the subcommands.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io,
+    os::unix::fs::OpenOptionsExt,
+    path::Path,
+};
+
+use anyhow::{Context as _, bail};
+use refscope_core::analysis::{Analyzer, Finding, RuleId, Severity, Status};
+
+/// Create `path` for writing: mode 0600, never following a symlink, never
+/// replacing an existing file unless `force` (then the old one is removed
+/// first, so a symlink there is removed, not followed).
+pub fn create_output(path: &Path, force: bool) -> anyhow::Result<File> {
+    if force {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => bail!("{} is a directory", path.display()),
+            Ok(_) => fs::remove_file(path)
+                .with_context(|| format!("cannot replace {}", path.display()))?,
+            Err(_) => {}
+        }
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+                "{} already exists: refscope never overwrites a file; pass --force to replace it",
+                path.display()
+            ),
+            _ => anyhow::Error::new(e).context(format!("cannot create {}", path.display())),
+        })
+}
+
+/// One line for a finding as it happens.
+pub fn finding_line(f: &Finding) -> String {
+    let status = match f.status {
+        Status::Definite => "",
+        Status::Uncertain => " (uncertain: events were lost)",
+    };
+    format!(
+        "refscope: {} {} pfn {:#x}{}: {}{status}",
+        f.severity,
+        f.rule,
+        f.pfn,
+        if f.vaddr.0 != 0 {
+            format!(" at {}", f.vaddr)
+        } else {
+            String::new()
+        },
+        f.explanation
+    )
+}
+
+/// The end-of-recording summary on stderr.
+pub fn summary(a: &Analyzer, events: u64, decode_errors: u64, path: &Path, quiet: bool) {
+    let mut by_rule: Vec<(RuleId, Severity, usize)> = Vec::new();
+    for f in a.findings() {
+        match by_rule
+            .iter_mut()
+            .find(|(r, s, _)| *r == f.rule && *s == f.severity)
+        {
+            Some(e) => e.2 += 1,
+            None => by_rule.push((f.rule, f.severity, 1)),
+        }
+    }
+    by_rule.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+    let lost = a.lost();
+    if quiet && lost == 0 && decode_errors == 0 {
+        return;
+    }
+    eprintln!(
+        "refscope: {events} events, {} pages, {} live mappings, {lost} lost{}; trace in {}",
+        a.page_count(),
+        a.mapping_count(),
+        if decode_errors > 0 {
+            format!(", {decode_errors} undecodable")
+        } else {
+            String::new()
+        },
+        path.display()
+    );
+    for (rule, sev, n) in by_rule {
+        eprintln!("refscope:   {n:>6} {sev:<7} {rule}");
+    }
+    if lost > 0 {
+        eprintln!(
+            "refscope: {lost} events were lost; findings that depend on them are marked uncertain (raise --ringbuf-size)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn output_files_are_private_exclusive_and_never_follow_symlinks() {
+        let dir = std::env::temp_dir().join(format!("refscope-out-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.jsonl");
+        create_output(&p, false).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let err = create_output(&p, false).unwrap_err().to_string();
+        assert!(
+            err.contains("already exists") && err.contains("--force"),
+            "{err}"
+        );
+        create_output(&p, true).unwrap();
+
+        let target = dir.join("victim");
+        fs::write(&target, "keep").unwrap();
+        let link = dir.join("link.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(create_output(&link, false).is_err());
+        create_output(&link, true).unwrap();
+        assert_eq!(
+            fs::read_to_string(&target).unwrap(),
+            "keep",
+            "the symlink target is untouched"
+        );
+        assert!(
+            !fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

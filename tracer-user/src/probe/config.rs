@@ -1,0 +1,249 @@
+//! What the eBPF programs need to know about this kernel, read from its BTF
+//! and symbol table: struct offsets (rustc emits no CO-RE relocations, so
+//! nothing is compiled in), GUP flag values, the refcount model.
+
+use refscope_common::{ABI_VERSION, COMM_LEN, Config, MAX_PIDS};
+use refscope_core::model::{GupFlagBits, RefcountModel};
+use thiserror::Error;
+
+use crate::{
+    btf::{Btf, BtfError, ValueKind},
+    kernel::Kallsyms,
+};
+
+/// Why the programs cannot be configured for this kernel.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A struct or member refscope reads is missing from BTF.
+    #[error("this kernel's BTF lacks what refscope reads: {0}")]
+    Btf(#[from] BtfError),
+    /// `vmemmap_base` is not in kallsyms.
+    #[error(
+        "`vmemmap_base` is not in /proc/kallsyms: refscope supports x86-64 kernels with SPARSEMEM_VMEMMAP"
+    )]
+    NoVmemmapBase,
+    /// kallsyms shows zero addresses.
+    #[error(
+        "/proc/kallsyms shows zero addresses (kernel.kptr_restrict, or not root): run refscope as root, and if it is root, `sysctl kernel.kptr_restrict=1`"
+    )]
+    AddressesHidden,
+    /// More pids than the in-kernel filter holds.
+    #[error("at most {MAX_PIDS} pids can be filtered in the kernel (got {0})")]
+    TooManyPids(usize),
+}
+
+/// The refcount model, and why we believe it.
+pub fn refcount_model(btf: &Btf) -> (RefcountModel, String) {
+    if btf.func("vmf_insert_page_mkwrite").is_some() {
+        return (
+            RefcountModel::Refcounted,
+            "BTF has vmf_insert_page_mkwrite: FS-DAX pages are refcounted per mapping (Linux 6.15+)".into(),
+        );
+    }
+    for f in [
+        "__put_devmap_managed_page_refs",
+        "__put_devmap_managed_folio_refs",
+    ] {
+        if btf.func(f).is_some() {
+            return (
+                RefcountModel::IdleOne,
+                format!(
+                    "BTF has {f}: idle FS-DAX pages have _refcount 1 and mappings take no reference (before 6.15)"
+                ),
+            );
+        }
+    }
+    // No devmap put path and no page-based DAX insert: assume the modern model.
+    (
+        RefcountModel::Refcounted,
+        "neither vmf_insert_page_mkwrite nor __put_devmap_managed_*_refs in BTF: assuming the 6.15+ model".into(),
+    )
+}
+
+/// GUP flag values: enumerators in 6.2+ BTF, `#define`s (6.1 values) before.
+pub fn gup_flags(btf: &Btf) -> GupFlagBits {
+    let d = GupFlagBits::default();
+    let get = |name: &str, fallback: u64| btf.enum_value(name).map_or(fallback, |v| v as u64);
+    // All-or-nothing: mixing enum values with 6.1 defines would be wrong.
+    if btf.enum_value("FOLL_PIN").is_none() {
+        return d;
+    }
+    GupFlagBits {
+        foll_write: get("FOLL_WRITE", d.foll_write),
+        foll_get: get("FOLL_GET", d.foll_get),
+        foll_pin: get("FOLL_PIN", d.foll_pin),
+        foll_longterm: get("FOLL_LONGTERM", d.foll_longterm),
+        pin_bias: d.pin_bias,
+    }
+}
+
+/// User choices that end up in the programs' configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Filters {
+    pub pids: Vec<u32>,
+    pub comm: Option<String>,
+    pub gup_stacks: bool,
+}
+
+/// The first of `paths` that `struct_name` has.
+fn first_member(btf: &Btf, struct_name: &str, paths: &[&str]) -> Result<u32, BtfError> {
+    let mut last = None;
+    for p in paths {
+        match btf.member_offset(struct_name, p) {
+            Ok(off) => return Ok(off),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| BtfError::NoStruct(struct_name.into())))
+}
+
+/// Build the programs' configuration.
+pub fn build(btf: &Btf, kallsyms: &Kallsyms, f: &Filters) -> Result<Config, ConfigError> {
+    let mut c = Config::zeroed();
+    c.abi_version = u32::from(ABI_VERSION);
+    c.struct_page_size = btf
+        .struct_size("page")
+        .ok_or_else(|| BtfError::NoStruct("page".into()))?;
+    c.page_refcount_off = btf.member_offset("page", "_refcount")?;
+    // 7.x moved the ZONE_DEVICE pgmap pointer from struct page to struct folio.
+    c.page_pgmap_off = match btf.member_offset("page", "pgmap") {
+        Ok(off) => off,
+        Err(_) => btf.member_offset("folio", "pgmap")?,
+    };
+    match btf.member_offset("page", "compound_info") {
+        Ok(off) => {
+            c.page_compound_off = off;
+            c.compound_is_mask = 1;
+        }
+        Err(_) => c.page_compound_off = btf.member_offset("page", "compound_head")?,
+    }
+    c.vma_mm_off = btf.member_offset("vm_area_struct", "vm_mm")?;
+    c.vmf_vma_off = btf.member_offset("vm_fault", "vma")?;
+    c.vmf_address_off = btf.member_offset("vm_fault", "address")?;
+    c.task_mm_off = btf.member_offset("task_struct", "mm")?;
+    c.pgmap_type_off = btf.member_offset("dev_pagemap", "type")?;
+    c.pgmap_nr_range_off = btf.member_offset("dev_pagemap", "nr_range")?;
+    c.pgmap_range_off = first_member(btf, "dev_pagemap", &["range", "ranges"])?;
+    c.try_grab_folio_returns_ptr =
+        btf.func("try_grab_folio")
+            .is_some_and(|f| matches!(f.ret, ValueKind::Ptr(_))) as u32;
+    c.stack_on_gup = u32::from(f.gup_stacks);
+
+    if f.pids.len() > MAX_PIDS {
+        return Err(ConfigError::TooManyPids(f.pids.len()));
+    }
+    c.filter_pid_count = f.pids.len() as u32;
+    c.filter_pids[..f.pids.len()].copy_from_slice(&f.pids);
+    if let Some(comm) = &f.comm {
+        let bytes = comm.as_bytes();
+        let n = bytes.len().min(COMM_LEN - 1);
+        c.filter_comm[..n].copy_from_slice(&bytes[..n]);
+        c.filter_comm_len = n as u32;
+    }
+
+    let sym = kallsyms
+        .address("vmemmap_base")
+        .ok_or(ConfigError::NoVmemmapBase)?;
+    if sym == 0 || !kallsyms.addresses_visible() {
+        return Err(ConfigError::AddressesHidden);
+    }
+    c.vmemmap_base_sym = sym;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::btf::testing::fixture;
+
+    fn kallsyms() -> Kallsyms {
+        Kallsyms::parse("ffffffff82415730 D vmemmap_base\nffffffff81000000 T _stext\n")
+    }
+
+    #[test]
+    fn offsets_per_kernel() {
+        for (k, pgmap, compound_mask, grab_ptr, model) in [
+            ("6.1", 8, 0, 1, RefcountModel::IdleOne),
+            ("6.12", 8, 0, 0, RefcountModel::IdleOne),
+            ("7.3", 8, 1, 0, RefcountModel::Refcounted),
+        ] {
+            let btf = fixture(k);
+            let c = build(&btf, &kallsyms(), &Filters::default()).unwrap();
+            assert_eq!(c.struct_page_size, 64, "{k}");
+            assert_eq!(c.page_refcount_off, 52, "{k}");
+            assert_eq!(c.page_pgmap_off, pgmap, "{k}");
+            assert_eq!(c.page_compound_off, 8, "{k}");
+            assert_eq!(c.compound_is_mask, compound_mask, "{k}");
+            assert_eq!(c.vma_mm_off, 16, "{k}");
+            assert_eq!(c.vmf_vma_off, 0, "{k}");
+            assert_eq!(c.vmf_address_off, 24, "{k}");
+            assert_eq!(c.try_grab_folio_returns_ptr, grab_ptr, "{k}");
+            assert_eq!(c.vmemmap_base_sym, 0xffffffff82415730);
+            assert_eq!(refcount_model(&btf).0, model, "{k}");
+        }
+        // Offsets that moved between releases.
+        let c61 = build(&fixture("6.1"), &kallsyms(), &Filters::default()).unwrap();
+        let c612 = build(&fixture("6.12"), &kallsyms(), &Filters::default()).unwrap();
+        let c73 = build(&fixture("7.3"), &kallsyms(), &Filters::default()).unwrap();
+        assert_eq!(
+            (c61.task_mm_off, c612.task_mm_off, c73.task_mm_off),
+            (2272, 2304, 2744)
+        );
+        assert_eq!(
+            (c61.pgmap_type_off, c612.pgmap_type_off, c73.pgmap_type_off),
+            (96, 104, 96)
+        );
+        assert_eq!(
+            (
+                c61.pgmap_range_off,
+                c612.pgmap_range_off,
+                c73.pgmap_range_off
+            ),
+            (136, 144, 136)
+        );
+    }
+
+    #[test]
+    fn gup_flags_follow_the_kernel() {
+        let f61 = gup_flags(&fixture("6.1"));
+        assert_eq!(
+            (f61.foll_get, f61.foll_pin, f61.foll_longterm),
+            (0x4, 0x40000, 0x10000)
+        );
+        for k in ["6.12", "7.3"] {
+            let f = gup_flags(&fixture(k));
+            assert_eq!(
+                (f.foll_get, f.foll_pin, f.foll_longterm),
+                (0x2, 0x80000, 0x100),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn hidden_kallsyms_and_pid_limits_are_errors() {
+        let btf = fixture("6.12");
+        let hidden = Kallsyms::parse("0000000000000000 D vmemmap_base\n");
+        let err = build(&btf, &hidden, &Filters::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kptr_restrict"), "{err}");
+        let f = Filters {
+            pids: (0..9).collect(),
+            ..Filters::default()
+        };
+        assert!(matches!(
+            build(&btf, &kallsyms(), &f),
+            Err(ConfigError::TooManyPids(9))
+        ));
+        let f = Filters {
+            pids: vec![7, 8],
+            comm: Some("workload".into()),
+            gup_stacks: true,
+        };
+        let c = build(&btf, &kallsyms(), &f).unwrap();
+        assert_eq!(c.filter_pid_count, 2);
+        assert_eq!(&c.filter_comm[..8], b"workload");
+        assert_eq!(c.stack_on_gup, 1);
+    }
+}

@@ -1,0 +1,227 @@
+//! Loading the eBPF object and attaching what the plan chose. The only
+//! module (with `reader`) that touches aya.
+
+use std::os::fd::OwnedFd;
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{FEntry, FExit, Program},
+};
+use refscope_common::{Config, DropStats, HookId, MAX_RANGES, PfnRange};
+use thiserror::Error;
+
+use super::plan::{Plan, Via};
+
+/// The eBPF object built by build.rs (empty when built without bpf-linker).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/refscope-ebpf"));
+
+/// Errors loading or attaching.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// The binary was built without its eBPF programs.
+    #[error(
+        "this refscope binary was built without its eBPF programs (bpf-linker was missing at build time): run `cargo xtask setup` and rebuild"
+    )]
+    NoObject,
+    /// The kernel refused the object (maps, BTF, globals).
+    #[error("the kernel refused refscope's eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    /// The kernel's BTF could not be read for fentry attachment.
+    #[error("cannot read /sys/kernel/btf/vmlinux for fentry programs: {0}")]
+    Btf(#[source] aya::BtfError),
+    /// A map the object must have is missing (a build mismatch).
+    #[error("the eBPF object has no map `{0}`")]
+    Map(&'static str),
+    /// A map operation failed.
+    #[error("eBPF map `{name}`: {source}")]
+    MapOp {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// More device ranges than the in-kernel filter holds.
+    #[error("{0} device ranges exceed the in-kernel filter's {MAX_RANGES}")]
+    TooManyRanges(usize),
+}
+
+/// One program that could not be attached although the plan chose it.
+#[derive(Debug)]
+pub struct AttachFailure {
+    pub hook: HookId,
+    pub program: String,
+    pub error: String,
+}
+
+/// Loaded and attached programs, and the maps userspace reads.
+pub struct Probes {
+    pub events: RingBuf<MapData>,
+    pub drops: PerCpuArray<MapData, DropStats>,
+    /// The programs that are attached: (name, hook).
+    pub attached: Vec<(String, HookId)>,
+    pub failures: Vec<AttachFailure>,
+    pub guard: Attached,
+}
+
+/// Keeps programs and links alive; dropping it detaches everything.
+pub struct Attached {
+    _ebpf: Ebpf,
+    /// Run-time statistics stay enabled while this lives.
+    _stats: Option<OwnedFd>,
+}
+
+/// Ring buffer sizes must be a power of two and a multiple of the page size.
+pub fn ringbuf_size(requested: u64) -> u32 {
+    requested.clamp(4096, 1 << 30).next_power_of_two() as u32
+}
+
+/// Load the object with `cfg`, seed the device filter with `ranges`, attach
+/// the plan's programs. Individual attach failures are collected, not fatal.
+pub fn load(
+    plan: &Plan,
+    cfg: &Config,
+    ringbuf_bytes: u64,
+    ranges: &[(u64, u64)],
+) -> Result<Probes, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    if ranges.len() > MAX_RANGES {
+        return Err(LoadError::TooManyRanges(ranges.len()));
+    }
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", cfg, true)
+        .map_max_entries("EVENTS", ringbuf_size(ringbuf_bytes))
+        .load(OBJECT)
+        .map_err(LoadError::Load)?;
+
+    {
+        let map = ebpf
+            .map_mut("DEVICE_RANGES")
+            .ok_or(LoadError::Map("DEVICE_RANGES"))?;
+        let mut arr: Array<_, PfnRange> =
+            Array::try_from(map).map_err(|source| LoadError::MapOp {
+                name: "DEVICE_RANGES",
+                source,
+            })?;
+        for (i, &(start, end)) in ranges.iter().enumerate() {
+            arr.set(i as u32, PfnRange { start, end }, 0)
+                .map_err(|source| LoadError::MapOp {
+                    name: "DEVICE_RANGES",
+                    source,
+                })?;
+        }
+    }
+
+    // Per-program run time, as bpftop shows it (best effort: needs 5.8+).
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+
+    let btf = if plan.attach.iter().any(|a| a.via == Via::Fentry) {
+        Some(Btf::from_sys_fs().map_err(LoadError::Btf)?)
+    } else {
+        None
+    };
+    let mut attached = Vec::new();
+    let mut failures = Vec::new();
+    for a in &plan.attach {
+        for name in a.programs() {
+            match attach_one(&mut ebpf, &name, a.hook, btf.as_ref()) {
+                Ok(()) => attached.push((name, a.hook)),
+                Err(error) => failures.push(AttachFailure {
+                    hook: a.hook,
+                    program: name,
+                    error,
+                }),
+            }
+        }
+    }
+
+    let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(LoadError::Map("EVENTS"))?)
+        .map_err(|source| LoadError::MapOp {
+            name: "EVENTS",
+            source,
+        })?;
+    let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").ok_or(LoadError::Map("DROPS"))?)
+        .map_err(|source| LoadError::MapOp {
+            name: "DROPS",
+            source,
+        })?;
+    Ok(Probes {
+        events,
+        drops,
+        attached,
+        failures,
+        guard: Attached {
+            _ebpf: ebpf,
+            _stats: stats,
+        },
+    })
+}
+
+fn attach_one(ebpf: &mut Ebpf, name: &str, hook: HookId, btf: Option<&Btf>) -> Result<(), String> {
+    let function = hook.function();
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} is not in the eBPF object"))?;
+    let verbose = |e: aya::programs::ProgramError| {
+        // The verifier log is long; keep its tail, which names the problem.
+        let s = format!("{e:#}");
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(12)..].join("\n")
+    };
+    match prog {
+        Program::FEntry(p) => {
+            let btf = btf.ok_or("no BTF")?;
+            load_fentry(p, function, btf).map_err(verbose)
+        }
+        Program::FExit(p) => {
+            let btf = btf.ok_or("no BTF")?;
+            load_fexit(p, function, btf).map_err(verbose)
+        }
+        Program::KProbe(p) => {
+            p.load().map_err(verbose)?;
+            p.attach(function, 0).map(|_| ()).map_err(verbose)
+        }
+        _ => Err(format!("program {name} has an unexpected type")),
+    }
+}
+
+fn load_fentry(
+    p: &mut FEntry,
+    function: &str,
+    btf: &Btf,
+) -> Result<(), aya::programs::ProgramError> {
+    p.load(function, btf)?;
+    p.attach().map(|_| ())
+}
+
+fn load_fexit(p: &mut FExit, function: &str, btf: &Btf) -> Result<(), aya::programs::ProgramError> {
+    p.load(function, btf)?;
+    p.attach().map(|_| ())
+}
+
+/// Total BPF run time and runs of the attached programs (for the live
+/// header's "in-kernel cost per event").
+pub fn run_stats() -> (std::time::Duration, u64) {
+    let mut time = std::time::Duration::ZERO;
+    let mut runs = 0;
+    for info in aya::programs::loaded_programs().flatten() {
+        let name = info.name_as_str().unwrap_or_default();
+        // Kernel program names are truncated to 15 bytes; ours all end in
+        // one of these suffixes or their prefixes.
+        if is_ours(name) {
+            time += info.run_time();
+            runs += info.run_count();
+        }
+    }
+    (time, runs)
+}
+
+fn is_ours(kernel_name: &str) -> bool {
+    super::plan::HOOKS.iter().any(|d| {
+        let base = d.hook.function().trim_start_matches('_');
+        ["fentry", "fexit", "kprobe", "kretprobe"]
+            .iter()
+            .any(|s| format!("{base}_{s}").starts_with(kernel_name) && !kernel_name.is_empty())
+    })
+}

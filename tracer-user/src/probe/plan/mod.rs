@@ -1,0 +1,414 @@
+//! Which kernel functions to hook on this kernel, and how.
+//!
+//! Pure: computed from the kernel's BTF, its symbol table and (when
+//! readable) `available_filter_functions`, so it is unit-tested against the
+//! three Debian kernels' BTF without a kernel. For every logical hook there
+//! are groups of alternatives in preference order; a group attaches the
+//! first alternative whose functions all exist with the signature the eBPF
+//! program expects.
+
+use std::collections::HashSet;
+
+use refscope_common::HookId;
+use refscope_core::trace::{AttachedFunction, HookStatus};
+
+use crate::{
+    btf::{Btf, FuncInfo},
+    cli::AttachMode,
+    kernel::Kallsyms,
+};
+
+/// Which halves of a hook must be attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Halves {
+    /// Reported at return; with kprobes the entry half stashes the arguments.
+    Exit,
+    /// Entry (refcount before, arguments) and return (refcount after).
+    Both,
+    /// Reported at entry only.
+    Entry,
+}
+
+/// What the eBPF program for a hook expects of the kernel function.
+pub struct HookDef {
+    pub hook: HookId,
+    pub halves: Halves,
+    /// Exact number of parameters.
+    pub nargs: usize,
+    /// Parameters that must be pointers to one of these structs.
+    pub ptr_args: &'static [(usize, &'static [&'static str])],
+}
+
+macro_rules! def {
+    ($hook:ident, $halves:ident, $n:literal $(, $i:literal => [$($s:literal),+])*) => {
+        HookDef {
+            hook: HookId::$hook,
+            halves: Halves::$halves,
+            nargs: $n,
+            ptr_args: &[$(($i, &[$($s),+])),*],
+        }
+    };
+}
+
+/// Every hook the eBPF object implements.
+pub const HOOKS: &[HookDef] = &[
+    def!(InsertPfn, Exit, 5, 0 => ["vm_area_struct"]),
+    def!(VmfInsertMixed, Exit, 3, 0 => ["vm_area_struct"]),
+    def!(VmfInsertMixedMkwrite, Exit, 3, 0 => ["vm_area_struct"]),
+    def!(InsertPage, Exit, 5, 0 => ["vm_area_struct"], 2 => ["page"]),
+    def!(VmfInsertPageMkwrite, Exit, 3, 0 => ["vm_fault"], 1 => ["page"]),
+    def!(VmInsertPage, Exit, 3, 0 => ["vm_area_struct"], 2 => ["page"]),
+    def!(VmfInsertPfnPmdProt, Exit, 4, 0 => ["vm_fault"]),
+    def!(VmfInsertPfnPmd, Exit, 3, 0 => ["vm_fault"]),
+    def!(VmfInsertFolioPmd, Exit, 3, 0 => ["vm_fault"], 1 => ["folio"]),
+    def!(TryGrabPage, Both, 2, 0 => ["page"]),
+    def!(TryGrabFolio, Both, 3, 0 => ["page", "folio"]),
+    def!(TryGrabFolioFast, Both, 3, 0 => ["page"]),
+    def!(GupPutFolio, Both, 3, 0 => ["folio"]),
+    def!(PutDevmapManagedPageRefs, Both, 2, 0 => ["page"]),
+    def!(PutDevmapManagedFolioRefs, Both, 2, 0 => ["folio"]),
+    def!(FreeZoneDevicePage, Entry, 1, 0 => ["page"]),
+    def!(FreeZoneDeviceFolio, Entry, 1, 0 => ["folio"]),
+    def!(UnmapPageRange, Entry, 5, 1 => ["vm_area_struct"]),
+    def!(ZapVmaRange, Entry, 5, 1 => ["vm_area_struct"]),
+    def!(ExitMmap, Entry, 1, 0 => ["mm_struct"]),
+    def!(MemremapPages, Exit, 2, 0 => ["dev_pagemap"]),
+    def!(MemunmapPages, Both, 1, 0 => ["dev_pagemap"]),
+    def!(KillDax, Entry, 1, 0 => ["dax_device"]),
+    def!(DaxHolderNotifyFailure, Entry, 4, 0 => ["dax_device"]),
+];
+
+pub fn def_of(hook: HookId) -> Option<&'static HookDef> {
+    HOOKS.iter().find(|d| d.hook == hook)
+}
+
+/// A group: alternatives in preference order, each a set of functions that
+/// together cover one kernel path.
+pub struct Group {
+    pub logical: &'static str,
+    pub alternatives: &'static [&'static [HookId]],
+    /// Tracing is pointless without at least one group of this logical hook.
+    pub required: bool,
+}
+
+use HookId as H;
+
+/// The logical hooks.
+pub const GROUPS: &[Group] = &[
+    Group {
+        logical: "map_pte",
+        // 6.x FS-DAX and device-dax (devmap PTEs); special pfn maps on 7.x.
+        alternatives: &[
+            &[H::InsertPfn],
+            &[H::VmfInsertMixed, H::VmfInsertMixedMkwrite],
+        ],
+        required: true,
+    },
+    Group {
+        logical: "map_pte",
+        // 7.x FS-DAX and device-dax, and drivers' vm_insert_page everywhere
+        // (insert_page is inlined before 7.x: vm_insert_page is the hook there).
+        alternatives: &[
+            &[H::InsertPage],
+            &[H::VmfInsertPageMkwrite, H::VmInsertPage],
+            &[H::VmInsertPage],
+        ],
+        required: true,
+    },
+    Group {
+        logical: "map_pmd",
+        alternatives: &[&[H::VmfInsertPfnPmdProt], &[H::VmfInsertPfnPmd]],
+        required: false,
+    },
+    Group {
+        logical: "map_pmd",
+        alternatives: &[&[H::VmfInsertFolioPmd]],
+        required: false,
+    },
+    Group {
+        logical: "gup_get",
+        alternatives: &[&[H::TryGrabPage]],
+        required: false,
+    },
+    Group {
+        logical: "gup_get",
+        alternatives: &[&[H::TryGrabFolio]],
+        required: false,
+    },
+    Group {
+        logical: "gup_get",
+        alternatives: &[&[H::TryGrabFolioFast]],
+        required: false,
+    },
+    Group {
+        logical: "gup_put",
+        alternatives: &[&[H::GupPutFolio]],
+        required: false,
+    },
+    Group {
+        logical: "ref_put",
+        alternatives: &[&[H::PutDevmapManagedPageRefs]],
+        required: false,
+    },
+    Group {
+        logical: "ref_put",
+        alternatives: &[&[H::PutDevmapManagedFolioRefs]],
+        required: false,
+    },
+    Group {
+        logical: "free",
+        alternatives: &[&[H::FreeZoneDevicePage]],
+        required: false,
+    },
+    Group {
+        logical: "free",
+        alternatives: &[&[H::FreeZoneDeviceFolio]],
+        required: false,
+    },
+    Group {
+        logical: "unmap",
+        alternatives: &[&[H::UnmapPageRange], &[H::ZapVmaRange]],
+        required: false,
+    },
+    Group {
+        logical: "mm_exit",
+        alternatives: &[&[H::ExitMmap]],
+        required: false,
+    },
+    Group {
+        logical: "pgmap",
+        alternatives: &[&[H::MemremapPages]],
+        required: false,
+    },
+    Group {
+        logical: "pgmap",
+        alternatives: &[&[H::MemunmapPages]],
+        required: false,
+    },
+    Group {
+        logical: "dax",
+        alternatives: &[&[H::KillDax]],
+        required: false,
+    },
+    Group {
+        logical: "dax",
+        alternatives: &[&[H::DaxHolderNotifyFailure]],
+        required: false,
+    },
+];
+
+/// How one function will be attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Fentry,
+    Kprobe,
+}
+
+/// One function to attach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attach {
+    pub hook: HookId,
+    pub via: Via,
+    pub entry: bool,
+    pub exit: bool,
+}
+
+impl Attach {
+    /// Program names in the eBPF object, entry first.
+    pub fn programs(&self) -> Vec<String> {
+        let base = self.hook.function().trim_start_matches('_');
+        let (e, x) = match self.via {
+            Via::Fentry => ("fentry", "fexit"),
+            Via::Kprobe => ("kprobe", "kretprobe"),
+        };
+        let mut v = Vec::new();
+        if self.entry {
+            v.push(format!("{base}_{e}"));
+        }
+        if self.exit {
+            v.push(format!("{base}_{x}"));
+        }
+        v
+    }
+
+    /// `fentry+fexit`, `kprobe`, ...
+    pub fn describe(&self) -> String {
+        let (e, x) = match self.via {
+            Via::Fentry => ("fentry", "fexit"),
+            Via::Kprobe => ("kprobe", "kretprobe"),
+        };
+        match (self.entry, self.exit) {
+            (true, true) => format!("{e}+{x}"),
+            (true, false) => e.into(),
+            _ => x.into(),
+        }
+    }
+}
+
+/// What the plan is computed from.
+pub struct KernelView<'a> {
+    pub btf: &'a Btf,
+    pub kallsyms: &'a Kallsyms,
+    /// `available_filter_functions`, when readable.
+    pub ftrace: Option<&'a HashSet<String>>,
+    pub kprobe_blacklist: &'a HashSet<String>,
+    /// Whether kprobes exist at all on this kernel.
+    pub kprobes: bool,
+}
+
+/// The plan: what to attach, and the per-logical-hook status for headers
+/// and `doctor`.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub attach: Vec<Attach>,
+    pub status: Vec<HookStatus>,
+}
+
+impl Plan {
+    /// Logical hooks that are required and have nothing attached.
+    pub fn missing_required(&self) -> Vec<&str> {
+        let mut missing: Vec<&str> = GROUPS
+            .iter()
+            .filter(|g| g.required)
+            .map(|g| g.logical)
+            .filter(|l| {
+                self.status
+                    .iter()
+                    .filter(|s| s.logical == *l)
+                    .all(|s| s.functions.is_empty())
+            })
+            .collect();
+        missing.dedup();
+        missing
+    }
+
+    pub fn is_attached(&self, hook: HookId) -> bool {
+        self.attach.iter().any(|a| a.hook == hook)
+    }
+}
+
+/// Check a function's BTF prototype against what the program expects.
+pub fn check_signature(def: &HookDef, func: &FuncInfo) -> Result<(), String> {
+    if func.params.len() != def.nargs {
+        return Err(format!(
+            "has {} parameters, the program expects {}",
+            func.params.len(),
+            def.nargs
+        ));
+    }
+    for &(i, structs) in def.ptr_args {
+        let kind = &func.params[i].kind;
+        if !structs.iter().any(|s| kind.is_ptr_to_struct(s)) {
+            return Err(format!(
+                "parameter {i} is {kind}, the program expects a pointer to struct {}",
+                structs.join(" or struct ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Which halves to attach for `via`.
+fn halves(h: Halves, via: Via) -> (bool, bool) {
+    match (h, via) {
+        (Halves::Entry, _) => (true, false),
+        (Halves::Both, _) => (true, true),
+        // fexit has the arguments; a kretprobe needs the entry's stash.
+        (Halves::Exit, Via::Fentry) => (false, true),
+        (Halves::Exit, Via::Kprobe) => (true, true),
+    }
+}
+
+/// Can `hook` be attached, and how? `Err` says why not.
+fn resolve(hook: HookId, mode: AttachMode, k: &KernelView<'_>) -> Result<Attach, String> {
+    let def = def_of(hook).ok_or("no eBPF program for it in this build")?;
+    let name = hook.function();
+    let func = k.btf.func(name);
+    let in_kallsyms = k.kallsyms.has_function(name);
+    if func.is_none() && !in_kallsyms {
+        let clones = k.kallsyms.clones_of(name);
+        return Err(if clones.is_empty() {
+            "not in this kernel (absent or inlined everywhere)".into()
+        } else {
+            format!(
+                "only compiler clones exist ({}), with no stable ABI",
+                clones.join(", ")
+            )
+        });
+    }
+    let func = func.ok_or("no BTF prototype to verify its signature against")?;
+    check_signature(def, &func).map_err(|e| format!("signature changed: {e}"))?;
+    if !in_kallsyms {
+        return Err("has BTF but no symbol (inlined everywhere)".into());
+    }
+    let traceable = k.ftrace.is_none_or(|f| f.contains(name));
+    let make = |via: Via| {
+        let (entry, exit) = halves(def.halves, via);
+        Attach {
+            hook,
+            via,
+            entry,
+            exit,
+        }
+    };
+    let (fentry, kprobe) = (make(Via::Fentry), make(Via::Kprobe));
+    let kprobe_ok = k.kprobes && !k.kprobe_blacklist.contains(name);
+    match mode {
+        AttachMode::Auto if traceable => Ok(fentry),
+        AttachMode::Fentry if traceable => Ok(fentry),
+        AttachMode::Fentry => Err("not in available_filter_functions (notrace)".into()),
+        AttachMode::Auto | AttachMode::Kprobe if kprobe_ok => Ok(kprobe),
+        AttachMode::Auto | AttachMode::Kprobe => Err(if k.kprobes {
+            "kprobes refuse it (blacklisted)".into()
+        } else {
+            "this kernel has no kprobes".into()
+        }),
+    }
+}
+
+/// Compute the plan.
+pub fn plan(mode: AttachMode, k: &KernelView<'_>) -> Plan {
+    let mut p = Plan::default();
+    for group in GROUPS {
+        let mut skipped = Vec::new();
+        let mut chosen = None;
+        for alt in group.alternatives {
+            let resolved: Result<Vec<Attach>, String> = alt
+                .iter()
+                .map(|&h| resolve(h, mode, k).map_err(|e| format!("{}: {e}", h.function())))
+                .collect();
+            match resolved {
+                Ok(v) => {
+                    chosen = Some(v);
+                    break;
+                }
+                Err(e) => skipped.push(e),
+            }
+        }
+        let functions = chosen
+            .iter()
+            .flatten()
+            .map(|a| AttachedFunction {
+                function: a.hook.function().into(),
+                attach: a.describe(),
+            })
+            .collect();
+        p.attach.extend(chosen.into_iter().flatten());
+        // Several groups share a logical name: merge them.
+        match p.status.iter_mut().find(|s| s.logical == group.logical) {
+            Some(s) => {
+                s.functions.extend::<Vec<_>>(functions);
+                s.skipped.extend(skipped);
+            }
+            None => p.status.push(HookStatus {
+                logical: group.logical.into(),
+                functions,
+                skipped,
+            }),
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests;

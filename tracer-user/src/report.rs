@@ -1,0 +1,394 @@
+//! `refscope report`: the analysis core over a recorded trace, streaming
+//! with bounded memory; findings grouped by rule with each page's timeline,
+//! or one JSON document (`--json`, field names documented in
+//! docs/trace-format.md).
+
+use std::{
+    fs::File,
+    io::{BufReader, Write},
+    path::Path,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use refscope_core::{
+    analysis::{Analyzer, Finding, RuleId, Severity, Status, TimelineEntry},
+    trace::{Header, Record, TraceReader},
+};
+use serde::Serialize;
+
+use crate::{cli::ReportArgs, session::analyzer_for};
+
+/// Findings printed per rule in text mode (all are in `--json`).
+const TEXT_FINDINGS_PER_RULE: usize = 20;
+
+/// A trace read through the analysis core.
+pub struct Analysed {
+    pub header: Header,
+    pub analyzer: Analyzer,
+    pub events: u64,
+    /// Line number of an incomplete last line, if the trace was cut short.
+    pub truncated_at: Option<u64>,
+    pub has_footer: bool,
+    pub end_t: u64,
+}
+
+/// Read and analyse `path`, showing progress on a terminal for large files.
+pub fn analyse(path: &Path, timeline: usize) -> anyhow::Result<Analysed> {
+    let name = path.display().to_string();
+    let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut reader = TraceReader::new(BufReader::with_capacity(1 << 20, file), &name)?;
+    let header = reader.header().clone();
+    let mut analyzer = analyzer_for(&header, timeline);
+    let mut progress = Progress::new(size);
+    let mut events = 0u64;
+    let mut end_t = 0;
+    while let Some(rec) = reader.next_record() {
+        match rec? {
+            Record::Event(ev) => {
+                events += 1;
+                end_t = end_t.max(ev.t);
+                analyzer.apply(&ev);
+                if events.is_multiple_of(65536) {
+                    progress.update(reader.bytes_read());
+                }
+            }
+            Record::Loss(l) => analyzer.apply_loss(&l),
+            Record::Footer(f) => end_t = end_t.max(f.end_t),
+            // Findings in the trace are what was reported live; the report
+            // recomputes them from the events.
+            Record::Finding(_) | Record::Header(_) => {}
+        }
+    }
+    progress.done();
+    analyzer.finish(end_t);
+    Ok(Analysed {
+        header,
+        has_footer: reader.footer().is_some(),
+        truncated_at: reader.truncated_at(),
+        analyzer,
+        events,
+        end_t,
+    })
+}
+
+pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let rules = parse_rules(&args.rules)?;
+    let a = analyse(&args.file, args.timeline)?;
+    let name = args.file.display();
+    if !a.has_footer {
+        match a.truncated_at {
+            Some(line) => eprintln!(
+                "refscope: warning: {name} ends in an incomplete line {line} and has no footer \
+                 (the recording was killed); analysed everything before it"
+            ),
+            None => eprintln!(
+                "refscope: warning: {name} has no footer (the recording did not stop cleanly); analysed all of it"
+            ),
+        }
+    }
+    let findings: Vec<&Finding> = a
+        .analyzer
+        .findings()
+        .iter()
+        .filter(|f| rules.is_empty() || rules.contains(&f.rule))
+        .filter(|f| args.pfn.is_none_or(|p| f.pfn == p))
+        .filter(|f| {
+            args.pid
+                .is_none_or(|p| f.pid == p || f.timeline.iter().any(|e| e.pid == p))
+        })
+        .collect();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &json_doc(&a, &findings))?;
+        writeln!(out)?;
+    } else {
+        write_text(&mut out, &a, &findings)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--rule` values, checked against the known rules.
+pub fn parse_rules(ids: &[String]) -> anyhow::Result<Vec<RuleId>> {
+    ids.iter()
+        .map(|id| match RuleId::from_id(id) {
+            Some(r) => Ok(r),
+            None => bail!(
+                "unknown rule `{id}`; rules are: {}",
+                RuleId::ALL
+                    .iter()
+                    .map(|r| r.id())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct JsonDoc<'a> {
+    refcount_model: &'static str,
+    kernel_release: &'a str,
+    kernel_addresses: &'a str,
+    events: u64,
+    lost: u64,
+    pages: usize,
+    mappings: usize,
+    complete: bool,
+    rules: Vec<JsonRule>,
+    findings: &'a [&'a Finding],
+}
+
+#[derive(Serialize)]
+struct JsonRule {
+    id: &'static str,
+    severity: Severity,
+    explanation: &'static str,
+}
+
+fn json_doc<'a>(a: &'a Analysed, findings: &'a [&'a Finding]) -> JsonDoc<'a> {
+    let model = a.header.refcount_model;
+    JsonDoc {
+        refcount_model: model.as_str(),
+        kernel_release: &a.header.kernel_release,
+        kernel_addresses: &a.header.kernel_addresses,
+        events: a.events,
+        lost: a.analyzer.lost(),
+        pages: a.analyzer.page_count(),
+        mappings: a.analyzer.mapping_count(),
+        complete: a.has_footer,
+        rules: RuleId::ALL
+            .iter()
+            .map(|&r| JsonRule {
+                id: r.id(),
+                severity: r.severity(model),
+                explanation: r.explanation(),
+            })
+            .collect(),
+        findings,
+    }
+}
+
+fn write_text(out: &mut impl Write, a: &Analysed, findings: &[&Finding]) -> std::io::Result<()> {
+    let h = &a.header;
+    writeln!(
+        out,
+        "refscope report: kernel {} on {}, {} model ({})",
+        h.kernel_release,
+        h.hostname,
+        h.refcount_model.as_str(),
+        h.refcount_model.describe()
+    )?;
+    let secs = a.end_t.saturating_sub(h.clock.monotonic_ns) as f64 / 1e9;
+    writeln!(
+        out,
+        "{} events over {secs:.1}s, {} pages, {} lost{}",
+        a.events,
+        a.analyzer.page_count(),
+        a.analyzer.lost(),
+        if a.has_footer {
+            ""
+        } else {
+            ", trace incomplete"
+        }
+    )?;
+    let hooks: Vec<String> = h
+        .hooks
+        .iter()
+        .map(|s| {
+            let f: Vec<String> = s
+                .functions
+                .iter()
+                .map(|f| format!("{} ({})", f.function, f.attach))
+                .collect();
+            format!(
+                "{}: {}",
+                s.logical,
+                if f.is_empty() {
+                    "none".into()
+                } else {
+                    f.join(", ")
+                }
+            )
+        })
+        .collect();
+    writeln!(out, "hooks: {}", hooks.join("; "))?;
+    if findings.is_empty() {
+        writeln!(out, "\nno findings")?;
+        return Ok(());
+    }
+    let mut rules: Vec<(RuleId, Severity)> = Vec::new();
+    for f in findings {
+        if !rules.contains(&(f.rule, f.severity)) {
+            rules.push((f.rule, f.severity));
+        }
+    }
+    rules.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+    for (rule, sev) in rules {
+        let group: Vec<&&Finding> = findings
+            .iter()
+            .filter(|f| f.rule == rule && f.severity == sev)
+            .collect();
+        writeln!(out, "\n{sev} {rule}: {} finding(s)", group.len())?;
+        writeln!(out, "  {}", wrap(rule.explanation(), 100, "  "))?;
+        for f in group.iter().take(TEXT_FINDINGS_PER_RULE) {
+            write_finding(out, f, h.clock.monotonic_ns)?;
+        }
+        if group.len() > TEXT_FINDINGS_PER_RULE {
+            writeln!(
+                out,
+                "  ... {} more (see --json, or narrow with --pfn/--pid)",
+                group.len() - TEXT_FINDINGS_PER_RULE
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn write_finding(out: &mut impl Write, f: &Finding, t0: u64) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "\n  #{} pfn {:#x}{} mm {} vaddr {} pid {} ({}) at +{:.6}s{}{}{}",
+        f.id,
+        f.pfn,
+        if f.order > 0 {
+            format!(" order {}", f.order)
+        } else {
+            String::new()
+        },
+        f.mm,
+        f.vaddr,
+        f.pid,
+        f.comm,
+        f.t_ns.saturating_sub(t0) as f64 / 1e9,
+        if f.status == Status::Uncertain {
+            " [uncertain: events lost]"
+        } else {
+            ""
+        },
+        if f.at_attach {
+            " [present at attach]"
+        } else {
+            ""
+        },
+        if f.occurrences > 1 {
+            format!(" [x{}]", f.occurrences)
+        } else {
+            String::new()
+        },
+    )?;
+    writeln!(out, "    {}", f.explanation)?;
+    writeln!(
+        out,
+        "    {:>12}  {:<13} {:<32} {:>7} {:<16} {:>11}  detail",
+        "t (s)", "event", "hook", "pid", "comm", "refcount"
+    )?;
+    for e in &f.timeline {
+        writeln!(out, "    {}", timeline_line(e, t0))?;
+    }
+    Ok(())
+}
+
+/// One timeline row (shared with the live view).
+pub fn timeline_line(e: &TimelineEntry, t0: u64) -> String {
+    let refs = match (e.ref_before, e.ref_after) {
+        (Some(b), Some(a)) => format!("{b}->{a}"),
+        (None, Some(a)) => format!("->{a}"),
+        (Some(b), None) => format!("{b}->"),
+        (None, None) => "-".into(),
+    };
+    let mut detail = Vec::new();
+    if e.vaddr.0 != 0 {
+        detail.push(format!("va {}", e.vaddr));
+    }
+    if e.order > 0 {
+        detail.push(format!("order {}", e.order));
+    }
+    if let Some(g) = e.gup {
+        detail.push(format!("{} x{}", g.as_str(), e.refs.max(1)));
+    } else if e.refs != 0 {
+        detail.push(format!("refs {}", e.refs));
+    }
+    for (bit, name) in [
+        (refscope_common::flags::FAILED, "failed"),
+        (refscope_common::flags::MEMMAP_UNREADABLE, "memmap gone"),
+        (refscope_common::flags::WRITE, "write"),
+        (refscope_common::flags::AT_ATTACH, "at attach"),
+    ] {
+        if e.flags.has(bit) {
+            detail.push(name.into());
+        }
+    }
+    format!(
+        "{:>12.6}  {:<13} {:<32} {:>7} {:<16} {:>11}  {}",
+        e.t.saturating_sub(t0) as f64 / 1e9,
+        e.kind.as_str(),
+        e.hook.as_str(),
+        e.pid,
+        e.comm.to_string(),
+        refs,
+        detail.join(", ")
+    )
+}
+
+fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut col = 0;
+    for word in text.split_whitespace() {
+        if col > 0 && col + word.len() + 1 > width {
+            out.push('\n');
+            out.push_str(indent);
+            col = 0;
+        } else if col > 0 {
+            out.push(' ');
+            col += 1;
+        }
+        out.push_str(word);
+        col += word.len();
+    }
+    out
+}
+
+/// A progress line on stderr for large inputs on a terminal.
+struct Progress {
+    total: u64,
+    enabled: bool,
+    last: Instant,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        // SAFETY: isatty has no preconditions.
+        let tty = unsafe { libc::isatty(2) } == 1;
+        Progress {
+            total,
+            enabled: tty && total > 64 << 20,
+            last: Instant::now(),
+            shown: false,
+        }
+    }
+
+    fn update(&mut self, done: u64) {
+        if !self.enabled || self.last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last = Instant::now();
+        self.shown = true;
+        eprint!(
+            "\rrefscope: reading {:>3}% ({} / {} MiB)",
+            done * 100 / self.total.max(1),
+            done >> 20,
+            self.total >> 20
+        );
+    }
+
+    fn done(&mut self) {
+        if self.shown {
+            eprint!("\r{:60}\r", "");
+        }
+    }
+}

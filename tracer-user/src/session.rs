@@ -1,0 +1,331 @@
+//! Attaching to the running kernel: what `record`, `live` and `doctor`
+//! share. Gathers kernel facts, checks privileges, plans the hooks, loads
+//! and attaches the programs, and turns ring-buffer records into analysed
+//! events.
+
+use std::{collections::HashSet, io};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{MapData, PerCpuArray};
+use refscope_common::DropStats;
+use refscope_core::{
+    abi,
+    analysis::{self, Analyzer},
+    event::Event,
+    model::RefcountModel,
+    trace::{Clock, FORMAT_NAME, FORMAT_VERSION, Filters as TraceFilters, Header, Loss},
+};
+
+use crate::{
+    btf::{Btf, BtfError},
+    cli::{AttachMode, TraceOpts},
+    hash::AddrMapper,
+    kernel::{self, Kallsyms, devices},
+    probe::{
+        config::{self, Filters},
+        loader::{self, Probes},
+        plan::{self, KernelView, Plan},
+    },
+};
+
+/// Everything we know about the kernel before loading anything.
+pub struct Facts {
+    pub release: String,
+    pub btf: Result<Btf, BtfError>,
+    pub kallsyms: io::Result<Kallsyms>,
+    pub ftrace: io::Result<HashSet<String>>,
+    pub blacklist: HashSet<String>,
+    pub kprobes: bool,
+    pub lockdown: Option<String>,
+    pub caps: u64,
+    pub euid: u32,
+}
+
+impl Facts {
+    pub fn gather() -> Self {
+        Facts {
+            release: kernel::release(),
+            btf: Btf::from_sys_fs(),
+            kallsyms: Kallsyms::from_proc(),
+            ftrace: kernel::filter_functions(),
+            blacklist: kernel::kprobe_blacklist(),
+            kprobes: kernel::kprobes_available(),
+            lockdown: kernel::lockdown(),
+            caps: kernel::effective_caps(),
+            // SAFETY: geteuid has no preconditions.
+            euid: unsafe { libc::geteuid() },
+        }
+    }
+
+    /// Whether we hold what loading and attaching tracing programs needs.
+    pub fn privileged(&self) -> bool {
+        use kernel::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYSLOG, has_cap};
+        has_cap(self.caps, CAP_SYS_ADMIN)
+            || (has_cap(self.caps, CAP_BPF)
+                && has_cap(self.caps, CAP_PERFMON)
+                && has_cap(self.caps, CAP_SYSLOG))
+    }
+
+    /// The first reason tracing cannot start, with what to do about it.
+    pub fn blocker(&self) -> Option<String> {
+        if !self.privileged() {
+            return Some(format!(
+                "refscope needs root, or CAP_BPF + CAP_PERFMON + CAP_SYSLOG (and CAP_SYS_ADMIN to read /proc/iomem); \
+                 this process (uid {}) has none of them: run it with sudo",
+                self.euid
+            ));
+        }
+        if let Err(e) = &self.btf {
+            return Some(format!("{e}"));
+        }
+        if let Err(e) = &self.kallsyms {
+            return Some(format!("cannot read /proc/kallsyms: {e}"));
+        }
+        None
+    }
+
+    pub fn model(&self) -> Option<(RefcountModel, String)> {
+        self.btf.as_ref().ok().map(config::refcount_model)
+    }
+
+    pub fn plan(&self, mode: AttachMode) -> Option<Plan> {
+        let (Ok(btf), Ok(kallsyms)) = (&self.btf, &self.kallsyms) else {
+            return None;
+        };
+        Some(plan::plan(
+            mode,
+            &KernelView {
+                btf,
+                kallsyms,
+                ftrace: self.ftrace.as_ref().ok(),
+                kprobe_blacklist: &self.blacklist,
+                kprobes: self.kprobes,
+            },
+        ))
+    }
+}
+
+/// An attached tracing session.
+pub struct Session {
+    pub header: Header,
+    pub probes: Probes,
+    pub pipeline: Pipeline,
+    pub plan: Plan,
+}
+
+impl Session {
+    /// Attach according to `opts`. `command` is recorded in the header.
+    pub fn start(opts: &TraceOpts, command: Vec<String>) -> anyhow::Result<Session> {
+        let facts = Facts::gather();
+        if let Some(why) = facts.blocker() {
+            bail!("{why}");
+        }
+        let (Ok(btf), Ok(kallsyms)) = (facts.btf.as_ref(), facts.kallsyms.as_ref()) else {
+            unreachable!("blocker() checked BTF and kallsyms");
+        };
+        let (model, model_source) = config::refcount_model(btf);
+        let gup = config::gup_flags(btf);
+        let mut plan = facts.plan(opts.attach).context("no hook plan")?;
+        if let Some(why) = no_map_hook(&facts.release, &plan) {
+            bail!("{why}");
+        }
+        let cfg = config::build(
+            btf,
+            kallsyms,
+            &Filters {
+                pids: opts.pids.clone(),
+                comm: opts.comm.clone(),
+                gup_stacks: opts.gup_stacks,
+            },
+        )?;
+        let found = devices::discover().context("cannot read /proc/iomem")?;
+        if found.addresses_hidden {
+            bail!(
+                "/proc/iomem shows zero addresses: refscope needs CAP_SYS_ADMIN (run it with sudo)"
+            );
+        }
+        if found.filter_ranges.is_empty() {
+            log::warn!(
+                "no persistent memory or soft-reserved (CXL) memory found in /proc/iomem; \
+                 devices bound later are picked up from memremap_pages"
+            );
+        }
+        let probes = loader::load(&plan, &cfg, opts.ringbuf_size, &found.filter_ranges)?;
+        for f in &probes.failures {
+            log::warn!(
+                "could not attach {} ({}): {}",
+                f.program,
+                f.hook.function(),
+                f.error
+            );
+            for s in &mut plan.status {
+                s.functions.retain(|a| a.function != f.hook.function());
+                if !s.skipped.iter().any(|x| x.starts_with(f.hook.function())) {
+                    let first = f.error.lines().last().unwrap_or_default();
+                    s.skipped
+                        .push(format!("{}: attach failed: {first}", f.hook.function()));
+                }
+            }
+        }
+        if let Some(why) = no_map_hook(&facts.release, &plan) {
+            bail!("{why}");
+        }
+
+        let mapper = AddrMapper::new(opts.raw_kernel_addresses);
+        let header = Header {
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION,
+            refscope_version: env!("CARGO_PKG_VERSION").into(),
+            kernel_release: facts.release.clone(),
+            refcount_model: model,
+            refcount_model_source: model_source,
+            hooks: plan.status.clone(),
+            clock: clock_now(),
+            hostname: kernel::hostname(),
+            kernel_addresses: mapper.mode().into(),
+            gup_flags: gup,
+            devices: found.devices.clone(),
+            filters: TraceFilters {
+                pids: opts.pids.clone(),
+                comm: opts.comm.clone(),
+            },
+            ringbuf_bytes: u64::from(loader::ringbuf_size(opts.ringbuf_size)),
+            command,
+        };
+        let pipeline = Pipeline::new(&header, opts.timeline, mapper, facts.kallsyms.ok());
+        Ok(Session {
+            header,
+            probes,
+            pipeline,
+            plan,
+        })
+    }
+}
+
+/// The error when no map hook can be attached.
+fn no_map_hook(release: &str, plan: &Plan) -> Option<String> {
+    let missing = plan.missing_required();
+    if missing.is_empty() {
+        return None;
+    }
+    let tried: Vec<String> = plan
+        .status
+        .iter()
+        .filter(|s| missing.contains(&s.logical.as_str()))
+        .flat_map(|s| s.skipped.iter().cloned())
+        .collect();
+    Some(format!(
+        "no {} hook can be attached on kernel {release}; tried:\n  {}",
+        missing.join("/"),
+        tried.join("\n  ")
+    ))
+}
+
+/// CLOCK_MONOTONIC and CLOCK_REALTIME read back to back.
+pub fn clock_now() -> Clock {
+    Clock {
+        monotonic_ns: clock_ns(libc::CLOCK_MONOTONIC),
+        realtime_ns: clock_ns(libc::CLOCK_REALTIME),
+    }
+}
+
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Ring-buffer records to analysed events.
+pub struct Pipeline {
+    mapper: AddrMapper,
+    kallsyms: Option<Kallsyms>,
+    pub analyzer: Analyzer,
+    pub decode_errors: u64,
+    last_drops: Vec<DropStats>,
+}
+
+impl Pipeline {
+    pub fn new(
+        header: &Header,
+        timeline: usize,
+        mapper: AddrMapper,
+        kallsyms: Option<Kallsyms>,
+    ) -> Self {
+        Pipeline {
+            mapper,
+            kallsyms,
+            analyzer: analyzer_for(header, timeline),
+            decode_errors: 0,
+            last_drops: Vec::new(),
+        }
+    }
+
+    /// Decode, analyse and return one record's event.
+    pub fn on_record(&mut self, bytes: &[u8]) -> Option<Event> {
+        let raw = match abi::decode(bytes) {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.decode_errors += 1;
+                if self.decode_errors <= 5 {
+                    log::error!("dropping an undecodable ring-buffer record: {e}");
+                }
+                return None;
+            }
+        };
+        let mapper = &self.mapper;
+        let kallsyms = self.kallsyms.as_ref();
+        let ev = abi::to_event(
+            &raw,
+            |a| mapper.id(a),
+            |a| kallsyms.and_then(|k| k.symbolize(a)),
+        );
+        self.analyzer.apply(&ev);
+        Some(ev)
+    }
+
+    /// New drops since the last call, one loss record per CPU that dropped.
+    pub fn poll_drops(&mut self, drops: &PerCpuArray<MapData, DropStats>) -> Vec<Loss> {
+        let Ok(per_cpu) = drops.get(&0, 0) else {
+            return Vec::new();
+        };
+        let now: Vec<DropStats> = per_cpu.iter().copied().collect();
+        if self.last_drops.len() < now.len() {
+            self.last_drops.resize(now.len(), DropStats::default());
+        }
+        let mut out = Vec::new();
+        for (cpu, (cur, last)) in now.iter().zip(self.last_drops.iter()).enumerate() {
+            if cur.dropped > last.dropped {
+                let loss = Loss {
+                    cpu: cpu as u32,
+                    count: cur.dropped - last.dropped,
+                    first_t: if last.dropped == 0 {
+                        cur.first_ts
+                    } else {
+                        last.last_ts
+                    },
+                    last_t: cur.last_ts,
+                };
+                self.analyzer.apply_loss(&loss);
+                out.push(loss);
+            }
+        }
+        self.last_drops = now;
+        out
+    }
+}
+
+/// An analyzer configured from a trace header.
+pub fn analyzer_for(header: &Header, timeline: usize) -> Analyzer {
+    let mut cfg = analysis::Config::new(header.refcount_model);
+    cfg.gup = header.gup_flags;
+    cfg.timeline_len = timeline;
+    let mut a = Analyzer::new(cfg);
+    for d in &header.devices {
+        a.add_device(d);
+    }
+    a
+}
