@@ -73,7 +73,15 @@ pub fn vmemmap_base() -> Option<u64> {
         if cached != 0 {
             return Some(cached);
         }
-        let base = read_u64(conf!(vmemmap_base_sym))?;
+        let sym = conf!(vmemmap_base_sym);
+        let base = if sym == 0 {
+            conf!(vmemmap_base_fixed)
+        } else {
+            read_u64(sym)?
+        };
+        if base == 0 {
+            return None;
+        }
         core::ptr::write_volatile(&raw mut VMEMMAP_BASE, base);
         Some(base)
     }

@@ -126,8 +126,12 @@ fn diagnose() -> Report {
             "/proc/kallsyms hides addresses (kptr_restrict or not root): vmemmap_base cannot be found",
         ),
         Ok(k) => match k.address("vmemmap_base") {
-            Some(a) if a != 0 => Check::ok(format!("{} symbols, vmemmap_base found", k.len())),
-            _ => Check::bad("vmemmap_base is not in /proc/kallsyms"),
+            Some(_) => Check::ok(format!("{} symbols, vmemmap_base found", k.len())),
+            None => Check::ok(format!(
+                "{} symbols; no vmemmap_base (fixed memory layout): using {:#x}",
+                k.len(),
+                config::VMEMMAP_BASE_L4
+            )),
         },
         Err(e) => Check::bad(format!("cannot read /proc/kallsyms: {e}")),
     };
@@ -160,7 +164,7 @@ fn diagnose() -> Report {
                 unreachable!("blocker() checked BTF and kallsyms")
             };
             match config::build(btf, ks, &config::Filters::default()) {
-                Err(e) => Check::bad(e.to_string()),
+                Err(e) => Check::bad(format!("not attempted: {e}")),
                 Ok(cfg) => {
                     let ranges = found.map(|d| d.filter_ranges).unwrap_or_default();
                     match loader::load(plan, &cfg, 1 << 20, &ranges) {
@@ -185,6 +189,12 @@ fn diagnose() -> Report {
                                     .filter(|s| s.logical.starts_with("map_"))
                                     .any(|s| s.functions.iter().any(|f| f.function == h.function()))
                             });
+                            let first = fails.first().cloned().unwrap_or_default();
+                            let summary = if fails.len() > 1 {
+                                format!("{first} (and {} more)", fails.len() - 1)
+                            } else {
+                                first
+                            };
                             if any_map {
                                 Check::ok(format!(
                                     "{} attached, {} failed: {}",
@@ -193,7 +203,14 @@ fn diagnose() -> Report {
                                     fails.join("; ")
                                 ))
                             } else {
-                                Check::bad(explain_refusal(&fails.join("; "), facts.kprobes))
+                                Check::bad(explain_refusal(
+                                    &format!(
+                                        "{} of {} programs refused; {summary}",
+                                        fails.len(),
+                                        fails.len() + p.attached.len()
+                                    ),
+                                    facts.kprobes,
+                                ))
                             }
                         }
                         Err(e) => Check::bad(explain_refusal(&format!("{e:#}"), facts.kprobes)),
@@ -202,7 +219,8 @@ fn diagnose() -> Report {
             }
         }
     };
-    if !load.ok && !problems.iter().any(|p| load.detail.contains(p.as_str())) {
+    // "not attempted" repeats a problem already listed.
+    if !load.ok && !load.detail.starts_with("not attempted") {
         problems.push(load.detail.clone());
     }
     let ok = problems.is_empty() && load.ok;

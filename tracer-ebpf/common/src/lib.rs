@@ -323,11 +323,14 @@ pub struct Config {
     pub filter_comm_len: u32,
     pub filter_comm: [u8; COMM_LEN],
     pub _pad: u32,
-    /// Address of the kernel variable `vmemmap_base` (from kallsyms).
+    /// Address of the kernel variable `vmemmap_base` (from kallsyms), or 0
+    /// when the kernel has a fixed memory layout (no `vmemmap_base`).
     pub vmemmap_base_sym: u64,
+    /// `vmemmap` when it is a compile-time constant (`vmemmap_base_sym == 0`).
+    pub vmemmap_base_fixed: u64,
 }
 
-const _: () = assert!(size_of::<Config>() == 128);
+const _: () = assert!(size_of::<Config>() == 136);
 
 impl Config {
     pub const fn zeroed() -> Self {
@@ -353,6 +356,7 @@ impl Config {
             filter_comm: [0; COMM_LEN],
             _pad: 0,
             vmemmap_base_sym: 0,
+            vmemmap_base_fixed: 0,
         }
     }
 }

@@ -11,15 +11,18 @@ use crate::{
     kernel::Kallsyms,
 };
 
+/// `__VMEMMAP_BASE_L4` (arch/x86/include/asm/pgtable_64_types.h).
+pub const VMEMMAP_BASE_L4: u64 = 0xffff_ea00_0000_0000;
+
 /// Why the programs cannot be configured for this kernel.
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// A struct or member refscope reads is missing from BTF.
     #[error("this kernel's BTF lacks what refscope reads: {0}")]
     Btf(#[from] BtfError),
-    /// `vmemmap_base` is not in kallsyms.
+    /// Neither `vmemmap_base` nor a usable symbol table.
     #[error(
-        "`vmemmap_base` is not in /proc/kallsyms: refscope supports x86-64 kernels with SPARSEMEM_VMEMMAP"
+        "/proc/kallsyms has neither `vmemmap_base` nor kernel text symbols: refscope supports x86-64 kernels with SPARSEMEM_VMEMMAP"
     )]
     NoVmemmapBase,
     /// kallsyms shows zero addresses.
@@ -141,13 +144,17 @@ pub fn build(btf: &Btf, kallsyms: &Kallsyms, f: &Filters) -> Result<Config, Conf
         c.filter_comm_len = n as u32;
     }
 
-    let sym = kallsyms
-        .address("vmemmap_base")
-        .ok_or(ConfigError::NoVmemmapBase)?;
-    if sym == 0 || !kallsyms.addresses_visible() {
+    if !kallsyms.addresses_visible() {
         return Err(ConfigError::AddressesHidden);
     }
-    c.vmemmap_base_sym = sym;
+    match kallsyms.address("vmemmap_base") {
+        Some(sym) => c.vmemmap_base_sym = sym,
+        // Without CONFIG_DYNAMIC_MEMORY_LAYOUT (no KASLR of the direct map)
+        // vmemmap is the fixed 4-level base. 5-level paging always implies
+        // a dynamic layout, so it always has the variable.
+        None if kallsyms.has_function("_stext") => c.vmemmap_base_fixed = VMEMMAP_BASE_L4,
+        None => return Err(ConfigError::NoVmemmapBase),
+    }
     Ok(c)
 }
 
@@ -223,6 +230,12 @@ mod tests {
     #[test]
     fn hidden_kallsyms_and_pid_limits_are_errors() {
         let btf = fixture("6.12");
+        let fixed = Kallsyms::parse("ffffffff81000000 T _stext\n");
+        let c = build(&btf, &fixed, &Filters::default()).unwrap();
+        assert_eq!(
+            (c.vmemmap_base_sym, c.vmemmap_base_fixed),
+            (0, VMEMMAP_BASE_L4)
+        );
         let hidden = Kallsyms::parse("0000000000000000 D vmemmap_base\n");
         let err = build(&btf, &hidden, &Filters::default())
             .unwrap_err()

@@ -166,6 +166,7 @@ fn attach_one(ebpf: &mut Ebpf, name: &str, hook: HookId, btf: Option<&Btf>) -> R
     let verbose = |e: aya::programs::ProgramError| {
         // The verifier log is long; keep its tail, which names the problem.
         let s = format!("{e:#}");
+        let s = s.trim_end().trim_end_matches("Verifier output:").trim_end();
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(12)..].join("\n")
     };
