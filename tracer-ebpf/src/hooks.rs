@@ -311,18 +311,34 @@ fn ref_flags(before: i32, after: i32) -> u32 {
     f
 }
 
+/// Where a put hook finds its reference count.
+#[derive(Clone, Copy)]
+pub enum Refs {
+    Arg(usize),
+    One,
+}
+
+/// Where a put hook finds its GUP flags.
+#[derive(Clone, Copy)]
+pub enum PutFlags {
+    Arg(usize),
+    /// `unpin_user_page(page)`: always one FOLL_PIN reference.
+    FollPin,
+    None,
+}
+
 /// Hooks that drop references: `gup_put_folio(folio, refs, flags)` (unpin and
-/// FOLL_GET put of GUP'd pages) and `__put_devmap_managed_*_refs(page, refs)`.
+/// FOLL_GET put of GUP'd pages), `unpin_user_page(page)` (7.x inlines
+/// `gup_put_folio` there) and `__put_devmap_managed_*_refs(page, refs)`.
 #[derive(Clone, Copy)]
 pub struct PutSpec {
     pub hook: HookId,
     pub kind: EventKind,
-    pub refs: usize,
-    /// Index of a GUP flags argument, if any.
-    pub flags: Option<usize>,
-    /// Skip calls nested inside this hook (the devmap put inside
-    /// `gup_put_folio` is the same operation, already reported).
-    pub nested_in: Option<HookId>,
+    pub refs: Refs,
+    pub flags: PutFlags,
+    /// Skip calls nested inside these hooks: the inner put is the same
+    /// operation, already reported by the outer one.
+    pub nested_in: &'static [HookId],
 }
 
 #[inline(always)]
@@ -330,10 +346,10 @@ pub fn put_entry(spec: &PutSpec, a: &Args) {
     let Some((_, head)) = device_page(a[0]) else {
         return;
     };
-    if let Some(outer) = spec.nested_in
-        && stash_present(outer)
-    {
-        return;
+    for &outer in spec.nested_in {
+        if stash_present(outer) {
+            return;
+        }
     }
     stash_put(
         spec.hook,
@@ -364,10 +380,15 @@ pub fn put_exit(spec: &PutSpec, args: Option<&Args>, ret: Option<u64>, kprobe: b
     ev.pfn = pfn;
     ev.page = a[0];
     ev.pgmap = pgmap_of(head);
-    ev.refs = a[spec.refs] as i32;
-    if let Some(i) = spec.flags {
-        ev.arg_flags = a[i];
-    }
+    ev.refs = match spec.refs {
+        Refs::Arg(i) => a[i] as i32,
+        Refs::One => 1,
+    };
+    ev.arg_flags = match spec.flags {
+        PutFlags::Arg(i) => a[i],
+        PutFlags::FollPin => u64::from(conf!(foll_pin)),
+        PutFlags::None => 0,
+    };
     ev.ref_before = stash.ref_before;
     ev.ref_after = refcount(head);
     ev.flags |= ref_flags(ev.ref_before, ev.ref_after);
@@ -440,6 +461,138 @@ pub fn exit_mmap_entry(a: &Args, kprobe: bool) {
     ev.mm = mm;
     submit(ev);
     untrack_mm(mm);
+}
+
+// ---------------------------------------------------------------------------
+// Paths that change mappings outside insert and unmap.
+// ---------------------------------------------------------------------------
+
+/// `__split_huge_pmd(vma, pmd, address, freeze[, folio])`: on a DAX VMA the
+/// huge PMD is cleared (and refaulted as PTEs later), outside the unmap path.
+#[inline(always)]
+pub fn split_pmd_entry(a: &Args, kprobe: bool) {
+    let mm = vma_mm(a[0]);
+    if !is_tracked_mm(mm) {
+        return;
+    }
+    let mut ev = new_event(
+        EventKind::PmdSplit,
+        HookId::SplitHugePmd,
+        kprobe,
+        current_comm(),
+    );
+    ev.mm = mm;
+    ev.vaddr = a[2] & !((4096u64 << 9) - 1);
+    ev.vaddr_end = ev.vaddr + (4096u64 << 9);
+    submit(ev);
+}
+
+/// The arguments of a return-reported hook: the fexit's own, or the stash
+/// its kprobe left.
+#[inline(always)]
+fn args_or_stash(hook: HookId, args: Option<&Args>) -> Option<Args> {
+    match args {
+        Some(a) => Some(*a),
+        None => stash_take(hook).map(|s| s.args),
+    }
+}
+
+/// `move_page_tables` returned: `ret` bytes were moved (mremap).
+/// 6.x: `(vma, old_addr, new_vma, new_addr, len, ...)`; 7.x: `(struct
+/// pagetable_move_control *pmc)`.
+#[inline(always)]
+pub fn move_page_tables_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
+    let Some(a) = args_or_stash(HookId::MovePageTables, args) else {
+        return;
+    };
+    let (vma, old, new) = if conf!(move_pmc) != 0 {
+        let pmc = a[0];
+        (
+            read_u64(pmc + conf!(pmc_old_off) as u64).unwrap_or(0),
+            read_u64(pmc + conf!(pmc_old_addr_off) as u64).unwrap_or(0),
+            read_u64(pmc + conf!(pmc_new_addr_off) as u64).unwrap_or(0),
+        )
+    } else {
+        (a[0], a[1], a[3])
+    };
+    let mm = vma_mm(vma);
+    if ret == 0 || !is_tracked_mm(mm) {
+        return;
+    }
+    let mut ev = new_event(
+        EventKind::Remap,
+        HookId::MovePageTables,
+        kprobe,
+        current_comm(),
+    );
+    ev.mm = mm;
+    ev.vaddr = old;
+    ev.vaddr_end = old.wrapping_add(ret);
+    ev.aux = new;
+    ev.ret = ret as i64;
+    submit(ev);
+}
+
+/// `copy_page_range(dst_vma, src_vma)` returned (fork): when the source
+/// VMA has anonymous pages, its present PTEs, DAX ones included, were copied.
+#[inline(always)]
+pub fn copy_page_range_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
+    let Some(a) = args_or_stash(HookId::CopyPageRange, args) else {
+        return;
+    };
+    let (dst, src) = (a[0], a[1]);
+    let src_mm = vma_mm(src);
+    if ret as i32 != 0 || !is_tracked_mm(src_mm) {
+        return;
+    }
+    if read_u64(src + conf!(vma_anon_vma_off) as u64).unwrap_or(0) == 0 {
+        // Shared file mappings are not copied: the child refaults.
+        return;
+    }
+    let mut ev = new_event(
+        EventKind::CopyRange,
+        HookId::CopyPageRange,
+        kprobe,
+        current_comm(),
+    );
+    ev.mm = vma_mm(dst);
+    ev.aux = src_mm;
+    ev.vaddr = read_u64(src + conf!(vma_start_off) as u64).unwrap_or(0);
+    ev.vaddr_end = read_u64(src + conf!(vma_end_off) as u64).unwrap_or(0);
+    if !track_mm(ev.mm, 0) {
+        ev.flags |= flags::MM_TABLE_FULL;
+    }
+    submit(ev);
+}
+
+/// `check_vma_flags(vma, gup_flags)` returned: report FOLL_LONGTERM
+/// refusals (-EOPNOTSUPP) in tracked address spaces.
+#[inline(always)]
+pub fn check_vma_flags_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
+    const EOPNOTSUPP: i32 = 95;
+    let Some(a) = args_or_stash(HookId::CheckVmaFlags, args) else {
+        return;
+    };
+    if ret as i32 != -EOPNOTSUPP || a[1] & u64::from(conf!(foll_longterm)) == 0 {
+        return;
+    }
+    let mm = vma_mm(a[0]);
+    if !is_tracked_mm(mm) {
+        return;
+    }
+    let mut ev = new_event(
+        EventKind::GupRefused,
+        HookId::CheckVmaFlags,
+        kprobe,
+        current_comm(),
+    );
+    ev.mm = mm;
+    ev.vaddr = read_u64(a[0] + conf!(vma_start_off) as u64).unwrap_or(0);
+    ev.vaddr_end = read_u64(a[0] + conf!(vma_end_off) as u64).unwrap_or(0);
+    ev.arg_flags = a[1];
+    ev.ret = ret as i32 as i64;
+    ev.flags |= flags::FAILED;
+    submit(ev);
 }
 
 // ---------------------------------------------------------------------------

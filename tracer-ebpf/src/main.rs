@@ -12,33 +12,34 @@ mod emit;
 mod hooks;
 mod kernel;
 
+use aya_ebpf::{EbpfContext, helpers::generated::bpf_get_func_arg};
 use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use hooks::{Addr, Args, GrabRet, GrabSpec, MapSpec, PutSpec, Ret, Target, UnmapSpec, Write};
+use hooks::{
+    Addr, Args, GrabRet, GrabSpec, MapSpec, PutFlags, PutSpec, Refs, Ret, Target, UnmapSpec, Write,
+};
 use refscope_common::{EventKind, HookId, PMD_ORDER, STASH_ARGS};
 
-/// The first `N` arguments of an fentry/fexit program. Reading past the
-/// function's last argument would be rejected by the verifier, so `N` is
-/// the exact argument count.
+/// The first `N` arguments of an fentry/fexit program, as plain integers.
+///
+/// Read with `bpf_get_func_arg` (5.17+) rather than from the context: a
+/// context read of a `struct page *` argument yields a typed BTF pointer,
+/// on which the verifier forbids the arithmetic pfn conversion needs (and
+/// storing it in a map), while the helper hands back a scalar. It also
+/// checks the index at run time, so functions whose arity differs between
+/// kernels can share a program (`N` = the largest arity).
 #[inline(always)]
-fn fentry_args<const N: usize>(ctx: &FEntryContext) -> Args {
+fn args<C: EbpfContext, const N: usize>(ctx: &C) -> Args {
     let mut a: Args = [0; STASH_ARGS];
     let mut i = 0;
-    while i < N {
-        a[i] = ctx.arg(i);
-        i += 1;
-    }
-    a
-}
-
-#[inline(always)]
-fn fexit_args<const N: usize>(ctx: &FExitContext) -> Args {
-    let mut a: Args = [0; STASH_ARGS];
-    let mut i = 0;
-    while i < N {
-        a[i] = ctx.arg(i);
+    while i < N && i < STASH_ARGS {
+        let mut v = 0u64;
+        // SAFETY: the helper writes one u64 to `v` or fails.
+        if unsafe { bpf_get_func_arg(ctx.as_ptr(), i as u32, &mut v) } == 0 {
+            a[i] = v;
+        }
         i += 1;
     }
     a
@@ -60,7 +61,7 @@ macro_rules! map_hook {
     ($spec:expr, $n:literal, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
         #[fexit]
         pub fn $fexit(ctx: FExitContext) -> u32 {
-            let a = fexit_args::<$n>(&ctx);
+            let a = args::<_, $n>(&ctx);
             hooks::map_exit(&$spec, Some(&a), ctx.ret::<u64>().ok(), false);
             0
         }
@@ -83,12 +84,12 @@ macro_rules! grab_hook {
     ($spec:expr, $n:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
         #[fentry]
         pub fn $fentry(ctx: FEntryContext) -> u32 {
-            hooks::grab_entry(&$spec, &fentry_args::<$n>(&ctx));
+            hooks::grab_entry(&$spec, &args::<_, $n>(&ctx));
             0
         }
         #[fexit]
         pub fn $fexit(ctx: FExitContext) -> u32 {
-            let a = fexit_args::<$n>(&ctx);
+            let a = args::<_, $n>(&ctx);
             let ret = ctx.ret::<u64>().unwrap_or(0);
             hooks::grab_exit(&ctx, &$spec, Some(&a), ret, false);
             0
@@ -111,12 +112,12 @@ macro_rules! put_hook {
     ($spec:expr, $n:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
         #[fentry]
         pub fn $fentry(ctx: FEntryContext) -> u32 {
-            hooks::put_entry(&$spec, &fentry_args::<$n>(&ctx));
+            hooks::put_entry(&$spec, &args::<_, $n>(&ctx));
             0
         }
         #[fexit]
         pub fn $fexit(ctx: FExitContext) -> u32 {
-            let a = fexit_args::<$n>(&ctx);
+            let a = args::<_, $n>(&ctx);
             hooks::put_exit(&$spec, Some(&a), ctx.ret::<u64>().ok(), false);
             0
         }
@@ -138,7 +139,7 @@ macro_rules! entry_hook {
     ($n:literal, $fentry:ident, $kprobe:ident, |$a:ident, $k:ident| $body:expr) => {
         #[fentry]
         pub fn $fentry(ctx: FEntryContext) -> u32 {
-            let $a = fentry_args::<$n>(&ctx);
+            let $a = args::<_, $n>(&ctx);
             let $k = false;
             $body;
             0
@@ -360,9 +361,10 @@ grab_hook!(
 const GUP_PUT_FOLIO: PutSpec = PutSpec {
     hook: HookId::GupPutFolio,
     kind: EventKind::GupPut,
-    refs: 1,
-    flags: Some(2),
-    nested_in: None,
+    refs: Refs::Arg(1),
+    flags: PutFlags::Arg(2),
+    // 6.x unpin_user_page tail-calls gup_put_folio.
+    nested_in: &[HookId::UnpinUserPage],
 };
 put_hook!(
     GUP_PUT_FOLIO,
@@ -373,13 +375,31 @@ put_hook!(
     gup_put_folio_kretprobe
 );
 
+// unpin_user_page(struct page *page) -> void: one FOLL_PIN reference. 7.x
+// inlines gup_put_folio into it, so gup_put_folio alone misses these.
+const UNPIN_USER_PAGE: PutSpec = PutSpec {
+    hook: HookId::UnpinUserPage,
+    kind: EventKind::GupPut,
+    refs: Refs::One,
+    flags: PutFlags::FollPin,
+    nested_in: &[],
+};
+put_hook!(
+    UNPIN_USER_PAGE,
+    1,
+    unpin_user_page_fentry,
+    unpin_user_page_fexit,
+    unpin_user_page_kprobe,
+    unpin_user_page_kretprobe
+);
+
 // 6.1: __put_devmap_managed_page_refs(struct page *page, int refs) -> bool
 const PUT_DEVMAP_PAGE: PutSpec = PutSpec {
     hook: HookId::PutDevmapManagedPageRefs,
     kind: EventKind::RefPut,
-    refs: 1,
-    flags: None,
-    nested_in: Some(HookId::GupPutFolio),
+    refs: Refs::Arg(1),
+    flags: PutFlags::None,
+    nested_in: &[HookId::GupPutFolio, HookId::UnpinUserPage],
 };
 put_hook!(
     PUT_DEVMAP_PAGE,
@@ -447,7 +467,69 @@ entry_hook!(5, zap_vma_range_fentry, zap_vma_range_kprobe, |a, k| {
     hooks::unmap_entry(&ZAP_VMA_RANGE, &a, k)
 });
 
+// __split_huge_pmd(vma, pmd, address, freeze[, folio]): 5 args on 6.x, 4 on 7.x.
+#[fentry]
+pub fn split_huge_pmd_fentry(ctx: FEntryContext) -> u32 {
+    hooks::split_pmd_entry(&args::<_, STASH_ARGS>(&ctx), false);
+    0
+}
+#[kprobe]
+pub fn split_huge_pmd_kprobe(ctx: ProbeContext) -> u32 {
+    hooks::split_pmd_entry(&kprobe_args(&ctx), true);
+    0
+}
+
+/// A return-reported hook whose fexit reads all arguments (arity varies).
+macro_rules! exit_hook {
+    ($hook:expr, $handler:path, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
+        #[fexit]
+        pub fn $fexit(ctx: FExitContext) -> u32 {
+            let a = args::<_, STASH_ARGS>(&ctx);
+            $handler(Some(&a), ctx.ret::<u64>().unwrap_or(0), false);
+            0
+        }
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            hooks::stash_args($hook, &kprobe_args(&ctx));
+            0
+        }
+        #[kretprobe]
+        pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
+            $handler(None, ctx.ret::<u64>(), true);
+            0
+        }
+    };
+}
+
+// move_page_tables: 6.x (vma, old_addr, new_vma, new_addr, len, ...), 7.x (pmc).
+exit_hook!(
+    HookId::MovePageTables,
+    hooks::move_page_tables_exit,
+    move_page_tables_fexit,
+    move_page_tables_kprobe,
+    move_page_tables_kretprobe
+);
+
+// copy_page_range(struct vm_area_struct *dst_vma, struct vm_area_struct *src_vma) -> int
+exit_hook!(
+    HookId::CopyPageRange,
+    hooks::copy_page_range_exit,
+    copy_page_range_fexit,
+    copy_page_range_kprobe,
+    copy_page_range_kretprobe
+);
+
+// check_vma_flags(struct vm_area_struct *vma, unsigned long gup_flags) -> int
+exit_hook!(
+    HookId::CheckVmaFlags,
+    hooks::check_vma_flags_exit,
+    check_vma_flags_fexit,
+    check_vma_flags_kprobe,
+    check_vma_flags_kretprobe
+);
+
 // exit_mmap(struct mm_struct *mm)
+
 entry_hook!(1, exit_mmap_fentry, exit_mmap_kprobe, |a, k| {
     hooks::exit_mmap_entry(&a, k)
 });
@@ -457,7 +539,7 @@ entry_hook!(1, exit_mmap_fentry, exit_mmap_kprobe, |a, k| {
 // memremap_pages(struct dev_pagemap *pgmap, int nid) -> void *
 #[fexit]
 pub fn memremap_pages_fexit(ctx: FExitContext) -> u32 {
-    let a = fexit_args::<2>(&ctx);
+    let a = args::<_, 2>(&ctx);
     hooks::memremap_exit(Some(&a), ctx.ret::<u64>().unwrap_or(0), false);
     0
 }
@@ -478,7 +560,7 @@ entry_hook!(1, memunmap_pages_fentry, memunmap_pages_kprobe, |a, k| {
 });
 #[fexit]
 pub fn memunmap_pages_fexit(ctx: FExitContext) -> u32 {
-    let a = fexit_args::<1>(&ctx);
+    let a = args::<_, 1>(&ctx);
     hooks::memunmap_exit(Some(&a), false);
     0
 }

@@ -16,6 +16,9 @@ use crate::{
 #[derive(Serialize)]
 struct Check {
     ok: bool,
+    /// Works, but degraded (e.g. some optional hooks failed to attach).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    warn: bool,
     detail: String,
 }
 
@@ -23,12 +26,21 @@ impl Check {
     fn ok(detail: impl Into<String>) -> Self {
         Check {
             ok: true,
+            warn: false,
+            detail: detail.into(),
+        }
+    }
+    fn warn(detail: impl Into<String>) -> Self {
+        Check {
+            ok: true,
+            warn: true,
             detail: detail.into(),
         }
     }
     fn bad(detail: impl Into<String>) -> Self {
         Check {
             ok: false,
+            warn: false,
             detail: detail.into(),
         }
     }
@@ -196,7 +208,7 @@ fn diagnose() -> Report {
                                 first
                             };
                             if any_map {
-                                Check::ok(format!(
+                                Check::warn(format!(
                                     "{} attached, {} failed: {}",
                                     p.attached.len(),
                                     p.failures.len(),
@@ -267,7 +279,11 @@ fn explain_refusal(err: &str, kprobes: bool) -> String {
 }
 
 fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
-    let mark = |c: &Check| if c.ok { "ok  " } else { "FAIL" };
+    let mark = |c: &Check| match (c.ok, c.warn) {
+        (true, false) => "ok  ",
+        (true, true) => "warn",
+        (false, _) => "FAIL",
+    };
     writeln!(out, "refscope doctor: kernel {}", r.kernel_release)?;
     for (name, c) in [
         ("btf", &r.btf),

@@ -106,6 +106,18 @@ named_enum! {
         DaxKill = 11 => "dax_kill",
         /// `dax_holder_notify_failure`: the filesystem holder was told.
         HolderNotify = 12 => "holder_notify",
+        /// A huge PMD at `vaddr` of `mm` is split (on DAX: cleared, to be
+        /// refaulted as PTEs) outside the unmap path.
+        PmdSplit = 13 => "pmd_split",
+        /// mremap moved `[vaddr, vaddr_end)` of `mm` to `aux` without
+        /// unmapping or refaulting.
+        Remap = 14 => "remap",
+        /// fork copied the present PTEs of `[vaddr, vaddr_end)` from address
+        /// space `aux` into `mm` (private mappings with anonymous pages).
+        CopyRange = 15 => "copy_range",
+        /// GUP refused a FOLL_LONGTERM pin (`check_vma_flags` returned
+        /// -EOPNOTSUPP): `arg_flags` are the GUP flags, `vaddr` the VMA start.
+        GupRefused = 16 => "gup_refused",
         /// Userspace only: a mapping that existed when refscope attached.
         AttachMap = 32 => "attach_map",
     }
@@ -139,6 +151,10 @@ named_enum! {
         KillDax = 23 => "kill_dax",
         DaxHolderNotifyFailure = 24 => "dax_holder_notify_failure",
         UnpinUserPage = 25 => "unpin_user_page",
+        SplitHugePmd = 26 => "__split_huge_pmd",
+        MovePageTables = 27 => "move_page_tables",
+        CopyPageRange = 28 => "copy_page_range",
+        CheckVmaFlags = 29 => "check_vma_flags",
         /// Userspace only: the attach-time snapshot.
         Snapshot = 64 => "snapshot",
     }
@@ -229,9 +245,12 @@ pub struct Event {
     /// Folio/mapping order (0 = PTE, 9 = PMD on x86-64).
     pub order: u8,
     pub _pad: [u8; 7],
+    /// Per kind: the source address space of [`EventKind::CopyRange`], the
+    /// new address of [`EventKind::Remap`].
+    pub aux: u64,
 }
 
-const _: () = assert!(size_of::<Event>() == 144);
+const _: () = assert!(size_of::<Event>() == 152);
 
 impl Event {
     /// An all-zero event of this kind and hook, stamped with [`ABI_VERSION`].
@@ -261,6 +280,7 @@ impl Event {
             ret: 0,
             order: 0,
             _pad: [0; 7],
+            aux: 0,
         }
     }
 }
@@ -277,7 +297,7 @@ pub struct EventWithStack {
     pub frames: [u64; STACK_DEPTH],
 }
 
-const _: () = assert!(size_of::<EventWithStack>() == 144 + 8 + 8 * STACK_DEPTH);
+const _: () = assert!(size_of::<EventWithStack>() == 152 + 8 + 8 * STACK_DEPTH);
 
 /// Kernel facts the programs need, computed by userspace from the running
 /// kernel's BTF and kallsyms and set as a read-only global before load.
@@ -322,15 +342,28 @@ pub struct Config {
     /// Length of `filter_comm` (0 = no comm filter).
     pub filter_comm_len: u32,
     pub filter_comm: [u8; COMM_LEN],
-    pub _pad: u32,
+    /// The kernel's `FOLL_PIN` bit (unpin_user_page has no flags argument).
+    pub foll_pin: u32,
     /// Address of the kernel variable `vmemmap_base` (from kallsyms), or 0
     /// when the kernel has a fixed memory layout (no `vmemmap_base`).
     pub vmemmap_base_sym: u64,
     /// `vmemmap` when it is a compile-time constant (`vmemmap_base_sym == 0`).
     pub vmemmap_base_fixed: u64,
+    /// Offsets in `struct vm_area_struct` of `vm_start`, `vm_end`, `anon_vma`.
+    pub vma_start_off: u32,
+    pub vma_end_off: u32,
+    pub vma_anon_vma_off: u32,
+    /// The kernel's `FOLL_LONGTERM` bit.
+    pub foll_longterm: u32,
+    /// Non-zero when `move_page_tables` takes a `struct
+    /// pagetable_move_control *` (7.x); then the offsets below apply.
+    pub move_pmc: u32,
+    pub pmc_old_off: u32,
+    pub pmc_old_addr_off: u32,
+    pub pmc_new_addr_off: u32,
 }
 
-const _: () = assert!(size_of::<Config>() == 136);
+const _: () = assert!(size_of::<Config>() == 168);
 
 impl Config {
     pub const fn zeroed() -> Self {
@@ -354,9 +387,17 @@ impl Config {
             filter_pids: [0; MAX_PIDS],
             filter_comm_len: 0,
             filter_comm: [0; COMM_LEN],
-            _pad: 0,
+            foll_pin: 0,
             vmemmap_base_sym: 0,
             vmemmap_base_fixed: 0,
+            vma_start_off: 0,
+            vma_end_off: 0,
+            vma_anon_vma_off: 0,
+            foll_longterm: 0,
+            move_pmc: 0,
+            pmc_old_off: 0,
+            pmc_old_addr_off: 0,
+            pmc_new_addr_off: 0,
         }
     }
 }
@@ -469,7 +510,8 @@ mod tests {
         assert_eq!(offset_of!(Event, pfn), 88);
         assert_eq!(offset_of!(Event, ret), 128);
         assert_eq!(offset_of!(Event, order), 136);
-        assert_eq!(offset_of!(EventWithStack, frames), 152);
+        assert_eq!(offset_of!(Event, aux), 144);
+        assert_eq!(offset_of!(EventWithStack, frames), 160);
     }
 
     #[test]

@@ -78,7 +78,6 @@ pub fn to_event(
     let kind = EventKind::from_raw(r.kind).unwrap_or(EventKind::Map);
     let hook = HookId::from_raw(r.hook).unwrap_or(HookId::InsertPfn);
     let known = |v: i32| (v != REF_UNKNOWN).then_some(v);
-    // Kinds whose arg_flags hold an address: none. Ranges hold user addresses.
     Event {
         t: r.ts_ns,
         cpu: r.cpu,
@@ -113,6 +112,11 @@ pub fn to_event(
             .iter()
             .map(|&a| symbolize(a).unwrap_or_else(|| "?".into()))
             .collect(),
+        src_mm: Hex(match kind {
+            EventKind::CopyRange if r.aux != 0 => id(r.aux),
+            _ => 0,
+        }),
+        new_vaddr: Hex(if kind == EventKind::Remap { r.aux } else { 0 }),
     }
 }
 
@@ -155,6 +159,7 @@ mod tests {
             k.arg_flags = 0x80000;
             k.ret = -95;
             k.order = 9;
+            k.aux = 0x7f00_0010_0000;
             let raw = decode(&bytes_of(&k)).unwrap();
             assert_eq!(raw.event, k);
             let ev = to_event(&raw, |a| a ^ 0x5555, |_| None);
@@ -179,6 +184,11 @@ mod tests {
             assert_eq!((ev.arg_flags, ev.ret), (Hex(0x80000), -95));
             assert!(ev.flags.has(flags::WRITE));
             assert!(ev.stack.is_empty());
+            match kind {
+                EventKind::CopyRange => assert_eq!(ev.src_mm, Hex(k.aux ^ 0x5555)),
+                EventKind::Remap => assert_eq!(ev.new_vaddr, Hex(k.aux)),
+                _ => assert_eq!((ev.src_mm, ev.new_vaddr), (Hex(0), Hex(0))),
+            }
         }
     }
 

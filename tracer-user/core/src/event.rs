@@ -341,6 +341,12 @@ pub struct Event {
     /// Symbolised kernel stack (GUP events).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<String>,
+    /// `copy_range`: the address space the PTEs were copied from.
+    #[serde(default, skip_serializing_if = "is_zero_hex")]
+    pub src_mm: Hex,
+    /// `remap`: where `[vaddr, vaddr_end)` now starts.
+    #[serde(default, skip_serializing_if = "is_zero_hex")]
+    pub new_vaddr: Hex,
 }
 
 impl Event {
@@ -371,6 +377,8 @@ impl Event {
             flags: Flags(0),
             ret: 0,
             stack: Vec::new(),
+            src_mm: Hex(0),
+            new_vaddr: Hex(0),
         }
     }
 

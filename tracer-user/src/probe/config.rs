@@ -131,6 +131,22 @@ pub fn build(btf: &Btf, kallsyms: &Kallsyms, f: &Filters) -> Result<Config, Conf
         btf.func("try_grab_folio")
             .is_some_and(|f| matches!(f.ret, ValueKind::Ptr(_))) as u32;
     c.stack_on_gup = u32::from(f.gup_stacks);
+    let gup = gup_flags(btf);
+    c.foll_pin = gup.foll_pin as u32;
+    c.foll_longterm = gup.foll_longterm as u32;
+    c.vma_start_off = btf.member_offset("vm_area_struct", "vm_start")?;
+    c.vma_end_off = btf.member_offset("vm_area_struct", "vm_end")?;
+    c.vma_anon_vma_off = btf.member_offset("vm_area_struct", "anon_vma")?;
+    // 7.x: move_page_tables(struct pagetable_move_control *pmc).
+    if btf
+        .func("move_page_tables")
+        .is_some_and(|f| f.params.len() == 1)
+    {
+        c.move_pmc = 1;
+        c.pmc_old_off = btf.member_offset("pagetable_move_control", "old")?;
+        c.pmc_old_addr_off = btf.member_offset("pagetable_move_control", "old_addr")?;
+        c.pmc_new_addr_off = btf.member_offset("pagetable_move_control", "new_addr")?;
+    }
 
     if f.pids.len() > MAX_PIDS {
         return Err(ConfigError::TooManyPids(f.pids.len()));
@@ -208,6 +224,17 @@ mod tests {
             ),
             (136, 144, 136)
         );
+        assert_eq!((c61.move_pmc, c612.move_pmc, c73.move_pmc), (0, 0, 1));
+        assert_eq!(
+            (c73.pmc_old_off, c73.pmc_old_addr_off, c73.pmc_new_addr_off),
+            (0, 16, 32)
+        );
+        for c in [&c61, &c612, &c73] {
+            assert_eq!((c.vma_start_off, c.vma_end_off), (0, 8));
+            assert_ne!(c.vma_anon_vma_off, 0);
+        }
+        assert_eq!((c61.foll_pin, c61.foll_longterm), (0x40000, 0x10000));
+        assert_eq!((c73.foll_pin, c73.foll_longterm), (0x80000, 0x100));
     }
 
     #[test]

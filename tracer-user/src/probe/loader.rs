@@ -163,13 +163,7 @@ fn attach_one(ebpf: &mut Ebpf, name: &str, hook: HookId, btf: Option<&Btf>) -> R
     let prog = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} is not in the eBPF object"))?;
-    let verbose = |e: aya::programs::ProgramError| {
-        // The verifier log is long; keep its tail, which names the problem.
-        let s = format!("{e:#}");
-        let s = s.trim_end().trim_end_matches("Verifier output:").trim_end();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(12)..].join("\n")
-    };
+    let verbose = |e: aya::programs::ProgramError| verifier_summary(&format!("{e:#}"));
     match prog {
         Program::FEntry(p) => {
             let btf = btf.ok_or("no BTF")?;
@@ -184,6 +178,24 @@ fn attach_one(ebpf: &mut Ebpf, name: &str, hook: HookId, btf: Option<&Btf>) -> R
             p.attach(function, 0).map(|_| ()).map_err(verbose)
         }
         _ => Err(format!("program {name} has an unexpected type")),
+    }
+}
+
+/// The useful part of a load error: the verifier's complaint is the line(s)
+/// just before its "processed N insns" statistics; keep those.
+pub fn verifier_summary(err: &str) -> String {
+    let err = err
+        .trim_end()
+        .trim_end_matches("Verifier output:")
+        .trim_end();
+    let lines: Vec<&str> = err.lines().collect();
+    match lines.iter().position(|l| l.starts_with("processed ")) {
+        Some(i) => {
+            let first = lines.first().copied().unwrap_or_default();
+            let why = lines[i.saturating_sub(3)..i].join(" | ");
+            format!("{first} ... {why}")
+        }
+        None => lines[lines.len().saturating_sub(4)..].join(" | "),
     }
 }
 
@@ -225,4 +237,22 @@ fn is_ours(kernel_name: &str) -> bool {
             .iter()
             .any(|s| format!("{base}_{s}").starts_with(kernel_name) && !kernel_name.is_empty())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_logs_are_reduced_to_the_complaint() {
+        let log = "the BPF_PROG_LOAD syscall failed. Verifier output: 0: R1=ctx()\n\
+                   12: (1f) r2 -= r1\n\
+                   R2 pointer arithmetic on ptr_ prohibited\n\
+                   processed 39 insns (limit 1000000) max_states_per_insn 0\n";
+        let s = verifier_summary(log);
+        assert!(s.contains("pointer arithmetic on ptr_ prohibited"), "{s}");
+        assert!(!s.contains("processed 39"), "{s}");
+        assert_eq!(ringbuf_size(3000), 4096);
+        assert_eq!(ringbuf_size(5 << 20), 8 << 20);
+    }
 }

@@ -71,6 +71,11 @@ pub struct Stats {
     pub findings_dropped: u64,
     pub dax_kills: u64,
     pub holder_notifications: u64,
+    /// FOLL_LONGTERM pins the kernel refused (`gup_refused` events).
+    pub gup_refused: u64,
+    /// Mappings moved by mremap and copied by fork.
+    pub mappings_moved: u64,
+    pub mappings_copied: u64,
 }
 
 /// Per-page state. Kept small: millions of these may exist.
@@ -250,6 +255,10 @@ impl Analyzer {
             EventKind::PgmapRemoved => self.on_pgmap_removed(ev),
             EventKind::DaxKill => self.stats.dax_kills += 1,
             EventKind::HolderNotify => self.stats.holder_notifications += 1,
+            EventKind::PmdSplit => self.on_pmd_split(ev),
+            EventKind::Remap => self.on_remap(ev),
+            EventKind::CopyRange => self.on_copy_range(ev),
+            EventKind::GupRefused => self.stats.gup_refused += 1,
         }
         if self.pages.len() > self.cfg.max_pages {
             self.evict();
@@ -712,6 +721,65 @@ impl Analyzer {
                 e.ref_after = None;
                 self.touch(m.pfn, &e, None);
             }
+        }
+    }
+
+    /// A DAX huge PMD was cleared by a split (it is refaulted as PTEs).
+    fn on_pmd_split(&mut self, ev: &Event) {
+        let key = (ev.mm.0, ev.vaddr.0);
+        if self.mappings.get(&key).is_some_and(|m| m.order > 0)
+            && let Some(m) = self.mappings.remove(&key)
+        {
+            self.unmap_pages(&m);
+            let mut e = ev.clone();
+            e.pfn = m.pfn;
+            e.order = m.order;
+            self.touch(m.pfn, &e, None);
+        }
+    }
+
+    /// mremap moved the page tables of `[vaddr, vaddr_end)` to `new_vaddr`.
+    fn on_remap(&mut self, ev: &Event) {
+        let (mm, start, end) = (ev.mm.0, ev.vaddr.0, ev.vaddr_end.0);
+        let moved: Vec<(u64, Mapping)> = self
+            .mappings
+            .range((mm, start)..(mm, end))
+            .map(|((_, va), m)| (*va, m.clone()))
+            .collect();
+        for (va, m) in moved {
+            self.mappings.remove(&(mm, va));
+            let new_va = ev.new_vaddr.0.wrapping_add(va - start);
+            if let Some(old) = self.mappings.insert((mm, new_va), m) {
+                self.unmap_pages(&old);
+            }
+            self.stats.mappings_moved += 1;
+        }
+    }
+
+    /// fork copied the present PTEs of `[vaddr, vaddr_end)` from `src_mm`.
+    fn on_copy_range(&mut self, ev: &Event) {
+        let (src, dst) = (ev.src_mm.0, ev.mm.0);
+        let copied: Vec<(u64, Mapping)> = self
+            .mappings
+            .range((src, ev.vaddr.0)..(src, ev.vaddr_end.0))
+            .map(|((_, va), m)| (*va, m.clone()))
+            .collect();
+        for (va, m) in copied {
+            let copy = Mapping {
+                t: ev.t,
+                pid: ev.pid,
+                comm: ev.comm,
+                ..m
+            };
+            for p in copy.pfn..copy.pfn + (1u64 << copy.order) {
+                if let Some(page) = self.pages.get_mut(&p) {
+                    page.mapcount += 1;
+                }
+            }
+            if let Some(old) = self.mappings.insert((dst, va), copy) {
+                self.unmap_pages(&old);
+            }
+            self.stats.mappings_copied += 1;
         }
     }
 

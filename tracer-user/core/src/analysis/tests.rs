@@ -504,6 +504,75 @@ fn mappings_installed_after_a_loss_are_definite() {
     assert_eq!(t.only(RuleId::FreedWhileMapped).status, Status::Definite);
 }
 
+// ------------------------------------------------- splits, mremap, fork --
+
+#[test]
+fn a_pmd_split_drops_the_huge_mapping_only() {
+    let mut t = Trace::new(RefcountModel::IdleOne);
+    t.map(MM_A, VA, BASE, 9, 1);
+    t.map(MM_A, VA + 0x200000, BASE + 512, 0, 1);
+    let mut e = t.ev(EventKind::PmdSplit, HookId::SplitHugePmd);
+    e.mm = Hex(MM_A);
+    e.vaddr = Hex(VA + 0x200000); // a PTE-mapped range: nothing to drop
+    t.apply(e.clone());
+    assert_eq!(t.an.mapping_count(), 2);
+    e.vaddr = Hex(VA);
+    t.apply(e);
+    assert_eq!(t.an.mapping_count(), 1);
+    assert_eq!(t.an.page(BASE + 100).unwrap().mapcount, 0);
+}
+
+#[test]
+fn mremap_moves_mappings_so_later_unmaps_and_frees_are_right() {
+    let mut t = Trace::new(RefcountModel::Refcounted);
+    t.map(MM_A, VA, BASE, 0, 2);
+    t.map(MM_A, VA + 4096, BASE + 1, 0, 2);
+    let mut e = t.ev(EventKind::Remap, HookId::MovePageTables);
+    e.mm = Hex(MM_A);
+    e.vaddr = Hex(VA);
+    e.vaddr_end = Hex(VA + 8192);
+    e.new_vaddr = Hex(0x5000_0000_0000);
+    t.apply(e);
+    assert_eq!(t.an.stats().mappings_moved, 2);
+    t.unmap(MM_A, 0x5000_0000_0000, 0x5000_0000_2000);
+    t.free(BASE);
+    t.free(BASE + 1);
+    assert_eq!(
+        t.count(RuleId::FreedWhileMapped),
+        0,
+        "{:#?}",
+        t.an.findings()
+    );
+}
+
+#[test]
+fn fork_copies_private_mappings_into_the_child() {
+    let mut t = Trace::new(RefcountModel::Refcounted);
+    t.map(MM_A, VA, BASE, 0, 2);
+    let mut e = t.ev(EventKind::CopyRange, HookId::CopyPageRange);
+    e.mm = Hex(MM_B);
+    e.src_mm = Hex(MM_A);
+    e.vaddr = Hex(VA);
+    e.vaddr_end = Hex(VA + 0x10000);
+    t.apply(e);
+    assert_eq!(t.an.page(BASE).unwrap().mapcount, 2);
+    t.exit(MM_A);
+    t.free(BASE);
+    let f = t.only(RuleId::FreedWhileMapped);
+    assert_eq!(f.mm, Hex(MM_B), "the child's copy still maps it");
+}
+
+#[test]
+fn refused_longterm_pins_are_counted() {
+    let mut t = Trace::new(RefcountModel::Refcounted);
+    let mut e = t.ev(EventKind::GupRefused, HookId::CheckVmaFlags);
+    e.mm = Hex(MM_A);
+    e.ret = -95;
+    t.apply(e);
+    assert_eq!(t.an.stats().gup_refused, 1);
+    assert!(t.an.findings().is_empty());
+}
+
 // ------------------------------------------------------------ bookkeeping --
 
 #[test]

@@ -23,6 +23,7 @@ pub const ROOTS: Roots<'static> = Roots {
         "dev_pagemap",
         "range",
         "folio_batch",
+        "pagetable_move_control",
     ],
     funcs: &[
         "insert_pfn",
@@ -50,6 +51,11 @@ pub const ROOTS: Roots<'static> = Roots {
         "memunmap_pages",
         "kill_dax",
         "dax_holder_notify_failure",
+        "unpin_user_page",
+        "__split_huge_pmd",
+        "move_page_tables",
+        "copy_page_range",
+        "check_vma_flags",
     ],
     enums: &["memory_type"],
     // Two anonymous enums since 6.2: the public FOLL_* (include/linux/mm_types.h)
@@ -186,7 +192,9 @@ fn dump_struct(btf: &Btf, name: &str) -> Vec<String> {
             }
         }
     }
-    let id = btf.struct_id(name).expect("struct exists");
+    let Some(id) = btf.struct_id(name) else {
+        return vec!["absent".into()];
+    };
     let mut out = vec![format!("size={}", btf.raw(id).size_or_type)];
     walk(btf, id, "", 0, 0, &mut out);
     out

@@ -162,8 +162,8 @@ impl<'a> Minimizer<'a> {
 
 /// A new base BTF blob holding only what `roots` needs from `btf`.
 ///
-/// Panics if a root is missing (except functions and enums/enumerators,
-/// which are optional: they differ between kernels).
+/// Roots missing from `btf` are skipped: structs, functions and enums all
+/// differ between kernels (e.g. `pagetable_move_control` is 7.x only).
 pub fn minimize(btf: &Btf, roots: &Roots<'_>) -> Vec<u8> {
     let mut m = Minimizer {
         btf,
@@ -173,10 +173,9 @@ pub fn minimize(btf: &Btf, roots: &Roots<'_>) -> Vec<u8> {
         next_id: 1,
     };
     for name in roots.structs {
-        let id = btf
-            .struct_id(name)
-            .unwrap_or_else(|| panic!("no struct {name}"));
-        m.map(id, Ctx::Value);
+        if let Some(id) = btf.struct_id(name) {
+            m.map(id, Ctx::Value);
+        }
     }
     for name in roots.enums {
         for id in btf.find_types(name, |k| k == KIND_ENUM || k == KIND_ENUM64) {

@@ -33,18 +33,20 @@ pub enum Halves {
 pub struct HookDef {
     pub hook: HookId,
     pub halves: Halves,
-    /// Exact number of parameters.
-    pub nargs: usize,
+    /// Accepted numbers of parameters (the program reads only the ones its
+    /// handler needs; functions whose arity differs between kernels list
+    /// each arity its handler was checked against).
+    pub nargs: &'static [usize],
     /// Parameters that must be pointers to one of these structs.
     pub ptr_args: &'static [(usize, &'static [&'static str])],
 }
 
 macro_rules! def {
-    ($hook:ident, $halves:ident, $n:literal $(, $i:literal => [$($s:literal),+])*) => {
+    ($hook:ident, $halves:ident, [$($n:literal),+] $(, $i:literal => [$($s:literal),+])*) => {
         HookDef {
             hook: HookId::$hook,
             halves: Halves::$halves,
-            nargs: $n,
+            nargs: &[$($n),+],
             ptr_args: &[$(($i, &[$($s),+])),*],
         }
     };
@@ -52,30 +54,37 @@ macro_rules! def {
 
 /// Every hook the eBPF object implements.
 pub const HOOKS: &[HookDef] = &[
-    def!(InsertPfn, Exit, 5, 0 => ["vm_area_struct"]),
-    def!(VmfInsertMixed, Exit, 3, 0 => ["vm_area_struct"]),
-    def!(VmfInsertMixedMkwrite, Exit, 3, 0 => ["vm_area_struct"]),
-    def!(InsertPage, Exit, 5, 0 => ["vm_area_struct"], 2 => ["page"]),
-    def!(VmfInsertPageMkwrite, Exit, 3, 0 => ["vm_fault"], 1 => ["page"]),
-    def!(VmInsertPage, Exit, 3, 0 => ["vm_area_struct"], 2 => ["page"]),
-    def!(VmfInsertPfnPmdProt, Exit, 4, 0 => ["vm_fault"]),
-    def!(VmfInsertPfnPmd, Exit, 3, 0 => ["vm_fault"]),
-    def!(VmfInsertFolioPmd, Exit, 3, 0 => ["vm_fault"], 1 => ["folio"]),
-    def!(TryGrabPage, Both, 2, 0 => ["page"]),
-    def!(TryGrabFolio, Both, 3, 0 => ["page", "folio"]),
-    def!(TryGrabFolioFast, Both, 3, 0 => ["page"]),
-    def!(GupPutFolio, Both, 3, 0 => ["folio"]),
-    def!(PutDevmapManagedPageRefs, Both, 2, 0 => ["page"]),
-    def!(PutDevmapManagedFolioRefs, Both, 2, 0 => ["folio"]),
-    def!(FreeZoneDevicePage, Entry, 1, 0 => ["page"]),
-    def!(FreeZoneDeviceFolio, Entry, 1, 0 => ["folio"]),
-    def!(UnmapPageRange, Entry, 5, 1 => ["vm_area_struct"]),
-    def!(ZapVmaRange, Entry, 5, 1 => ["vm_area_struct"]),
-    def!(ExitMmap, Entry, 1, 0 => ["mm_struct"]),
-    def!(MemremapPages, Exit, 2, 0 => ["dev_pagemap"]),
-    def!(MemunmapPages, Both, 1, 0 => ["dev_pagemap"]),
-    def!(KillDax, Entry, 1, 0 => ["dax_device"]),
-    def!(DaxHolderNotifyFailure, Entry, 4, 0 => ["dax_device"]),
+    def!(InsertPfn, Exit, [5], 0 => ["vm_area_struct"]),
+    def!(VmfInsertMixed, Exit, [3], 0 => ["vm_area_struct"]),
+    def!(VmfInsertMixedMkwrite, Exit, [3], 0 => ["vm_area_struct"]),
+    def!(InsertPage, Exit, [5], 0 => ["vm_area_struct"], 2 => ["page"]),
+    def!(VmfInsertPageMkwrite, Exit, [3], 0 => ["vm_fault"], 1 => ["page"]),
+    def!(VmInsertPage, Exit, [3], 0 => ["vm_area_struct"], 2 => ["page"]),
+    def!(VmfInsertPfnPmdProt, Exit, [4], 0 => ["vm_fault"]),
+    def!(VmfInsertPfnPmd, Exit, [3], 0 => ["vm_fault"]),
+    def!(VmfInsertFolioPmd, Exit, [3], 0 => ["vm_fault"], 1 => ["folio"]),
+    def!(TryGrabPage, Both, [2], 0 => ["page"]),
+    def!(TryGrabFolio, Both, [3], 0 => ["page", "folio"]),
+    def!(TryGrabFolioFast, Both, [3], 0 => ["page"]),
+    def!(GupPutFolio, Both, [3], 0 => ["folio"]),
+    def!(PutDevmapManagedPageRefs, Both, [2], 0 => ["page"]),
+    def!(PutDevmapManagedFolioRefs, Both, [2], 0 => ["folio"]),
+    def!(FreeZoneDevicePage, Entry, [1], 0 => ["page"]),
+    def!(FreeZoneDeviceFolio, Entry, [1], 0 => ["folio"]),
+    def!(UnmapPageRange, Entry, [5], 1 => ["vm_area_struct"]),
+    def!(ZapVmaRange, Entry, [5], 1 => ["vm_area_struct"]),
+    def!(ExitMmap, Entry, [1], 0 => ["mm_struct"]),
+    def!(MemremapPages, Exit, [2], 0 => ["dev_pagemap"]),
+    def!(MemunmapPages, Both, [1], 0 => ["dev_pagemap"]),
+    def!(KillDax, Entry, [1], 0 => ["dax_device"]),
+    def!(DaxHolderNotifyFailure, Entry, [4], 0 => ["dax_device"]),
+    def!(UnpinUserPage, Both, [1], 0 => ["page"]),
+    // 6.x: (vma, pmd, address, freeze, folio); 7.x drops folio.
+    def!(SplitHugePmd, Entry, [5, 4], 0 => ["vm_area_struct"]),
+    // 6.1: 6 args, 6.12: 7 (for_stack); 7.x: one struct pagetable_move_control *.
+    def!(MovePageTables, Exit, [6, 7, 1]),
+    def!(CopyPageRange, Exit, [2], 0 => ["vm_area_struct"], 1 => ["vm_area_struct"]),
+    def!(CheckVmaFlags, Exit, [2], 0 => ["vm_area_struct"]),
 ];
 
 pub fn def_of(hook: HookId) -> Option<&'static HookDef> {
@@ -92,6 +101,14 @@ pub struct Group {
 }
 
 use HookId as H;
+
+const fn optional(logical: &'static str, alternatives: &'static [&'static [HookId]]) -> Group {
+    Group {
+        logical,
+        alternatives,
+        required: false,
+    }
+}
 
 /// The logical hooks.
 pub const GROUPS: &[Group] = &[
@@ -115,86 +132,32 @@ pub const GROUPS: &[Group] = &[
         ],
         required: true,
     },
-    Group {
-        logical: "map_pmd",
-        alternatives: &[&[H::VmfInsertPfnPmdProt], &[H::VmfInsertPfnPmd]],
-        required: false,
-    },
-    Group {
-        logical: "map_pmd",
-        alternatives: &[&[H::VmfInsertFolioPmd]],
-        required: false,
-    },
-    Group {
-        logical: "gup_get",
-        alternatives: &[&[H::TryGrabPage]],
-        required: false,
-    },
-    Group {
-        logical: "gup_get",
-        alternatives: &[&[H::TryGrabFolio]],
-        required: false,
-    },
-    Group {
-        logical: "gup_get",
-        alternatives: &[&[H::TryGrabFolioFast]],
-        required: false,
-    },
-    Group {
-        logical: "gup_put",
-        alternatives: &[&[H::GupPutFolio]],
-        required: false,
-    },
-    Group {
-        logical: "ref_put",
-        alternatives: &[&[H::PutDevmapManagedPageRefs]],
-        required: false,
-    },
-    Group {
-        logical: "ref_put",
-        alternatives: &[&[H::PutDevmapManagedFolioRefs]],
-        required: false,
-    },
-    Group {
-        logical: "free",
-        alternatives: &[&[H::FreeZoneDevicePage]],
-        required: false,
-    },
-    Group {
-        logical: "free",
-        alternatives: &[&[H::FreeZoneDeviceFolio]],
-        required: false,
-    },
-    Group {
-        logical: "unmap",
-        alternatives: &[&[H::UnmapPageRange], &[H::ZapVmaRange]],
-        required: false,
-    },
-    Group {
-        logical: "mm_exit",
-        alternatives: &[&[H::ExitMmap]],
-        required: false,
-    },
-    Group {
-        logical: "pgmap",
-        alternatives: &[&[H::MemremapPages]],
-        required: false,
-    },
-    Group {
-        logical: "pgmap",
-        alternatives: &[&[H::MemunmapPages]],
-        required: false,
-    },
-    Group {
-        logical: "dax",
-        alternatives: &[&[H::KillDax]],
-        required: false,
-    },
-    Group {
-        logical: "dax",
-        alternatives: &[&[H::DaxHolderNotifyFailure]],
-        required: false,
-    },
+    optional(
+        "map_pmd",
+        &[&[H::VmfInsertPfnPmdProt], &[H::VmfInsertPfnPmd]],
+    ),
+    optional("map_pmd", &[&[H::VmfInsertFolioPmd]]),
+    optional("gup_get", &[&[H::TryGrabPage]]),
+    optional("gup_get", &[&[H::TryGrabFolio]]),
+    optional("gup_get", &[&[H::TryGrabFolioFast]]),
+    optional("gup_put", &[&[H::GupPutFolio]]),
+    // 7.x inlines gup_put_folio into unpin_user_page.
+    optional("gup_put", &[&[H::UnpinUserPage]]),
+    optional("gup_refused", &[&[H::CheckVmaFlags]]),
+    optional("ref_put", &[&[H::PutDevmapManagedPageRefs]]),
+    optional("ref_put", &[&[H::PutDevmapManagedFolioRefs]]),
+    optional("free", &[&[H::FreeZoneDevicePage]]),
+    optional("free", &[&[H::FreeZoneDeviceFolio]]),
+    optional("unmap", &[&[H::UnmapPageRange], &[H::ZapVmaRange]]),
+    // DAX huge PMDs cleared by a split, outside the unmap path.
+    optional("unmap", &[&[H::SplitHugePmd]]),
+    optional("remap", &[&[H::MovePageTables]]),
+    optional("fork", &[&[H::CopyPageRange]]),
+    optional("mm_exit", &[&[H::ExitMmap]]),
+    optional("pgmap", &[&[H::MemremapPages]]),
+    optional("pgmap", &[&[H::MemunmapPages]]),
+    optional("dax", &[&[H::KillDax]]),
+    optional("dax", &[&[H::DaxHolderNotifyFailure]]),
 ];
 
 /// How one function will be attached.
@@ -289,15 +252,19 @@ impl Plan {
 
 /// Check a function's BTF prototype against what the program expects.
 pub fn check_signature(def: &HookDef, func: &FuncInfo) -> Result<(), String> {
-    if func.params.len() != def.nargs {
+    if !def.nargs.contains(&func.params.len()) {
+        let expected: Vec<String> = def.nargs.iter().map(usize::to_string).collect();
         return Err(format!(
             "has {} parameters, the program expects {}",
             func.params.len(),
-            def.nargs
+            expected.join(" or ")
         ));
     }
     for &(i, structs) in def.ptr_args {
-        let kind = &func.params[i].kind;
+        let Some(param) = func.params.get(i) else {
+            return Err(format!("has no parameter {i}"));
+        };
+        let kind = &param.kind;
         if !structs.iter().any(|s| kind.is_ptr_to_struct(s)) {
             return Err(format!(
                 "parameter {i} is {kind}, the program expects a pointer to struct {}",

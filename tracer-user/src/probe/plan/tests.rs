@@ -64,13 +64,22 @@ fn linux_6_1() {
         chosen(&p, "gup_get"),
         ["try_grab_folio fentry+fexit", "try_grab_page fentry+fexit"]
     );
-    assert_eq!(chosen(&p, "gup_put"), ["gup_put_folio fentry+fexit"]);
+    assert_eq!(
+        chosen(&p, "gup_put"),
+        ["gup_put_folio fentry+fexit", "unpin_user_page fentry+fexit"]
+    );
     assert_eq!(
         chosen(&p, "ref_put"),
         ["__put_devmap_managed_page_refs fentry+fexit"]
     );
     assert_eq!(chosen(&p, "free"), ["free_zone_device_page fentry"]);
-    assert_eq!(chosen(&p, "unmap"), ["unmap_page_range fentry"]);
+    assert_eq!(
+        chosen(&p, "unmap"),
+        ["__split_huge_pmd fentry", "unmap_page_range fentry"]
+    );
+    assert_eq!(chosen(&p, "remap"), ["move_page_tables fexit"]);
+    assert_eq!(chosen(&p, "fork"), ["copy_page_range fexit"]);
+    assert_eq!(chosen(&p, "gup_refused"), ["check_vma_flags fexit"]);
     assert_eq!(chosen(&p, "mm_exit"), ["exit_mmap fentry"]);
     assert_eq!(
         chosen(&p, "pgmap"),
@@ -103,7 +112,10 @@ fn linux_6_12() {
         ["__put_devmap_managed_folio_refs fentry+fexit"]
     );
     assert_eq!(chosen(&p, "free"), ["free_zone_device_folio fentry"]);
-    assert_eq!(chosen(&p, "unmap"), ["unmap_page_range fentry"]);
+    assert_eq!(
+        chosen(&p, "unmap"),
+        ["__split_huge_pmd fentry", "unmap_page_range fentry"]
+    );
 }
 
 #[test]
@@ -122,7 +134,15 @@ fn linux_7_3() {
         Vec::<String>::new(),
         "no devmap put path on 6.15+"
     );
-    assert_eq!(chosen(&p, "unmap"), ["__zap_vma_range fentry"]);
+    assert_eq!(
+        chosen(&p, "unmap"),
+        ["__split_huge_pmd fentry", "__zap_vma_range fentry"]
+    );
+    assert_eq!(
+        chosen(&p, "remap"),
+        ["move_page_tables fexit"],
+        "7.x one-argument form"
+    );
     let skipped = &p
         .status
         .iter()
@@ -145,7 +165,10 @@ fn kprobe_mode_attaches_both_halves_of_return_hooks() {
             "vm_insert_page kprobe+kretprobe"
         ]
     );
-    assert_eq!(chosen(&p, "unmap"), ["unmap_page_range kprobe"]);
+    assert_eq!(
+        chosen(&p, "unmap"),
+        ["__split_huge_pmd kprobe", "unmap_page_range kprobe"]
+    );
     let a = p
         .attach
         .iter()
