@@ -67,7 +67,9 @@ pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
 
 /// Turn a decoded record into a trace event. `id` maps kernel addresses
 /// (mm, struct page, pgmap) to the ids written in traces (hashed unless
-/// raw addresses were asked for); `symbolize` names stack frames.
+/// raw addresses were asked for); `symbolize` names stack frames (`None`
+/// drops the frame: BPF programs and trampolines are not worth showing,
+/// and a kernel address is never written raw).
 pub fn to_event(
     raw: &Raw,
     mut id: impl FnMut(u64) -> u64,
@@ -107,11 +109,7 @@ pub fn to_event(
         // HAS_STACK is a transport detail; the stack itself is in `stack`.
         flags: Flags(r.flags & !flags::HAS_STACK),
         ret: r.ret,
-        stack: raw
-            .frames
-            .iter()
-            .map(|&a| symbolize(a).unwrap_or_else(|| "?".into()))
-            .collect(),
+        stack: raw.frames.iter().filter_map(|&a| symbolize(a)).collect(),
         src_mm: Hex(match kind {
             EventKind::CopyRange if r.aux != 0 => id(r.aux),
             _ => 0,
@@ -210,7 +208,7 @@ mod tests {
             |a| a,
             |a| (a == 0x20).then(|| "try_grab_folio+0x1".into()),
         );
-        assert_eq!(e.stack, vec!["?", "try_grab_folio+0x1", "?"]);
+        assert_eq!(e.stack, vec!["try_grab_folio+0x1"]);
         assert!(!e.flags.has(flags::HAS_STACK));
         // Truncated stack record.
         let b = bytes_of(&rec);

@@ -26,15 +26,22 @@ impl Kallsyms {
             let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
                 continue;
             };
-            // Module symbols carry "[module]"; refscope hooks only vmlinux.
-            if it.next().is_some() {
-                continue;
-            }
+            let module = it.next();
             let Ok(addr) = u64::from_str_radix(addr, 16) else {
                 continue;
             };
             let ty = ty.as_bytes().first().copied().unwrap_or(b'?');
             nonzero |= addr != 0;
+            // Module symbols ("[ext4]", and "[bpf]" for BPF programs and
+            // trampolines) only name stack frames; refscope hooks vmlinux.
+            if let Some(module) = module {
+                if matches!(ty, b'T' | b't') {
+                    let idx = k.names.len() as u32;
+                    k.names.push(format!("{name} {module}"));
+                    k.text.push((addr, idx));
+                }
+                continue;
+            }
             match ty {
                 b'T' | b't' => {
                     let idx = k.names.len() as u32;
@@ -92,12 +99,34 @@ impl Kallsyms {
         self.by_name.is_empty()
     }
 
-    /// `function+0xoff` for a kernel text address.
+    /// `function+0xoff` for a kernel text address (`function+0xoff [module]`
+    /// in a module), `None` when unknown or in BPF code (our own frames).
     pub fn symbolize(&self, addr: u64) -> Option<String> {
+        /// No function is this large: past it, the address is not in the
+        /// symbol before it (e.g. JIT or trampoline memory).
+        const MAX_FUNCTION: u64 = 1 << 20;
         let i = self.text.partition_point(|&(a, _)| a <= addr);
         let &(start, idx) = self.text.get(i.checked_sub(1)?)?;
+        if addr - start > MAX_FUNCTION {
+            return None;
+        }
         let name = self.names.get(idx as usize)?;
-        Some(format!("{name}+{:#x}", addr - start))
+        if name.ends_with("[bpf]") {
+            return None;
+        }
+        Some(match name.split_once(' ') {
+            Some((f, module)) => format!("{f}+{:#x} {module}", addr - start),
+            None => format!("{name}+{:#x}", addr - start),
+        })
+    }
+
+    /// Whether `addr` is in a BPF program or trampoline.
+    pub fn is_bpf(&self, addr: u64) -> bool {
+        let i = self.text.partition_point(|&(a, _)| a <= addr);
+        i.checked_sub(1)
+            .and_then(|j| self.text.get(j))
+            .and_then(|&(_, idx)| self.names.get(idx as usize))
+            .is_some_and(|n| n.ends_with("[bpf]"))
     }
 }
 
@@ -112,6 +141,7 @@ ffffffff8102a500 T vmf_insert_mixed
 ffffffff8102b000 t insert_page_into_pte_locked.isra.0
 ffffffff82415730 D vmemmap_base
 ffffffffc0a00000 t ext4_dax_fault\t[ext4]
+ffffffffc0b00000 t bpf_prog_6deef7357e7b4530_insert_pfn_fexit\t[bpf]
 ";
 
     #[test]
@@ -143,6 +173,17 @@ ffffffffc0a00000 t ext4_dax_fault\t[ext4]
         assert_eq!(
             k.symbolize(0xffffffff8102a500).as_deref(),
             Some("vmf_insert_mixed+0x0")
+        );
+        assert_eq!(
+            k.symbolize(0xffffffffc0a00010).as_deref(),
+            Some("ext4_dax_fault+0x10 [ext4]")
+        );
+        assert_eq!(k.symbolize(0xffffffffc0b00010), None, "our own BPF frames");
+        assert!(k.is_bpf(0xffffffffc0b00010));
+        assert_eq!(
+            k.symbolize(0xffffffff9f000000),
+            None,
+            "far past the last symbol"
         );
         assert_eq!(k.symbolize(0x1000), None);
     }
