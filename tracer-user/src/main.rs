@@ -52,7 +52,8 @@ fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
-        _ => log::LevelFilter::Debug,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
     };
     if log::set_boxed_logger(Box::new(Stderr(level))).is_ok() {
         log::set_max_level(level);

@@ -20,10 +20,12 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+use aya::maps::{MapData, RingBuf};
+
 use crate::{
     cli::RecordArgs,
     output::{self, create_output},
-    session::{Session, clock_ns},
+    session::{Pipeline, Session, clock_ns},
 };
 
 /// How often the trace is flushed and drop counters polled.
@@ -98,22 +100,27 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll failed")?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    if let Some(ev) = pipeline.on_record(&item)
-                        && let Err(e) = writer.event(&ev)
-                    {
-                        failure = Some(anyhow::Error::new(e).context(format!("writing {path} failed")));
-                        break;
-                    }
-                }
+                let mut res = drain(guard.get_inner_mut(), &mut pipeline, &mut writer);
                 guard.clear_ready();
+                // The kernel wakes the consumer only when it has caught up: a
+                // record committed between the last empty read and
+                // clear_ready() would otherwise never be noticed. Re-check.
+                if res.is_ok() {
+                    res = drain(guard.get_inner_mut(), &mut pipeline, &mut writer);
+                }
+                if let Err(e) = res {
+                    failure = Some(anyhow::Error::new(e).context(format!("writing {path} failed")));
+                }
                 if let Err(e) = emit_findings(&mut writer, pipeline.analyzer.take_new_findings(), args.quiet) {
                     failure = Some(e.context(format!("writing {path} failed")));
                 }
                 if failure.is_some() { break "error"; }
             }
             _ = tick.tick() => {
+                // Safety net for missed wake-ups, and it bounds latency.
+                if let Err(e) = drain(ring.get_mut(), &mut pipeline, &mut writer) {
+                    failure = Some(anyhow::Error::new(e).context(format!("writing {path} failed")));
+                }
                 for loss in pipeline.poll_drops(&drops) {
                     if let Err(e) = writer.loss(&loss) {
                         failure = Some(anyhow::Error::new(e).context(format!("writing {path} failed")));
@@ -136,14 +143,8 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
 
     // Drain what is left in the ring buffer (unless writing already failed).
     if failure.is_none() {
-        let rb = ring.get_mut();
-        while let Some(item) = rb.next() {
-            if let Some(ev) = pipeline.on_record(&item)
-                && let Err(e) = writer.event(&ev)
-            {
-                failure = Some(anyhow::Error::new(e).context(format!("writing {path} failed")));
-                break;
-            }
+        if let Err(e) = drain(ring.get_mut(), &mut pipeline, &mut writer) {
+            failure = Some(anyhow::Error::new(e).context(format!("writing {path} failed")));
         }
         for loss in pipeline.poll_drops(&drops) {
             let _ = writer.loss(&loss);
@@ -184,6 +185,20 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Read every available record, analyse it and write it to the trace.
+fn drain<W: Write>(
+    rb: &mut RingBuf<MapData>,
+    pipeline: &mut Pipeline,
+    writer: &mut TraceWriter<W>,
+) -> std::io::Result<()> {
+    while let Some(item) = rb.next() {
+        if let Some(ev) = pipeline.on_record(&item) {
+            writer.event(&ev)?;
+        }
+    }
+    Ok(())
 }
 
 /// Write new findings to the trace (flushed: they must survive a crash
