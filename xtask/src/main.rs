@@ -6,9 +6,11 @@ use clap::{Parser, Subcommand};
 
 mod build;
 mod clippy;
+mod demo;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "Build, test and demo refscope")]
@@ -28,6 +30,12 @@ enum Cmd {
     Test(test::Options),
     /// Lint the host crates and the eBPF crate.
     Clippy(clippy::Options),
+    /// Boot a pinned Debian kernel in QEMU with emulated pmem and a DAX
+    /// filesystem at /mnt/dax, and run a command in it (docs/vm.md).
+    Vm(vm::Options),
+    /// refscope on a DAX workload in a guest: record, then the report
+    /// (--tui: the live view).
+    Demo(demo::Options),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +48,15 @@ fn main() -> ExitCode {
         }),
         Cmd::Test(o) => test::run_test(o),
         Cmd::Clippy(o) => clippy::run_clippy(o),
+        // Its exit status is the guest command's.
+        Cmd::Vm(o) => match vm::run_cli(o) {
+            Ok(code) => return code,
+            Err(err) => Err(err),
+        },
+        Cmd::Demo(o) => match demo::run_demo(o) {
+            Ok(code) => return code,
+            Err(err) => Err(err),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

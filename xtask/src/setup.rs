@@ -19,12 +19,20 @@ use crate::util::{self, cache_dir, note, output, run, stdout_of, step};
 pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "boots the test kernels"),
     ("cpio", "inspects initramfs images"),
+    (
+        "binutils",
+        "objcopy strips debug info from the guest's binaries",
+    ),
     ("kmod", "module dependency data"),
     ("xz-utils", "decompresses kernel modules"),
     ("zstd", "decompresses kernel packages"),
     ("busybox-static", "the guest userland"),
     ("e2fsprogs", "mke2fs for the guest's ext4"),
     ("xfsprogs", "mkfs.xfs for the guest's XFS"),
+    (
+        "debian-archive-keyring",
+        "verifies the pinned guest kernels' packages",
+    ),
     ("tmux", "drives the live view in end-to-end tests"),
     (
         "python3-venv",
@@ -48,7 +56,57 @@ pub fn run_setup(opts: &Options) -> anyhow::Result<()> {
     }
     rust_toolchains()?;
     bpf_linker()?;
+    python_venv()?;
     Ok(())
+}
+
+/// Python packages of the export tests' independent readers
+/// (tests/export): Perfetto's published schema (`perfetto_trace_pb2`) and
+/// DuckDB for Parquet.
+pub const PYTHON_PACKAGES: &[&str] = &["perfetto==0.59.1", "protobuf==7.36.2", "duckdb==2.0.1"];
+
+/// The export tests' venv: `<cache>/python`.
+pub fn python_venv_dir() -> anyhow::Result<PathBuf> {
+    Ok(cache_dir()?.join("python"))
+}
+
+/// Create the venv and install [`PYTHON_PACKAGES`] (quiet when present).
+fn python_venv() -> anyhow::Result<()> {
+    let dir = python_venv_dir()?;
+    let python = dir.join("bin/python");
+    let stamp = dir.join("refscope-requirements.txt");
+    let want = PYTHON_PACKAGES.join("\n") + "\n";
+    if python.is_file() && fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        return Ok(());
+    }
+    if !util::have("python3") {
+        bail!(
+            "python3 is not on PATH: the export tests read refscope's Perfetto and Parquet output \
+             with Python packages; install python3 and python3-venv"
+        );
+    }
+    step(format!(
+        "installing the export tests' Python packages in {} ({})",
+        dir.display(),
+        PYTHON_PACKAGES.join(" ")
+    ));
+    if !python.is_file() {
+        run(Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&dir))
+        .context("python3 -m venv failed; install python3-venv")?;
+    }
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(PYTHON_PACKAGES))
+    .context("pip install failed; check network access to PyPI")?;
+    fs::write(&stamp, want).with_context(|| format!("failed to write {}", stamp.display()))
 }
 
 /// `apt-get install` whatever is missing (with sudo when not root).

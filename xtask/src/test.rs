@@ -12,6 +12,13 @@ pub struct Options {
     /// Do not run `setup` first.
     #[arg(long)]
     pub no_setup: bool,
+    /// Run only the guest tests of the VM harness whose name contains this
+    /// (the other groups are not run).
+    #[arg(long, value_name = "SUBSTR")]
+    pub vm_only: Option<String>,
+    /// Run only the export group (the other groups are not run).
+    #[arg(long, conflicts_with = "vm_only")]
+    pub export_only: bool,
 }
 
 struct Outcome {
@@ -26,6 +33,14 @@ pub fn run_test(opts: &Options) -> anyhow::Result<()> {
         setup::run_setup(&setup::Options { no_apt: false })?;
     }
     let mut outcomes = Vec::new();
+    if let Some(filter) = &opts.vm_only {
+        vm_group(&mut outcomes, Some(filter));
+        return summary(&outcomes);
+    }
+    if opts.export_only {
+        export_group(&mut outcomes);
+        return summary(&outcomes);
+    }
 
     let t = Instant::now();
     step("unit tests (host crates)");
@@ -43,7 +58,86 @@ pub fn run_test(opts: &Options) -> anyhow::Result<()> {
         secs: t.elapsed().as_secs_f64(),
     });
 
+    export_group(&mut outcomes);
+
+    vm_group(&mut outcomes, None);
+
     summary(&outcomes)
+}
+
+/// Group "export": refscope's Perfetto, Parquet and JSONL exports of the
+/// fixture and synthetic traces, read back by independent readers
+/// (tests/export/run.py, in the venv `setup` makes). Fails, never skips,
+/// when Python or its packages are missing.
+fn export_group(outcomes: &mut Vec<Outcome>) {
+    step("export tests: exports read back by Perfetto's schema and DuckDB (group export)");
+    let t = Instant::now();
+    let result = export_tests();
+    outcomes.push(Outcome {
+        name: "export (perfetto, parquet, jsonl)".into(),
+        ok: result.is_ok(),
+        detail: result.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+        secs: t.elapsed().as_secs_f64(),
+    });
+}
+
+fn export_tests() -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
+    use crate::util::{TARGET, output, run, workspace_root};
+
+    let venv = setup::python_venv_dir()?;
+    let python = venv.join("bin/python");
+    if !python.is_file() {
+        anyhow::bail!(
+            "no Python venv at {}: the export tests need it (perfetto, duckdb); run `cargo xtask setup`",
+            venv.display()
+        );
+    }
+    output(std::process::Command::new(&python).args([
+        "-c",
+        "import duckdb; from perfetto.protos.perfetto.trace import perfetto_trace_pb2",
+    ]))
+    .with_context(|| {
+        format!(
+            "the export tests' Python packages ({}) are missing from {}; run `cargo xtask setup`",
+            setup::PYTHON_PACKAGES.join(" "),
+            venv.display()
+        )
+    })?;
+    run(&mut build::cargo(&[
+        "build",
+        "--locked",
+        "-p",
+        "refscope",
+        "--bin",
+        "refscope",
+        "--example",
+        "synth_events",
+    ]))?;
+    let root = workspace_root();
+    let bin = root.join("target").join(TARGET).join("release");
+    run(std::process::Command::new(&python)
+        .arg(root.join("tests/export/run.py"))
+        .arg("--refscope")
+        .arg(bin.join("refscope"))
+        .arg("--synth")
+        .arg(bin.join("examples/synth_events"))
+        .arg("--workdir")
+        .arg(root.join("target/export-tests")))
+}
+
+/// Group "vm": the VM harness's guest tests (one outcome per boot).
+fn vm_group(outcomes: &mut Vec<Outcome>, filter: Option<&str>) {
+    step("guest tests of the VM harness (group vm)");
+    for case in crate::vm::guest_tests::run_all(filter) {
+        outcomes.push(Outcome {
+            name: case.name,
+            ok: case.ok,
+            detail: case.detail,
+            secs: case.secs,
+        });
+    }
 }
 
 fn summary(outcomes: &[Outcome]) -> anyhow::Result<()> {
