@@ -1,0 +1,161 @@
+//! unplug-mapped: device removal (pmem unbind -> memunmap_pages) while a
+//! mapping of its pages exists.
+
+use std::{
+    fs::OpenOptions,
+    io::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::{FileOpts, TouchMode, map_and_touch, open_backing};
+use crate::{
+    ctx::Ctx,
+    json::Obj,
+    sys::{self, err_obj},
+    util::{PAGE_SIZE, parse_secs},
+};
+
+#[derive(Debug, Clone, Args)]
+pub struct UnplugMapped {
+    /// Pages to map and touch.
+    #[arg(default_value_t = 4)]
+    pub pages: usize,
+    /// After `ready`, unbind DEV (e.g. pfn0.0, or dax0.0 for a device-dax
+    /// namespace) by writing it to DRIVER/unbind. Without it the test does
+    /// the unbind itself while the workload holds.
+    #[arg(long, value_name = "DEV")]
+    pub unbind: Option<String>,
+    /// Driver directory whose `unbind` file --unbind writes.
+    #[arg(
+        long,
+        value_name = "DRIVER",
+        default_value = "/sys/bus/nd/drivers/nd_pmem"
+    )]
+    pub driver: PathBuf,
+    /// Wait SECS after `ready` before unbinding.
+    #[arg(long, default_value = "0", value_parser = parse_secs, value_name = "SECS")]
+    pub unbind_delay: f64,
+    /// Map this device-dax device instead of a file in --dir.
+    #[arg(long, value_name = "PATH")]
+    pub devdax: Option<PathBuf>,
+    /// munmap explicitly before exiting. By default the mapping is left to
+    /// process exit (exit_mmap), which is the path that oopses on 7.3.
+    #[arg(long)]
+    pub munmap: bool,
+    /// After the unbind and the hold, read one byte of every page again
+    /// through the (possibly stale) mapping. A revoked mapping then faults:
+    /// SIGBUS -> exit status 7.
+    #[arg(long)]
+    pub touch_after: bool,
+    #[command(flatten)]
+    pub touch: TouchMode,
+    #[command(flatten)]
+    pub fopts: FileOpts,
+}
+
+pub fn unplug_mapped(ctx: &Ctx, a: &UnplugMapped) -> anyhow::Result<()> {
+    let n = a.pages.max(1);
+    let mut b = open_backing(ctx, a.devdax.as_deref(), "0", n * PAGE_SIZE, a.fopts.fill())?;
+    // The file system is expected to die with the device: never try to
+    // remove the file afterwards (the guest is thrown away).
+    b.keep();
+    let env = b.env(ctx);
+    let (mut m, recs) = map_and_touch(ctx, &b, n, a.touch.is_write(), a.fopts.map_flags())?;
+    ctx.say(format!(
+        "mapped and touched {n} pages of {} at {:#x}",
+        b.name(),
+        m.addr()
+    ));
+    ctx.ready(
+        ctx.line("ready")
+            .with("pages", m.pages())
+            .with("mappings", ctx.records_json(&recs))
+            .with("pins", 0u32),
+    )?;
+
+    let mut unbind = None;
+    if let Some(dev) = &a.unbind {
+        std::thread::sleep(Duration::from_secs_f64(a.unbind_delay));
+        let path = a.driver.join("unbind");
+        ctx.say(format!("unbinding {dev} via {}", path.display()));
+        let t = Instant::now();
+        let res = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(dev.as_bytes()));
+        let ms = sys::ms_since(t);
+        let mut u = Obj::new()
+            .with("device", dev.as_str())
+            .with("driver", a.driver.display().to_string())
+            .with("ms", ms)
+            .with("ok", res.is_ok());
+        if let Err(e) = &res {
+            u.extend(err_obj(e));
+        }
+        u.set("sigbus", sigbus_json());
+        ctx.emit(&ctx.line("unbound").with("unbind", u.clone()))?;
+        if let Err(e) = res {
+            // Still exit through the normal path: the mapping stays.
+            ctx.say(format!("unbind failed: {e}"));
+            m.leak();
+            return Err(e).with_context(|| format!("write {dev} to {}", path.display()));
+        }
+        ctx.say(format!("unbind returned after {ms:.1} ms"));
+        unbind = Some(u);
+    }
+
+    let hold = ctx.hold();
+    let mut touched_after = None;
+    if a.touch_after {
+        // Announce first: a revoked mapping faults and the SIGBUS handler
+        // exits 7, so this line is then the last one.
+        ctx.emit(&ctx.line("touching-after").with("pages", m.pages()))?;
+        // A read of each page; SIGBUS here exits 7 from the handler.
+        let mut sink = 0u8;
+        for i in 0..m.pages() {
+            sink ^= m.touch(i, false);
+        }
+        std::hint::black_box(sink);
+        touched_after = Some(m.pages());
+        ctx.say("read every page again after the unbind: no fault");
+    }
+    let mut done = ctx
+        .done_line()
+        .with("pages", m.pages())
+        .with("touch", a.touch.name())
+        .with("mappings", ctx.records_json(&recs))
+        .with("pins", 0u32)
+        .with("unbind", unbind)
+        .with("hold", hold)
+        .with("touched_after", touched_after)
+        .with("sigbus", sigbus_json())
+        .with("munmapped", a.munmap)
+        .with("env", env);
+    if !a.munmap {
+        done.set("exit_with_mapping", true);
+    }
+    ctx.emit(&done)?;
+    if a.munmap {
+        ctx.say("munmap");
+        m.unmap().context("munmap")?;
+    } else {
+        ctx.say("exiting with the mapping in place (exit_mmap tears it down)");
+        m.leak();
+    }
+    Ok(())
+}
+
+/// Memory-failure SIGBUS notices (XFS with rmapbt revokes DAX mappings on
+/// device removal and signals the mappers).
+fn sigbus_json() -> Option<Obj> {
+    sys::mce_sigbus().map(|(n, code, addr)| {
+        Obj::new()
+            .with("count", n)
+            .with("code", code)
+            .with("addr", crate::json::hex(addr))
+    })
+}
