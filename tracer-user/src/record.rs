@@ -20,13 +20,14 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use aya::maps::{MapData, RingBuf};
-
 use crate::{
     cli::RecordArgs,
     output::{self, create_output},
+    probe::ringbuf::{self, StallWatch},
     session::{Pipeline, Session, clock_ns},
 };
+use aya::maps::{MapData, PerCpuArray};
+use refscope_common::DropStats;
 
 /// How often the trace is flushed and drop counters polled.
 const TICK: Duration = Duration::from_millis(100);
@@ -53,13 +54,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
 async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let path = args.output.display().to_string();
     let header = s.header.clone();
-    let mut writer = TraceWriter::new(BufWriter::with_capacity(1 << 16, file), &header)
+    let writer = TraceWriter::new(BufWriter::with_capacity(1 << 16, file), &header)
         .with_context(|| format!("failed to write {path}"))?;
     let attached = s.probes.attached.len();
     let Session {
-        probes,
-        mut pipeline,
-        ..
+        probes, pipeline, ..
     } = s;
     let crate::probe::loader::Probes {
         events,
@@ -91,48 +90,35 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
         .map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)));
     let mut tick = tokio::time::interval(TICK);
 
-    // SAFETY: the ring buffer owns its map fd, which stays open and
-    // unchanged for as long as the AsyncFd owns the ring buffer.
+    // SAFETY: the reader owns the map (and so its fd), which stays open and
+    // unchanged for as long as the AsyncFd owns the reader.
     let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
-    let mut failure: Option<anyhow::Error> = None;
+    let mut sink = Sink {
+        pipeline,
+        writer,
+        error: None,
+        quiet: args.quiet,
+    };
+    let mut stall = StallWatch::default();
     let end_reason = loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("ring buffer poll failed")?;
-                let mut res = drain(guard.get_inner_mut(), &mut pipeline, &mut writer);
-                guard.clear_ready();
-                // The kernel wakes the consumer only when it has caught up: a
-                // record committed between the last empty read and
-                // clear_ready() would otherwise never be noticed. Re-check.
-                if res.is_ok() {
-                    res = drain(guard.get_inner_mut(), &mut pipeline, &mut writer);
-                }
-                if let Err(e) = res {
-                    failure = Some(anyhow::Error::new(e).context(format!("writing {path} failed")));
-                }
-                if let Err(e) = emit_findings(&mut writer, pipeline.analyzer.take_new_findings(), args.quiet) {
-                    failure = Some(e.context(format!("writing {path} failed")));
-                }
-                if failure.is_some() { break "error"; }
+            read = ringbuf::wait_and_read(&mut ring, |bytes| sink.record(bytes)) => {
+                read.context("ring buffer poll failed")?;
+                sink.findings();
+                if sink.error.is_some() { break "error"; }
             }
             _ = tick.tick() => {
-                // Safety net for missed wake-ups, and it bounds latency.
-                if let Err(e) = drain(ring.get_mut(), &mut pipeline, &mut writer) {
-                    failure = Some(anyhow::Error::new(e).context(format!("writing {path} failed")));
+                // Safety net for missed wake-ups; it also bounds latency.
+                let stop = ring.get_mut().read(|bytes| sink.record(bytes));
+                if let Some(msg) = stall.check(stop, ring.get_ref().state()) {
+                    log::warn!("{msg}");
                 }
-                for loss in pipeline.poll_drops(&drops) {
-                    if let Err(e) = writer.loss(&loss) {
-                        failure = Some(anyhow::Error::new(e).context(format!("writing {path} failed")));
-                    }
-                    if !args.quiet {
-                        eprintln!("refscope: lost {} events on CPU {} (ring buffer full; raise --ringbuf-size)", loss.count, loss.cpu);
-                    }
-                }
-                if let Err(e) = writer.flush() {
-                    failure = Some(anyhow::Error::new(e).context(format!("writing {path} failed")));
-                }
-                if failure.is_some() { break "error"; }
+                log::debug!("ring {:?} after read: {stop:?}", ring.get_ref().state());
+                sink.findings();
+                sink.losses(&drops);
+                sink.flush();
+                if sink.error.is_some() { break "error"; }
                 if deadline.is_some_and(|d| Instant::now() >= d) { break "duration"; }
             }
             _ = sigint.recv() => break "signal",
@@ -141,26 +127,23 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
         }
     };
 
-    // Drain what is left in the ring buffer (unless writing already failed).
-    if failure.is_none() {
-        if let Err(e) = drain(ring.get_mut(), &mut pipeline, &mut writer) {
-            failure = Some(anyhow::Error::new(e).context(format!("writing {path} failed")));
-        }
-        for loss in pipeline.poll_drops(&drops) {
-            let _ = writer.loss(&loss);
-        }
-    }
+    // Drain what is left in the ring buffer.
+    ring.get_mut().read(|bytes| sink.record(bytes));
+    sink.losses(&drops);
     // Detach before the footer: nothing after it is recorded anyway.
     drop(ring);
     drop(guard);
     let end_t = clock_ns(libc::CLOCK_MONOTONIC);
-    pipeline.analyzer.finish(end_t);
-    let _ = emit_findings(
-        &mut writer,
-        pipeline.analyzer.take_new_findings(),
-        args.quiet,
-    );
+    sink.pipeline.analyzer.finish(end_t);
+    sink.findings();
 
+    let Sink {
+        pipeline,
+        writer,
+        error,
+        ..
+    } = sink;
+    let failure = error.map(|e| anyhow::Error::new(e).context(format!("writing {path} failed")));
     let reason = match &failure {
         Some(e) => format!("error: {e:#}"),
         None => end_reason.to_owned(),
@@ -168,8 +151,7 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
     let events = writer.events_written();
     // The footer is best effort when the disk is the problem: what was
     // written before stays a valid (footer-less) trace.
-    let finished = writer.finish(end_t, &reason);
-    if let Ok(w) = finished
+    if let Ok(w) = writer.finish(end_t, &reason)
         && let Ok(f) = w.into_inner()
     {
         let _ = f.sync_all();
@@ -187,18 +169,59 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
     }
 }
 
-/// Read every available record, analyse it and write it to the trace.
-fn drain<W: Write>(
-    rb: &mut RingBuf<MapData>,
-    pipeline: &mut Pipeline,
-    writer: &mut TraceWriter<W>,
-) -> std::io::Result<()> {
-    while let Some(item) = rb.next() {
-        if let Some(ev) = pipeline.on_record(&item) {
-            writer.event(&ev)?;
+/// Where ring-buffer records go: analysis, then the trace. The first write
+/// error stops writing and is kept (the trace up to it stays valid).
+struct Sink<W: Write> {
+    pipeline: Pipeline,
+    writer: TraceWriter<W>,
+    error: Option<std::io::Error>,
+    quiet: bool,
+}
+
+impl<W: Write> Sink<W> {
+    fn record(&mut self, bytes: &[u8]) {
+        if let Some(ev) = self.pipeline.on_record(bytes)
+            && self.error.is_none()
+            && let Err(e) = self.writer.event(&ev)
+        {
+            self.error = Some(e);
         }
     }
-    Ok(())
+
+    /// Write and print findings raised since the last call.
+    fn findings(&mut self) {
+        let new = self.pipeline.analyzer.take_new_findings();
+        if self.error.is_none()
+            && let Err(e) = emit_findings(&mut self.writer, new, self.quiet)
+        {
+            self.error = Some(e);
+        }
+    }
+
+    /// Loss records for new kernel-side drops.
+    fn losses(&mut self, drops: &PerCpuArray<MapData, DropStats>) {
+        for loss in self.pipeline.poll_drops(drops) {
+            if !self.quiet {
+                eprintln!(
+                    "refscope: lost {} events on CPU {} (ring buffer full; raise --ringbuf-size)",
+                    loss.count, loss.cpu
+                );
+            }
+            if self.error.is_none()
+                && let Err(e) = self.writer.loss(&loss)
+            {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.writer.flush()
+        {
+            self.error = Some(e);
+        }
+    }
 }
 
 /// Write new findings to the trace (flushed: they must survive a crash
@@ -207,7 +230,7 @@ fn emit_findings<W: Write>(
     writer: &mut TraceWriter<W>,
     findings: &[Finding],
     quiet: bool,
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     if findings.is_empty() {
         return Ok(());
     }

@@ -283,7 +283,7 @@ impl Pipeline {
             |a| mapper.id(a),
             |a| kallsyms.and_then(|k| k.symbolize(a)),
         );
-        log::trace!("event {:?}", raw.event);
+        log::debug!("event {:?}", raw.event);
         self.analyzer.apply(&ev);
         Some(ev)
     }

@@ -5,13 +5,16 @@ use std::os::fd::OwnedFd;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, Map, MapData, PerCpuArray},
     programs::{FEntry, FExit, Program},
 };
 use refscope_common::{Config, DropStats, HookId, MAX_RANGES, PfnRange};
 use thiserror::Error;
 
-use super::plan::{Plan, Via};
+use super::{
+    plan::{Plan, Via},
+    ringbuf::RingReader,
+};
 
 /// The eBPF object built by build.rs (empty when built without bpf-linker).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/refscope-ebpf"));
@@ -40,6 +43,9 @@ pub enum LoadError {
         #[source]
         source: aya::maps::MapError,
     },
+    /// The ring buffer could not be mapped.
+    #[error("cannot map the ring buffer: {0}")]
+    Mmap(#[source] std::io::Error),
     /// More device ranges than the in-kernel filter holds.
     #[error("{0} device ranges exceed the in-kernel filter's {MAX_RANGES}")]
     TooManyRanges(usize),
@@ -55,7 +61,7 @@ pub struct AttachFailure {
 
 /// Loaded and attached programs, and the maps userspace reads.
 pub struct Probes {
-    pub events: RingBuf<MapData>,
+    pub events: RingReader,
     pub drops: PerCpuArray<MapData, DropStats>,
     /// The programs that are attached: (name, hook).
     pub attached: Vec<(String, HookId)>,
@@ -89,9 +95,10 @@ pub fn load(
     if ranges.len() > MAX_RANGES {
         return Err(LoadError::TooManyRanges(ranges.len()));
     }
+    let size = ringbuf_size(ringbuf_bytes);
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", cfg, true)
-        .map_max_entries("EVENTS", ringbuf_size(ringbuf_bytes))
+        .map_max_entries("EVENTS", size)
         .load(OBJECT)
         .map_err(LoadError::Load)?;
 
@@ -136,11 +143,10 @@ pub fn load(
         }
     }
 
-    let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(LoadError::Map("EVENTS"))?)
-        .map_err(|source| LoadError::MapOp {
-            name: "EVENTS",
-            source,
-        })?;
+    let events = match ebpf.take_map("EVENTS") {
+        Some(Map::RingBuf(data)) => RingReader::new(data, size).map_err(LoadError::Mmap)?,
+        _ => return Err(LoadError::Map("EVENTS")),
+    };
     let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").ok_or(LoadError::Map("DROPS"))?)
         .map_err(|source| LoadError::MapOp {
             name: "DROPS",

@@ -5,3 +5,4 @@
 pub mod config;
 pub mod loader;
 pub mod plan;
+pub mod ringbuf;
