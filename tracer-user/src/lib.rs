@@ -5,8 +5,10 @@
 pub mod btf;
 pub mod cli;
 pub mod doctor;
+pub mod export;
 pub mod hash;
 pub mod kernel;
+pub mod live;
 pub mod output;
 pub mod probe;
 pub mod record;

@@ -9,17 +9,21 @@ use clap::Parser as _;
 
 use refscope::{
     cli::{Cli, Command},
-    doctor, record, report,
+    doctor, export, live, record, report,
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    match cli.command {
+        // The live view routes logs away from the terminal it owns.
+        Command::Live(_) => live::init_logging(cli.verbose),
+        _ => init_logging(cli.verbose),
+    }
     let result = match cli.command {
-        Command::Live(_) => not_yet("live"),
+        Command::Live(args) => live::run(args),
         Command::Record(args) => record::run(args),
         Command::Report(args) => report::run(args),
-        Command::Export(_) => not_yet("export"),
+        Command::Export(args) => export::run(args),
         Command::Doctor(args) => doctor::run(args),
     };
     match result {
@@ -36,7 +40,13 @@ fn init_logging(verbose: u8) {
     struct Stderr(log::LevelFilter);
     impl log::Log for Stderr {
         fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            // Other crates' (aya's) debug output only from -vvvv on: it is
+            // long and slows loading down.
+            let own = m.target().starts_with("refscope");
             m.level() <= self.0
+                && (own
+                    || m.level() <= log::Level::Info
+                    || self.0 == log::LevelFilter::Trace && m.level() <= log::Level::Debug)
         }
         fn log(&self, r: &log::Record<'_>) {
             if self.enabled(r.metadata()) {
@@ -58,8 +68,4 @@ fn init_logging(verbose: u8) {
     if log::set_boxed_logger(Box::new(Stderr(level))).is_ok() {
         log::set_max_level(level);
     }
-}
-
-fn not_yet(what: &str) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`refscope {what}` is not implemented in this build yet")
 }

@@ -1,0 +1,533 @@
+//! `refscope export`: a recorded trace as Perfetto (native protobuf
+//! TrackEvent), Parquet (`events` and `findings` tables) or a filtered JSONL
+//! trace, streamed in one pass with bounded memory (docs/export.md).
+//!
+//! One pass reads the trace record by record and feeds each event to the
+//! analysis core (refcounts, the pgmap of each page, findings: the same
+//! ones `refscope report` computes) and to [`lifetimes::Lifetimes`]
+//! (mapping and GUP-reference lifetimes); a [`Sink`] writes what the
+//! [`filter::Filter`] selects. `--rule` needs the findings before the first
+//! event is written, so it adds a first analysis pass over the file.
+//! Memory is the analysis state (pages, live mappings and pins) and the
+//! writers' buffers (one Parquet row group), never the trace.
+
+pub mod filter;
+pub mod jsonl;
+pub mod lifetimes;
+pub mod parquet;
+pub mod perfetto;
+pub mod proto;
+
+use std::{
+    collections::HashSet,
+    fs::{self, File},
+    io::{BufRead, BufReader, BufWriter},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use refscope_core::{
+    analysis::{Analyzer, Finding},
+    event::Event,
+    model::{PgmapType, idle_bias},
+    trace::{Footer, Header, Loss, Record, TraceReader},
+};
+
+use self::{
+    filter::Filter,
+    lifetimes::{Change, Lifetimes},
+};
+use crate::{
+    cli::{ExportArgs, ExportFormat},
+    output::create_output,
+    report,
+    session::analyzer_for,
+};
+
+/// What a sink sees besides the event.
+pub struct Cx<'a> {
+    pub header: &'a Header,
+    pub analyzer: &'a Analyzer,
+    pub lifetimes: &'a Lifetimes,
+    pub filter: &'a Filter,
+    /// `--until` has passed.
+    pub window_closed: bool,
+}
+
+impl Cx<'_> {
+    /// Index in `analyzer.pgmaps()` of the device of `pfn`: the page's own
+    /// when the analysis knows it, else the device whose range holds it
+    /// (the analysis leaves the pages under a PMD mapping without one).
+    pub fn pgmap_index(&self, pfn: u64) -> Option<usize> {
+        let pgmaps = self.analyzer.pgmaps();
+        self.analyzer
+            .page(pfn)
+            .and_then(|v| v.pgmap)
+            .and_then(|g| pgmaps.iter().position(|x| std::ptr::eq(x, g)))
+            .or_else(|| {
+                pgmaps
+                    .iter()
+                    .position(|g| g.ranges.iter().any(|&(lo, hi)| lo <= pfn && pfn < hi))
+            })
+    }
+
+    /// The logical refcount of `pfn` after an event that read `raw`:
+    /// raw `_refcount` minus the idle bias of its device under the model.
+    pub fn logical_ref(&self, pfn: u64, raw: i32) -> i32 {
+        let ty = self
+            .pgmap_index(pfn)
+            .and_then(|i| self.analyzer.pgmaps().get(i))
+            .map_or(PgmapType::Unknown, |g| g.ty);
+        raw - idle_bias(self.header.refcount_model, ty)
+    }
+
+    pub fn gup_is_pin(&self, ev: &Event) -> bool {
+        self.header.gup_flags.decode(ev.arg_flags.0).pin
+    }
+
+    /// Whether a finding is exported: its page(s), process and time are
+    /// selected (with `--rule`, every finding on the selected pages is).
+    pub fn finding_ok(&self, f: &Finding) -> bool {
+        self.filter.time_ok(f.t_ns) && self.filter.life_ok(f.pfn, f.order, f.pid)
+    }
+}
+
+/// An export format.
+pub trait Sink {
+    /// The first event at or after `--since` is next: lifetimes live now
+    /// start in the export at `t`.
+    fn window_open(&mut self, cx: &Cx<'_>, t: u64) -> anyhow::Result<()>;
+    /// `--until` was reached at `t`.
+    fn window_close(&mut self, cx: &Cx<'_>, t: u64) -> anyhow::Result<()>;
+    /// One event (already applied), the lifetime changes it made, whether
+    /// the filter selects it, and the findings it raised.
+    fn event(
+        &mut self,
+        cx: &Cx<'_>,
+        ev: &Event,
+        changes: &[Change],
+        selected: bool,
+        findings: &[Finding],
+    ) -> anyhow::Result<()>;
+    fn loss(&mut self, _cx: &Cx<'_>, _loss: &Loss) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// A finding record of the input (as reported live).
+    fn live_finding(&mut self, _cx: &Cx<'_>, _f: &Finding) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// End of the trace at `end_t`: lifetimes still live end (`changes`),
+    /// `findings` were raised at the end; `cx.analyzer.findings()` has all.
+    fn finish(
+        &mut self,
+        cx: &Cx<'_>,
+        end_t: u64,
+        changes: &[Change],
+        findings: &[Finding],
+        footer: Option<&Footer>,
+    ) -> anyhow::Result<()>;
+}
+
+/// What the pass saw.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub events: u64,
+    pub selected: u64,
+    pub findings: usize,
+    pub end_t: u64,
+    pub has_footer: bool,
+    pub truncated_at: Option<u64>,
+}
+
+/// Stream `reader` through the analysis into `sink`.
+pub fn stream<R: BufRead, S: Sink>(
+    mut reader: TraceReader<R>,
+    size: u64,
+    filter: &Filter,
+    sink: &mut S,
+) -> anyhow::Result<Totals> {
+    let header = reader.header().clone();
+    let mut analyzer = analyzer_for(&header, 0);
+    let mut lifetimes = Lifetimes::new(header.gup_flags);
+    let mut changes = Vec::new();
+    let mut progress = Progress::new(size);
+    let mut totals = Totals::default();
+    let mut opened = filter.since.is_none();
+    let mut closed = false;
+    let mut footer = None;
+    macro_rules! cx {
+        () => {
+            Cx {
+                header: &header,
+                analyzer: &analyzer,
+                lifetimes: &lifetimes,
+                filter,
+                window_closed: closed,
+            }
+        };
+    }
+    while let Some(rec) = reader.next_record() {
+        match rec? {
+            Record::Event(ev) => {
+                totals.events += 1;
+                totals.end_t = totals.end_t.max(ev.t);
+                if let Some(since) = filter.since
+                    && !opened
+                    && ev.t >= since
+                {
+                    opened = true;
+                    sink.window_open(&cx!(), since)?;
+                }
+                if let Some(until) = filter.until
+                    && !closed
+                    && ev.t >= until
+                {
+                    closed = true;
+                    sink.window_close(&cx!(), until)?;
+                }
+                let n0 = analyzer.findings().len();
+                analyzer.apply(&ev);
+                changes.clear();
+                lifetimes.apply(&ev, &mut changes);
+                let selected = !closed && filter.event_ok(&ev, &changes);
+                totals.selected += u64::from(selected);
+                let cx = cx!();
+                sink.event(&cx, &ev, &changes, selected, &analyzer.findings()[n0..])?;
+                if totals.events.is_multiple_of(65536) {
+                    progress.update(reader.bytes_read());
+                }
+            }
+            Record::Loss(l) => {
+                analyzer.apply_loss(&l);
+                sink.loss(&cx!(), &l)?;
+            }
+            Record::Finding(f) => sink.live_finding(&cx!(), &f)?,
+            Record::Footer(f) => {
+                totals.end_t = totals.end_t.max(f.end_t);
+                footer = Some(f);
+            }
+            Record::Header(_) => {}
+        }
+    }
+    progress.done();
+    let n0 = analyzer.findings().len();
+    analyzer.finish(totals.end_t);
+    changes.clear();
+    lifetimes.finish(&mut changes);
+    let cx = cx!();
+    sink.finish(
+        &cx,
+        totals.end_t,
+        &changes,
+        &analyzer.findings()[n0..],
+        footer.as_ref(),
+    )?;
+    totals.findings = analyzer.findings().len();
+    totals.has_footer = footer.is_some();
+    totals.truncated_at = reader.truncated_at();
+    Ok(totals)
+}
+
+/// Seconds into the trace as absolute monotonic ns.
+fn abs_ns(t0: u64, secs: f64, what: &str) -> anyhow::Result<u64> {
+    if !secs.is_finite() || secs < 0.0 {
+        bail!("{what} must be a non-negative number of seconds, not {secs}");
+    }
+    Ok(t0.saturating_add((secs * 1e9).round() as u64))
+}
+
+fn open(path: &Path) -> anyhow::Result<(TraceReader<BufReader<File>>, u64)> {
+    let name = path.display().to_string();
+    let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let reader = TraceReader::new(BufReader::with_capacity(1 << 20, file), &name)?;
+    Ok((reader, size))
+}
+
+/// Build the filter from the command line (`--rule` runs the first pass).
+pub fn filter_for(args: &ExportArgs, header: &Header) -> anyhow::Result<Filter> {
+    let rules = report::parse_rules(&args.rules)?;
+    let t0 = header.clock.monotonic_ns;
+    let mut filter = Filter {
+        pid: args.pid,
+        pfn_range: args.pfn_range,
+        since: args.since.map(|s| abs_ns(t0, s, "--since")).transpose()?,
+        until: args.until.map(|s| abs_ns(t0, s, "--until")).transpose()?,
+        pages: None,
+    };
+    if let (Some(s), Some(u)) = (filter.since, filter.until)
+        && s >= u
+    {
+        bail!("--since must be before --until");
+    }
+    if let Some((lo, hi)) = filter.pfn_range
+        && lo > hi
+    {
+        bail!("--pfn-range: START {lo:#x} is after END {hi:#x}");
+    }
+    if !rules.is_empty() {
+        let a = report::analyse(&args.file, 0)?;
+        let pages: HashSet<u64> = a
+            .analyzer
+            .findings()
+            .iter()
+            .filter(|f| rules.contains(&f.rule))
+            .flat_map(|f| f.pfn..f.pfn + (1u64 << f.order.min(20)))
+            .collect();
+        log::info!(
+            "--rule: {} page(s) have a finding of {}",
+            pages.len(),
+            args.rules.join(", ")
+        );
+        filter.pages = Some(pages);
+    }
+    Ok(filter)
+}
+
+/// Removes a partly written output unless the export succeeded.
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    // Read the header first: a file that is not a trace fails before any
+    // output is created.
+    let (reader, size) = open(&args.file)?;
+    let header = reader.header().clone();
+    let filter = filter_for(&args, &header)?;
+    let out = &args.output;
+    let (totals, what) = match args.format {
+        ExportFormat::Perfetto => {
+            let file = create_output(out, args.force)?;
+            let mut cleanup = Cleanup(vec![out.clone()]);
+            let mut sink =
+                perfetto::Perfetto::new(BufWriter::with_capacity(1 << 20, file), &header)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+            let totals = stream(reader, size, &filter, &mut sink)
+                .with_context(|| format!("exporting to {}", out.display()))?;
+            cleanup.0.clear();
+            let s = &sink.stats;
+            let what = format!(
+                "{} tracks, {} slices, {} counter samples, {} instants, {} flows, {} findings",
+                s.tracks, s.slices, s.counters, s.instants, s.flows, s.findings
+            );
+            if s.clamped > 0 {
+                log::info!(
+                    "{} timestamps were raised to keep the Perfetto trace in time order",
+                    s.clamped
+                );
+            }
+            (totals, what)
+        }
+        ExportFormat::Parquet => {
+            let dir = parquet::prepare_dir(out)?;
+            let mut sink = parquet::ParquetSink::create(&dir, args.force, &header, &filter)?;
+            let mut cleanup = Cleanup(sink.paths());
+            let totals = stream(reader, size, &filter, &mut sink)
+                .with_context(|| format!("exporting to {}", out.display()))?;
+            let (events, findings) = sink.close()?;
+            cleanup.0.clear();
+            (
+                totals,
+                format!(
+                    "{events} event rows and {findings} finding rows in {}",
+                    dir.display()
+                ),
+            )
+        }
+        ExportFormat::Jsonl => {
+            let file = create_output(out, args.force)?;
+            let mut cleanup = Cleanup(vec![out.clone()]);
+            let mut sink = jsonl::Jsonl::new(BufWriter::with_capacity(1 << 20, file), &header)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            let totals = stream(reader, size, &filter, &mut sink)
+                .with_context(|| format!("exporting to {}", out.display()))?;
+            cleanup.0.clear();
+            let what = format!("{} events", sink.written());
+            (totals, what)
+        }
+    };
+    let name = args.file.display();
+    if !totals.has_footer {
+        match totals.truncated_at {
+            Some(line) => eprintln!(
+                "refscope: warning: {name} ends in an incomplete line {line} and has no footer \
+                 (the recording was killed); exported everything before it"
+            ),
+            None => eprintln!(
+                "refscope: warning: {name} has no footer (the recording did not stop cleanly); exported all of it"
+            ),
+        }
+    }
+    eprintln!(
+        "refscope: exported {} of {} events ({} findings in the trace): {what}",
+        totals.selected, totals.events, totals.findings
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress line on stderr for large inputs on a terminal.
+struct Progress {
+    total: u64,
+    enabled: bool,
+    last: Instant,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        // SAFETY: isatty has no preconditions.
+        let tty = unsafe { libc::isatty(2) } == 1;
+        Progress {
+            total,
+            enabled: tty && total > 64 << 20,
+            last: Instant::now(),
+            shown: false,
+        }
+    }
+
+    fn update(&mut self, done: u64) {
+        if !self.enabled || self.last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last = Instant::now();
+        self.shown = true;
+        eprint!(
+            "\rrefscope: exporting {:>3}% ({} / {} MiB)",
+            done * 100 / self.total.max(1),
+            done >> 20,
+            self.total >> 20
+        );
+    }
+
+    fn done(&mut self) {
+        if self.shown {
+            eprint!("\r{:60}\r", "");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/export/fixture.jsonl")
+    }
+
+    fn perfetto(filter: &Filter) -> (perfetto::Stats, Vec<u8>, Totals) {
+        let (reader, size) = open(&fixture()).unwrap();
+        let header = reader.header().clone();
+        let mut sink = perfetto::Perfetto::new(Vec::new(), &header).unwrap();
+        let totals = stream(reader, size, filter, &mut sink).unwrap();
+        let stats = sink.stats.clone();
+        (stats, sink.into_inner(), totals)
+    }
+
+    #[test]
+    fn fixture_exports_the_hand_computed_counts() {
+        // tests/export/fixture.jsonl: 3 mappings (two overlapping on one
+        // page, one PMD), 3 GUP references (2 released, 1 left at exit),
+        // 9 events with a refcount, 9 findings.
+        let (s, bytes, totals) = perfetto(&Filter::default());
+        assert_eq!(totals.events, 13);
+        assert_eq!(totals.findings, 9);
+        assert_eq!(
+            (
+                s.tracks, s.slices, s.counters, s.flows, s.findings, s.instants
+            ),
+            (15, 6, 9, 2, 9, 14),
+            "{s:?}"
+        );
+        assert_eq!(s.clamped, 0);
+        // The first packet: Trace.packet (0a), length, then
+        // trusted_packet_sequence_id = 1 (50 01) and
+        // sequence_flags = SEQ_INCREMENTAL_STATE_CLEARED (68 01).
+        assert_eq!(bytes[0], 0x0a);
+        assert_eq!(&bytes[2..6], [0x50, 0x01, 0x68, 0x01]);
+    }
+
+    #[test]
+    fn filters_narrow_the_perfetto_export() {
+        let t0 = 5_000_000_000;
+        // Only pfn 0x100010 (the two overlapping mappings and two refs).
+        let f = Filter {
+            pfn_range: Some((0x10_0010, 0x10_0010)),
+            ..Filter::default()
+        };
+        let (s, _, totals) = perfetto(&f);
+        // Its 6 page events, the unmap and the mm_exit that end its mappings.
+        assert_eq!(totals.selected, 8);
+        assert_eq!((s.slices, s.flows, s.counters), (4, 2, 6), "{s:?}");
+        // A window [t0+3.5us, t0+7.5us): the two mappings and the pin live
+        // at its start begin there (no flow for the pin taken before it).
+        let f = Filter {
+            since: Some(t0 + 3_500),
+            until: Some(t0 + 7_500),
+            ..Filter::default()
+        };
+        let (s, _, _) = perfetto(&f);
+        assert_eq!(
+            s.slices, 4,
+            "2 mappings, 1 pin, 1 get live or begun in the window"
+        );
+        assert_eq!(s.flows, 1, "only the get that began in the window");
+    }
+
+    #[test]
+    fn findings_are_those_of_report() {
+        let a = report::analyse(&fixture(), 64).unwrap();
+        let (reader, size) = open(&fixture()).unwrap();
+        let header = reader.header().clone();
+        struct Collect(Vec<Finding>);
+        impl Sink for Collect {
+            fn window_open(&mut self, _: &Cx<'_>, _: u64) -> anyhow::Result<()> {
+                Ok(())
+            }
+            fn window_close(&mut self, _: &Cx<'_>, _: u64) -> anyhow::Result<()> {
+                Ok(())
+            }
+            fn event(
+                &mut self,
+                _: &Cx<'_>,
+                _: &Event,
+                _: &[Change],
+                _: bool,
+                _: &[Finding],
+            ) -> anyhow::Result<()> {
+                Ok(())
+            }
+            fn finish(
+                &mut self,
+                cx: &Cx<'_>,
+                _: u64,
+                _: &[Change],
+                _: &[Finding],
+                _: Option<&Footer>,
+            ) -> anyhow::Result<()> {
+                self.0 = cx.analyzer.findings().to_vec();
+                Ok(())
+            }
+        }
+        let mut c = Collect(Vec::new());
+        stream(reader, size, &Filter::default(), &mut c).unwrap();
+        let strip = |f: &Finding| Finding {
+            timeline: Vec::new(),
+            ..f.clone()
+        };
+        let ours: Vec<Finding> = c.0.iter().map(strip).collect();
+        let theirs: Vec<Finding> = a.analyzer.findings().iter().map(strip).collect();
+        assert_eq!(ours, theirs);
+        assert_eq!(header.refcount_model.as_str(), "idle_one");
+    }
+}

@@ -1,0 +1,380 @@
+//! Messages into the live view's single owner, and the producers that send
+//! them: the terminal input thread, the replay reader thread, and the
+//! ring-buffer reader task. Producers never touch UI state.
+//!
+//! Two channels reach the owner: control messages (input, signals, log
+//! lines; unbounded and always served first, so a key press is never stuck
+//! behind trace data) and data messages (bounded: a slow owner slows the
+//! producer, and the kernel counts what it then drops).
+
+use std::{
+    fs::File,
+    io::BufReader,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::probe::ringbuf::{self, RingReader};
+use refscope_core::{
+    event::Event,
+    trace::{Footer, Loss, Record, TraceReader},
+};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, oneshot},
+};
+
+/// Records per data message.
+pub const BATCH: usize = 2048;
+/// Data messages in flight at most.
+pub const DATA_QUEUE: usize = 8;
+
+/// Control messages: served before any data.
+#[derive(Debug)]
+pub enum Control {
+    /// A key press, a resize...
+    Input(crossterm::event::Event),
+    /// The terminal cannot be read any more (closed, or an error).
+    InputClosed(String),
+    /// SIGINT, SIGTERM or SIGHUP.
+    Signal(&'static str),
+    /// A thread that feeds the view died.
+    Fatal(String),
+}
+
+/// Data messages: the trace, in order.
+#[derive(Debug)]
+pub enum Data {
+    /// Ring-buffer records, undecoded (live).
+    Records(RawBatch),
+    /// Decoded events (replay); `clock` is the replay clock after them.
+    Events { events: Vec<Event>, clock: u64 },
+    /// The kernel's drop counters moved (replay: loss records).
+    Losses(Vec<Loss>),
+    /// Replay: the replay clock moved with no event (pacing), and how much
+    /// of the file has been read.
+    Progress { clock: u64, bytes: u64 },
+    /// Replay: the end of the trace (or an error reading it).
+    End(ReplayEnd),
+}
+
+/// How a replay ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayEnd {
+    /// Monotonic end of the trace (the footer's, or the last event's).
+    pub end_t: u64,
+    pub footer: Option<Footer>,
+    /// The trace ends in an incomplete line (the recorder was killed).
+    pub truncated_at: Option<u64>,
+    /// The trace could not be read past some line.
+    pub error: Option<String>,
+}
+
+/// Ring-buffer records copied out of the ring, back to back.
+#[derive(Debug, Default)]
+pub struct RawBatch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl RawBatch {
+    pub fn push(&mut self, record: &[u8]) {
+        self.bytes.extend_from_slice(record);
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let r = &self.bytes[start..end];
+            start = end;
+            r
+        })
+    }
+}
+
+/// Stops a producer thread when set.
+pub type StopFlag = Arc<AtomicBool>;
+
+/// How stdin, the terminal, looks right now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TtyState {
+    Idle,
+    Readable,
+    /// Hung up (the terminal or SSH session went away) or in error.
+    Gone,
+}
+
+/// Wait up to `timeout` for input on stdin.
+pub fn tty_state(timeout: Duration) -> TtyState {
+    let mut p = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut p, 1, timeout.as_millis().min(1000) as libc::c_int) };
+    if n < 0 {
+        // EINTR (a signal): nothing to say yet.
+        return TtyState::Idle;
+    }
+    if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        TtyState::Gone
+    } else if p.revents & libc::POLLIN != 0 {
+        TtyState::Readable
+    } else {
+        TtyState::Idle
+    }
+}
+
+/// Read terminal input on a thread until `stop`.
+///
+/// The thread waits on stdin itself and only asks crossterm to parse what
+/// is there (without waiting): crossterm's reader loops forever, reading
+/// nothing, once the terminal hangs up, so it must never be inside it then.
+/// Resizes (SIGWINCH) are picked up within [`INPUT_POLL`].
+pub fn spawn_input(tx: mpsc::UnboundedSender<Control>, stop: StopFlag) -> thread::JoinHandle<()> {
+    thread::Builder::new()
+        .name("refscope-input".into())
+        .spawn(move || {
+            let closed = |why: String| {
+                let _ = tx.send(Control::InputClosed(why));
+            };
+            let body = || {
+                while !stop.load(Ordering::Relaxed) {
+                    if tty_state(INPUT_POLL) == TtyState::Gone {
+                        return closed("the terminal hung up".into());
+                    }
+                    loop {
+                        match crossterm::event::poll(Duration::ZERO) {
+                            Ok(false) => break,
+                            Ok(true) => match crossterm::event::read() {
+                                Ok(ev) => {
+                                    if tx.send(Control::Input(ev)).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e) => return closed(e.to_string()),
+                            },
+                            Err(e) => return closed(e.to_string()),
+                        }
+                    }
+                }
+            };
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+                let _ = tx.send(Control::Fatal("the terminal input thread panicked".into()));
+            }
+        })
+        .expect("spawning a thread")
+}
+
+/// How long the input thread waits on the terminal at a time.
+pub const INPUT_POLL: Duration = Duration::from_millis(50);
+
+/// Join `t` if it finishes within `limit` (a thread stuck in a dead
+/// terminal's read is left behind: the process exits anyway).
+pub fn join_within(t: thread::JoinHandle<()>, limit: Duration) {
+    let start = Instant::now();
+    while !t.is_finished() {
+        if start.elapsed() > limit {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = t.join();
+}
+
+/// Replay `reader` on a thread, pacing by event time at `speed` (0: as
+/// fast as the view takes it). `t0` is the trace's start (header clock).
+pub fn spawn_replay(
+    reader: TraceReader<BufReader<File>>,
+    t0: u64,
+    speed: f64,
+    tx: mpsc::Sender<Data>,
+    ctl: mpsc::UnboundedSender<Control>,
+    stop: StopFlag,
+) -> thread::JoinHandle<()> {
+    thread::Builder::new()
+        .name("refscope-replay".into())
+        .spawn(move || {
+            let body = || replay(reader, t0, speed, &tx, &stop);
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+                let _ = ctl.send(Control::Fatal("the replay thread panicked".into()));
+            }
+        })
+        .expect("spawning a thread")
+}
+
+/// How far ahead of the wall clock a paced batch may reach before it is
+/// sent and the thread sleeps.
+const PACE_SLACK: Duration = Duration::from_millis(20);
+/// Progress (and the paced replay clock) is reported this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+fn replay(
+    mut reader: TraceReader<BufReader<File>>,
+    t0: u64,
+    speed: f64,
+    tx: &mpsc::Sender<Data>,
+    stop: &AtomicBool,
+) {
+    let start = Instant::now();
+    let mut last_progress = start;
+    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
+    let mut clock = t0;
+    let mut end = ReplayEnd::default();
+    // Wall time at which trace time `t` is due.
+    // Trace time `base` plays at `start`: the recording's start, unless the
+    // header has no usable clock (then the first event).
+    let mut base: Option<u64> = None;
+    let due = |base: u64, t: u64| -> Option<Instant> {
+        (speed > 0.0)
+            .then(|| start + Duration::from_secs_f64(t.saturating_sub(base) as f64 / 1e9 / speed))
+    };
+    let send = |batch: &mut Vec<Event>, clock: u64| -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let events = std::mem::replace(batch, Vec::with_capacity(BATCH));
+        tx.blocking_send(Data::Events { events, clock }).is_ok()
+    };
+    while let Some(rec) = reader.next_record() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                end.error = Some(e.to_string());
+                break;
+            }
+        };
+        match rec {
+            Record::Event(ev) => {
+                let base = *base.get_or_insert(if t0 != 0 && t0 <= ev.t { t0 } else { ev.t });
+                if let Some(at) = due(base, ev.t)
+                    && at > Instant::now() + PACE_SLACK
+                {
+                    if !send(&mut batch, clock) {
+                        return;
+                    }
+                    // Sleep in slices: keep the clock moving and notice stop.
+                    while Instant::now() < at {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        thread::sleep((at - Instant::now()).min(PROGRESS_EVERY));
+                        let now_t = base + (start.elapsed().as_secs_f64() * speed * 1e9) as u64;
+                        let progress = Data::Progress {
+                            clock: now_t.min(ev.t).max(clock),
+                            bytes: reader.bytes_read(),
+                        };
+                        if tx.blocking_send(progress).is_err() {
+                            return;
+                        }
+                    }
+                }
+                clock = clock.max(ev.t);
+                batch.push(*ev);
+                if batch.len() >= BATCH && !send(&mut batch, clock) {
+                    return;
+                }
+            }
+            Record::Loss(l) => {
+                if !send(&mut batch, clock) || tx.blocking_send(Data::Losses(vec![l])).is_err() {
+                    return;
+                }
+            }
+            Record::Footer(f) => end.footer = Some(f),
+            // Findings are recomputed from the events, as `report` does.
+            Record::Finding(_) | Record::Header(_) => {}
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            if !send(&mut batch, clock)
+                || tx
+                    .blocking_send(Data::Progress {
+                        clock,
+                        bytes: reader.bytes_read(),
+                    })
+                    .is_err()
+            {
+                return;
+            }
+        }
+    }
+    if !send(&mut batch, clock) {
+        return;
+    }
+    end.truncated_at = reader.truncated_at();
+    end.end_t = end.footer.as_ref().map_or(clock, |f| f.end_t.max(clock));
+    let _ = tx.blocking_send(Data::Progress {
+        clock,
+        bytes: reader.bytes_read(),
+    });
+    let _ = tx.blocking_send(Data::End(end));
+}
+
+/// The ring buffer, registered with the event loop.
+pub type Ring = AsyncFd<RingReader>;
+
+/// Drain the ring buffer into data messages until `stop` fires; then hand
+/// the ring back (the owner drains what is left and detaches).
+pub async fn read_ring(
+    mut ring: Ring,
+    tx: mpsc::Sender<Data>,
+    mut stop: oneshot::Receiver<()>,
+) -> std::io::Result<Ring> {
+    let mut batch = RawBatch::default();
+    let mut full: Vec<RawBatch> = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => return Ok(ring),
+            read = ringbuf::wait_and_read(&mut ring, |record| {
+                batch.push(record);
+                if batch.len() >= BATCH {
+                    full.push(std::mem::take(&mut batch));
+                }
+            }) => {
+                read?;
+                if !batch.is_empty() {
+                    full.push(std::mem::take(&mut batch));
+                }
+                for b in full.drain(..) {
+                    if tx.send(Data::Records(b)).await.is_err() {
+                        return Ok(ring);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_batch_keeps_record_boundaries() {
+        let mut b = RawBatch::default();
+        b.push(b"abc");
+        b.push(b"");
+        b.push(b"de");
+        assert_eq!(b.len(), 3);
+        let v: Vec<&[u8]> = b.iter().collect();
+        assert_eq!(v, vec![&b"abc"[..], &b""[..], &b"de"[..]]);
+    }
+}

@@ -1,0 +1,658 @@
+//! `refscope live`: the ratatui live view of device pages, mappings, pins
+//! and findings, over the running kernel (optionally recording the trace,
+//! as `record` does) or over a recorded trace (`--replay`).
+//!
+//! - [`app`]: the one owner of the view's state (no I/O),
+//! - [`event`]: messages into it and the threads/tasks that produce them,
+//! - [`ui`]: rendering, a pure function of the state,
+//! - this module: setup, the owner's event loop, and the I/O around it
+//!   (recording, the kernel's drop counters and BPF statistics, the
+//!   terminal, restored on every exit path).
+
+pub mod app;
+pub mod event;
+pub mod filter;
+mod logging;
+pub mod synth;
+pub mod ui;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    fs::{self, File},
+    io::{self, BufReader, BufWriter, IsTerminal as _, Write as _},
+    path::Path,
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{MapData, PerCpuArray};
+use ratatui::{Terminal, backend::Backend};
+use refscope_common::DropStats;
+use refscope_core::{
+    analysis::Finding,
+    event::Event,
+    trace::{Loss, TraceReader, TraceWriter},
+};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+};
+
+pub use self::logging::init as init_logging;
+use self::{
+    app::{App, Look, Mode, TICK},
+    event::{Control, DATA_QUEUE, Data, StopFlag},
+};
+use crate::{
+    cli::LiveArgs,
+    hash::AddrMapper,
+    output::{self, create_output},
+    probe::loader::{self, Probes},
+    session::{Pipeline, Session, clock_ns},
+};
+
+/// At most this many frames per second.
+const FRAME: Duration = Duration::from_millis(50);
+/// How often the BPF run-time statistics are read.
+const BPF_STATS_EVERY: Duration = Duration::from_secs(1);
+
+pub fn run(args: LiveArgs) -> anyhow::Result<ExitCode> {
+    if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
+        bail!(
+            "refscope live needs a terminal (stdin and stdout must be a tty); \
+             use `refscope record -o FILE` to trace without one"
+        );
+    }
+    if !(args.speed >= 0.0 && args.speed.is_finite()) {
+        bail!(
+            "--speed must be 0 (as fast as possible) or a positive factor, not {}",
+            args.speed
+        );
+    }
+    let result = match args.replay.clone() {
+        Some(path) => run_replay(&args, &path),
+        None => run_live(args),
+    };
+    // Whatever was logged while the view was up, on every path.
+    print_logs(logging::release());
+    result
+}
+
+/// How to draw on this terminal: ASCII only when the locale is not UTF-8 or
+/// the terminal is a plain serial one (override: `REFSCOPE_ASCII=0|1`);
+/// no colours with `NO_COLOR`.
+pub fn detect_look() -> Look {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let utf8 = ["LC_ALL", "LC_CTYPE", "LANG"]
+        .iter()
+        .find_map(|k| var(k))
+        .is_some_and(|v| {
+            let v = v.to_ascii_lowercase();
+            v.contains("utf-8") || v.contains("utf8")
+        });
+    let plain_term = var("TERM")
+        .is_some_and(|t| matches!(t.as_str(), "dumb" | "vt100" | "vt102" | "vt220" | "ansi"));
+    let ascii = match var("REFSCOPE_ASCII").as_deref() {
+        Some("1" | "yes" | "true") => true,
+        Some("0" | "no" | "false") => false,
+        _ => !utf8 || plain_term,
+    };
+    Look {
+        ascii,
+        color: var("NO_COLOR").is_none(),
+    }
+}
+
+/// Raw mode and the alternate screen (what `ratatui::init` does), undone
+/// exactly once: on drop, or by the panic hook before the panic message is
+/// printed (a second "leave the alternate screen" would move the cursor
+/// back over that message).
+struct TerminalGuard;
+
+/// Whether the terminal is in the view's mode.
+static TUI_ACTIVE: AtomicBool = AtomicBool::new(false);
+
+impl TerminalGuard {
+    fn enter() -> anyhow::Result<(TerminalGuard, ratatui::DefaultTerminal)> {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                restore_terminal();
+                // Log lines held back while the view was up are not lost.
+                print_logs(logging::release());
+                previous(info);
+            }));
+        });
+        let setup = || -> io::Result<ratatui::DefaultTerminal> {
+            TUI_ACTIVE.store(true, Ordering::SeqCst);
+            crossterm::terminal::enable_raw_mode()?;
+            crossterm::execute!(io::stdout(), crossterm::terminal::EnterAlternateScreen)?;
+            Terminal::new(ratatui::backend::CrosstermBackend::new(io::stdout()))
+        };
+        match setup() {
+            Ok(t) => Ok((TerminalGuard, t)),
+            Err(e) => {
+                restore_terminal();
+                Err(anyhow::Error::new(e).context("cannot set up the terminal"))
+            }
+        }
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+fn restore_terminal() {
+    if !TUI_ACTIVE.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    // Errors are expected when the terminal is gone (SIGHUP).
+    let _ = crossterm::terminal::disable_raw_mode();
+    let _ = crossterm::execute!(
+        io::stdout(),
+        crossterm::terminal::LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
+}
+
+/// Log lines held back while the view was up, to stderr (which may be
+/// gone after a hangup: errors are ignored).
+fn print_logs(lines: impl IntoIterator<Item = (log::Level, String)>) {
+    let mut err = io::stderr().lock();
+    for (level, text) in lines {
+        let _ = writeln!(err, "refscope: {}: {text}", level.as_str().to_lowercase());
+    }
+}
+
+/// The recording (`-o`): the same trace as `refscope record` writes.
+struct Recording {
+    writer: TraceWriter<BufWriter<File>>,
+    path: String,
+    findings_written: usize,
+    failure: Option<String>,
+}
+
+impl Recording {
+    fn fail(&mut self, e: io::Error) {
+        if self.failure.is_none() {
+            let msg = format!("writing {} failed: {e}", self.path);
+            log::error!("{msg}; the recording stopped");
+            self.failure = Some(msg);
+        }
+    }
+
+    fn events(&mut self, events: &[Event]) {
+        for ev in events {
+            if self.failure.is_some() {
+                return;
+            }
+            if let Err(e) = self.writer.event(ev) {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Findings raised since the last call (flushed: they must survive a
+    /// crash right after, as in `record`).
+    fn findings(&mut self, all: &[Finding]) {
+        if self.failure.is_some() || self.findings_written >= all.len() {
+            return;
+        }
+        for f in &all[self.findings_written..] {
+            if let Err(e) = self.writer.finding(f) {
+                self.fail(e);
+                return;
+            }
+        }
+        self.findings_written = all.len();
+        self.flush();
+    }
+
+    fn loss(&mut self, l: &Loss) {
+        if self.failure.is_none()
+            && let Err(e) = self.writer.loss(l)
+        {
+            self.fail(e);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.failure.is_none()
+            && let Err(e) = self.writer.flush()
+        {
+            self.fail(e);
+        }
+    }
+}
+
+/// The kernel side of live mode, read on ticks.
+struct Kernel {
+    drops: PerCpuArray<MapData, DropStats>,
+    stats_at: Option<Instant>,
+}
+
+/// The I/O the owner loop does around the app.
+#[derive(Default)]
+struct Io {
+    recording: Option<Recording>,
+    kernel: Option<Kernel>,
+}
+
+impl Io {
+    fn data(&mut self, app: &mut App, d: Data) {
+        match d {
+            Data::Records(batch) => {
+                let events = app.on_records(&batch);
+                self.record(app, &events);
+            }
+            Data::Events { events, clock } => app.on_events(&events, clock),
+            Data::Losses(l) => app.on_losses(&l),
+            Data::Progress { clock, bytes } => app.on_progress(clock, bytes),
+            Data::End(end) => app.on_replay_end(end),
+        }
+    }
+
+    fn record(&mut self, app: &mut App, events: &[Event]) {
+        if let Some(r) = &mut self.recording {
+            let failed = r.failure.is_some();
+            r.events(events);
+            r.findings(app.analyzer().findings());
+            if !failed && let Some(e) = &r.failure {
+                app.on_recording_error(e.clone());
+            }
+        }
+    }
+
+    fn tick(&mut self, app: &mut App) {
+        if let Some(k) = &mut self.kernel {
+            let losses = app.pipeline_mut().poll_drops(&k.drops);
+            if !losses.is_empty() {
+                app.on_data_changed();
+            }
+            for l in &losses {
+                log::warn!(
+                    "lost {} events on CPU {} (ring buffer full; raise --ringbuf-size)",
+                    l.count,
+                    l.cpu
+                );
+                if let Some(r) = &mut self.recording {
+                    r.loss(l);
+                }
+            }
+            if k.stats_at.is_none_or(|t| t.elapsed() >= BPF_STATS_EVERY) {
+                k.stats_at = Some(Instant::now());
+                let (time, runs) = loader::run_stats();
+                app.on_bpf_stats(time, runs);
+            }
+        }
+        if let Some(r) = &mut self.recording {
+            let failed = r.failure.is_some();
+            r.flush();
+            if !failed && let Some(e) = &r.failure {
+                app.on_recording_error(e.clone());
+            }
+        }
+    }
+}
+
+/// Why the loop ended.
+struct End {
+    reason: &'static str,
+    error: Option<anyhow::Error>,
+    /// The terminal is gone (SIGHUP, unreadable): print nothing more on it.
+    hangup: bool,
+}
+
+/// The owner's event loop: control first, then ticks, then data; draws at
+/// most every [`FRAME`], and only when something changed.
+async fn owner_loop<B: Backend>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    ctl: &mut mpsc::UnboundedReceiver<Control>,
+    data: &mut mpsc::Receiver<Data>,
+    io: &mut Io,
+    live: bool,
+) -> End
+where
+    B::Error: Send + Sync + 'static,
+{
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_draw: Option<Instant> = None;
+    let mut data_open = true;
+    let mut end = End {
+        reason: "quit",
+        error: None,
+        hangup: false,
+    };
+    // For the end-to-end test that the terminal is restored on a panic.
+    let test_panic = std::env::var_os("REFSCOPE_LIVE_TEST_PANIC").is_some();
+    loop {
+        if app.should_quit() {
+            return end;
+        }
+        if app.dirty() && last_draw.is_none_or(|t| t.elapsed() >= FRAME) {
+            let drawn = match app.take_repaint() {
+                true => terminal.clear(),
+                false => Ok(()),
+            }
+            .and_then(|()| terminal.draw(|f| ui::render(app, f)).map(|_| ()));
+            if let Err(e) = drawn {
+                if event::tty_state(Duration::ZERO) == event::TtyState::Gone {
+                    end.reason = "signal";
+                    end.hangup = true;
+                } else {
+                    end.error = Some(anyhow::Error::new(e).context("drawing failed"));
+                    end.reason = "error: the terminal failed";
+                }
+                return end;
+            }
+            app.drawn();
+            last_draw = Some(Instant::now());
+            if test_panic && app.replay().is_some_and(|r| r.end.is_some()) {
+                panic!("REFSCOPE_LIVE_TEST_PANIC is set: panicking on purpose");
+            }
+        }
+        let redraw_at = app
+            .dirty()
+            .then(|| last_draw.map_or_else(Instant::now, |t| t + FRAME));
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            biased;
+            msg = ctl.recv() => match msg {
+                Some(Control::Input(ev)) => app.on_input(ev),
+                Some(Control::Signal(name)) => {
+                    log::info!("{name}: stopping");
+                    end.reason = "signal";
+                    end.hangup |= name == "SIGHUP";
+                    app.request_quit();
+                }
+                Some(Control::InputClosed(why)) => {
+                    end.hangup = true;
+                    log::warn!("the terminal cannot be read any more ({why}): stopping");
+                    end.reason = "signal";
+                    app.request_quit();
+                }
+                Some(Control::Fatal(why)) => {
+                    end.error = Some(anyhow::anyhow!("{why}"));
+                    end.reason = "error: internal error";
+                    app.request_quit();
+                }
+                None => app.request_quit(),
+            },
+            _ = tick.tick() => {
+                // SIGHUP does not always reach us (we are not the session
+                // leader): notice a dead terminal here too.
+                if event::tty_state(Duration::ZERO) == event::TtyState::Gone {
+                    end.reason = "signal";
+                    end.hangup = true;
+                    app.request_quit();
+                }
+                for (level, text) in logging::drain() {
+                    app.on_log(level, text);
+                }
+                io.tick(app);
+                let now_t = live.then(|| clock_ns(libc::CLOCK_MONOTONIC));
+                app.on_tick(start.elapsed(), now_t);
+            }
+            _ = tokio::time::sleep_until(redraw_at.unwrap_or(far).into()), if redraw_at.is_some() => {}
+            d = data.recv(), if data_open => match d {
+                Some(d) => io.data(app, d),
+                None => data_open = false,
+            },
+        }
+    }
+}
+
+fn signals(tx: mpsc::UnboundedSender<Control>) -> anyhow::Result<()> {
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+                _ = hup.recv() => "SIGHUP",
+            };
+            if tx.send(Control::Signal(name)).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the event loop")
+}
+
+// --------------------------------------------------------------- replay --
+
+fn run_replay(args: &LiveArgs, path: &Path) -> anyhow::Result<ExitCode> {
+    let name = path.display().to_string();
+    let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
+    let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let reader = TraceReader::new(BufReader::with_capacity(1 << 20, file), &name)?;
+    let header = reader.header().clone();
+    let pipeline = Pipeline::new(&header, args.trace.timeline, AddrMapper::new(true), None);
+    let mode = Mode::Replay {
+        file: name,
+        speed: args.speed,
+        total_bytes,
+    };
+    let mut app = App::new(pipeline, header.clone(), mode, detect_look());
+    let rt = runtime()?;
+    let error = rt.block_on(async {
+        let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
+        let (data_tx, mut data_rx) = mpsc::channel(DATA_QUEUE);
+        signals(ctl_tx.clone())?;
+        let stop: StopFlag = Arc::new(AtomicBool::new(false));
+        let replay = event::spawn_replay(
+            reader,
+            header.clock.monotonic_ns,
+            args.speed,
+            data_tx,
+            ctl_tx.clone(),
+            stop.clone(),
+        );
+        logging::capture();
+        let (guard, mut terminal) = TerminalGuard::enter()?;
+        let input = event::spawn_input(ctl_tx, stop.clone());
+        if let Ok(s) = terminal.size() {
+            app.on_resize(s.width, s.height);
+        }
+        let end = owner_loop(
+            &mut terminal,
+            &mut app,
+            &mut ctl_rx,
+            &mut data_rx,
+            &mut Io::default(),
+            false,
+        )
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        drop(data_rx);
+        drop(guard);
+        print_logs(logging::release());
+        event::join_within(input, Duration::from_millis(500));
+        let _ = replay.join();
+        if let Some(e) = end.error {
+            return Err(e);
+        }
+        Ok::<_, anyhow::Error>(
+            app.replay()
+                .and_then(|r| r.end.as_ref())
+                .and_then(|e| e.error.clone()),
+        )
+    })?;
+    match error {
+        // The view showed the state up to the bad line; say why it stopped.
+        Some(e) => bail!("{e}"),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+// ----------------------------------------------------------------- live --
+
+fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
+    let command: Vec<String> = std::env::args().collect();
+    // Create the output first: a bad path should fail before attaching.
+    let file = match &args.output {
+        Some(p) => Some(create_output(p, args.force)?),
+        None => None,
+    };
+    // Attach warnings go to the log pane (and stderr if attaching fails).
+    logging::capture();
+    let session = match Session::start(&args.trace, command) {
+        Ok(s) => s,
+        Err(e) => {
+            print_logs(logging::release());
+            if let Some(p) = &args.output {
+                let _ = fs::remove_file(p);
+            }
+            return Err(e);
+        }
+    };
+    live(session, file, &args)
+}
+
+fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result<ExitCode> {
+    let Session {
+        header,
+        probes,
+        pipeline,
+        ..
+    } = session;
+    let Probes {
+        events,
+        drops,
+        guard: attached,
+        ..
+    } = probes;
+    let path = args.output.as_ref().map(|p| p.display().to_string());
+    let recording = match (file, &path) {
+        (Some(f), Some(p)) => Some(Recording {
+            writer: TraceWriter::new(BufWriter::with_capacity(1 << 16, f), &header)
+                .with_context(|| format!("failed to write {p}"))?,
+            path: p.clone(),
+            findings_written: 0,
+            failure: None,
+        }),
+        _ => None,
+    };
+    let mode = Mode::Live {
+        recording: path.clone(),
+    };
+    let mut app = App::new(pipeline, header.clone(), mode, detect_look());
+    let mut io = Io {
+        recording,
+        kernel: Some(Kernel {
+            drops,
+            stats_at: None,
+        }),
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
+        let (data_tx, mut data_rx) = mpsc::channel(DATA_QUEUE);
+        signals(ctl_tx.clone())?;
+        // SAFETY: the ring buffer owns its map fd, which stays open and
+        // unchanged for as long as the AsyncFd owns the ring buffer.
+        let ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+        let (stop_ring, stop_rx) = oneshot::channel();
+        let mut reader = tokio::spawn(event::read_ring(ring, data_tx, stop_rx));
+        let stop: StopFlag = Arc::new(AtomicBool::new(false));
+
+        let (guard, mut terminal) = TerminalGuard::enter()?;
+        let input = event::spawn_input(ctl_tx, stop.clone());
+        if let Ok(s) = terminal.size() {
+            app.on_resize(s.width, s.height);
+        }
+        let mut end = owner_loop(
+            &mut terminal,
+            &mut app,
+            &mut ctl_rx,
+            &mut data_rx,
+            &mut io,
+            true,
+        )
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        drop(guard);
+
+        // Stop the reader (taking what it sends meanwhile), then drain
+        // what is left in the ring, as `record` does.
+        let _ = stop_ring.send(());
+        let ring = loop {
+            tokio::select! {
+                biased;
+                r = &mut reader => break r,
+                Some(d) = data_rx.recv() => io.data(&mut app, d),
+            }
+        };
+        while let Ok(d) = data_rx.try_recv() {
+            io.data(&mut app, d);
+        }
+        match ring {
+            Ok(Ok(mut ring)) => {
+                let mut batch = event::RawBatch::default();
+                ring.get_mut().read(|record| batch.push(record));
+                let events = app.on_records(&batch);
+                io.record(&mut app, &events);
+            }
+            Ok(Err(e)) => log::error!("reading the ring buffer failed: {e}"),
+            Err(e) => log::error!("the ring-buffer reader failed: {e}"),
+        }
+        io.tick(&mut app);
+        // Detach before the footer: nothing after it is recorded anyway.
+        io.kernel = None;
+        drop(attached);
+        let end_t = clock_ns(libc::CLOCK_MONOTONIC);
+        app.pipeline_mut().analyzer.finish(end_t);
+        event::join_within(input, Duration::from_millis(500));
+
+        if let Some(mut r) = io.recording.take() {
+            r.findings(app.analyzer().findings());
+            let reason = match (&end.error, &r.failure) {
+                (Some(e), _) => format!("error: {e:#}"),
+                (None, Some(e)) => format!("error: {e}"),
+                (None, None) => end.reason.to_owned(),
+            };
+            let events = r.writer.events_written();
+            if let Ok(w) = r.writer.finish(end_t, &reason)
+                && let Ok(f) = w.into_inner()
+            {
+                let _ = f.sync_all();
+            }
+            let p = Path::new(&r.path);
+            let decode_errors = app.pipeline_mut().decode_errors;
+            if !end.hangup {
+                output::summary(app.analyzer(), events, decode_errors, p, false);
+            }
+            if end.error.is_none()
+                && let Some(e) = r.failure
+            {
+                end.error = Some(anyhow::anyhow!("{e}"));
+            }
+        }
+        match end.error {
+            Some(e) => Err(e),
+            None => Ok(ExitCode::SUCCESS),
+        }
+    })
+}
