@@ -116,6 +116,9 @@ pub struct Session {
 impl Session {
     /// Attach according to `opts`. `command` is recorded in the header.
     pub fn start(opts: &TraceOpts, command: Vec<String>) -> anyhow::Result<Session> {
+        // The trace's time origin: before attaching, so the first events
+        // (during attach) are not before it.
+        let clock = clock_now();
         let facts = Facts::gather();
         if let Some(why) = facts.blocker() {
             bail!("{why}");
@@ -180,7 +183,7 @@ impl Session {
             refcount_model: model,
             refcount_model_source: model_source,
             hooks: plan.status.clone(),
-            clock: clock_now(),
+            clock,
             hostname: kernel::hostname(),
             kernel_addresses: mapper.mode().into(),
             gup_flags: gup,

@@ -90,11 +90,18 @@ pub fn discover_from(res: &[Resource], mode: impl Fn(&str) -> Option<String>) ->
         if !in_device || !named || r.end == 0 {
             continue;
         }
-        let mode = mode(&r.name).unwrap_or_else(|| "unknown".into());
-        let pgmap_type = match mode.as_str() {
-            "fsdax" | "memory" => PgmapType::FsDax,
-            "devdax" | "dax" => PgmapType::Generic,
-            _ => continue, // raw/sector namespaces have no struct pages
+        // A device-dax instance's resource is its data; its namespace's own
+        // resource is then only the metadata reservation before it (and an
+        // nd "daxX.Y" device's `mode` says where the memmap is, not the mode).
+        let (mode, pgmap_type) = if r.name.starts_with("dax") {
+            ("devdax".to_owned(), PgmapType::Generic)
+        } else {
+            let mode = mode(&r.name).unwrap_or_else(|| "unknown".into());
+            match mode.as_str() {
+                "fsdax" | "memory" => (mode, PgmapType::FsDax),
+                // devdax: the daxX.Y entry covers the data; raw/sector: no struct pages.
+                _ => continue,
+            }
         };
         d.devices.push(Device {
             name: r.name.clone(),
@@ -139,6 +146,21 @@ mod tests {
         assert_eq!(d.devices[0].pgmap_type, PgmapType::FsDax);
         assert_eq!(d.devices[1].pgmap_type, PgmapType::Generic);
         assert!(!d.addresses_hidden);
+    }
+
+    #[test]
+    fn devdax_namespaces_are_described_by_their_dax_device() {
+        // /proc/iomem of a devdax namespace (6.12 guest).
+        let iomem = "40000000-5fffffff : Persistent Memory (legacy)\n  40000000-409fffff : namespace0.0\n  40a00000-5fffffff : dax0.0\n";
+        let d = discover_from(&parse_iomem(iomem), |n| match n {
+            "namespace0.0" => Some("dax".into()),
+            "dax0.0" => Some("pmem".into()),
+            _ => None,
+        });
+        assert_eq!(d.filter_ranges, vec![(0x40000, 0x60000)]);
+        assert_eq!(d.devices.len(), 1, "{:?}", d.devices);
+        assert_eq!((d.devices[0].pfn_start, d.devices[0].pfn_end), (0x40a00, 0x60000));
+        assert_eq!(d.devices[0].pgmap_type, PgmapType::Generic);
     }
 
     #[test]

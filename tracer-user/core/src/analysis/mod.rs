@@ -71,6 +71,9 @@ pub struct Stats {
     pub findings_dropped: u64,
     pub dax_kills: u64,
     pub holder_notifications: u64,
+    /// FOLL_GET references found released by a later refcount reading
+    /// (their put did not go through a hooked function).
+    pub gets_reconciled: u64,
     /// FOLL_LONGTERM pins the kernel refused (`gup_refused` events).
     pub gup_refused: u64,
     /// Mappings moved by mremap and copied by fork.
@@ -283,17 +286,15 @@ impl Analyzer {
         let held: Vec<((u64, u64), Holder)> = self
             .holders
             .iter()
-            .filter(|(_, h)| h.pins > 0 || (h.gets > 0 && self.puts_visible()))
+            .filter(|(_, h)| h.pins > 0)
             .map(|(k, h)| (*k, h.clone()))
             .collect();
         for ((pfn, mm), h) in held {
             let status = self.status_since(h.first_t, end_t);
             let explanation = format!(
-                "{} still held {} (pins {}, refs {}) on pfn {pfn:#x} at the end of the trace, taken {:.3}s before",
+                "{} still held {} pin(s) on pfn {pfn:#x} at the end of the trace, taken {:.3}s before",
                 describe_proc(h.pid, &h.comm),
-                if h.pins > 0 { "pins" } else { "references" },
                 h.pins,
-                h.gets,
                 end_t.saturating_sub(h.first_t) as f64 / 1e9,
             );
             self.raise(Raise {
@@ -415,12 +416,6 @@ impl Analyzer {
         idx.checked_sub(1).and_then(|i| self.pgmaps.get(i as usize))
     }
 
-    /// Whether FOLL_GET releases are visible on this kernel (they are not
-    /// after 6.15: `folio_put` is inline; only the final free is seen).
-    fn puts_visible(&self) -> bool {
-        self.cfg.model == RefcountModel::IdleOne
-    }
-
     fn status_since(&self, t0: u64, t1: u64) -> Status {
         if self.loss.any_between(t0, t1) {
             Status::Uncertain
@@ -479,6 +474,7 @@ impl Analyzer {
         if let Some(r) = ev.ref_after.or(ev.ref_before) {
             page.raw_ref = Some(r);
         }
+        let observed = ev.ref_after.or(ev.ref_before);
         if ev.flags.has(flags::MEMMAP_UNREADABLE) {
             page.page_flags |= PAGE_MEMMAP_GONE;
         }
@@ -505,6 +501,38 @@ impl Analyzer {
                 }
             }
         }
+        if let Some(r) = observed {
+            self.reconcile_gets(pfn, r);
+        }
+    }
+
+    /// FOLL_GET references we believe outstanding, that an observed
+    /// refcount proves released (their put was inline: no event).
+    fn reconcile_gets(&mut self, pfn: u64, raw: i32) {
+        let bias = self.bias(pfn);
+        let pin_bias = self.cfg.gup.pin_bias;
+        let Some(page) = self.pages.get_mut(&pfn) else { return };
+        if page.gets == 0 {
+            return;
+        }
+        let floor = bias + page.pins as i32 * pin_bias;
+        let gets_possible = (raw - floor).max(0) as u32;
+        if gets_possible >= page.gets {
+            return;
+        }
+        let mut stale = page.gets - gets_possible;
+        page.gets = gets_possible;
+        self.stats.gets_reconciled += u64::from(stale);
+        for h in self
+            .holders
+            .range_mut((pfn, 0)..=(pfn, u64::MAX))
+            .map(|(_, h)| h)
+        {
+            let take = h.gets.min(stale);
+            h.gets -= take;
+            stale -= take;
+        }
+        self.holders.retain(|_, h| h.pins > 0 || h.gets > 0);
     }
 
     fn timeline_of(&self, pfn: u64) -> Vec<TimelineEntry> {
@@ -587,12 +615,18 @@ impl Analyzer {
             None => true,
         };
         if new {
+            // A PMD maps 512 pages of the head's device: they share its pgmap
+            // (and so its idle bias).
+            let pgmap = self.pages.get(&pfn).map_or(0, |p| p.pgmap);
             for p in pfn..pfn + ev.nr_pages() {
                 let page = self.pages.entry(p).or_insert_with(|| Page {
                     first_t: ev.t,
                     last_t: ev.t,
                     ..Page::default()
                 });
+                if page.pgmap == 0 {
+                    page.pgmap = pgmap;
+                }
                 page.mapcount += 1;
                 page.page_flags &= !PAGE_FREED_REPORTED;
             }
@@ -798,15 +832,17 @@ impl Analyzer {
             .collect();
         for ((pfn, hmm), h) in held {
             self.holders.remove(&(pfn, hmm));
-            let visible_gets = if self.puts_visible() { h.gets } else { 0 };
-            if h.pins == 0 && visible_gets == 0 {
+            // FOLL_GET references can be dropped by inline folio_put_refs
+            // on every kernel (e.g. 6.1's __bio_release_pages): only pins,
+            // whose release always goes through gup_put_folio or
+            // unpin_user_page, are evidence of a leak.
+            if h.pins == 0 {
                 continue;
             }
             let explanation = format!(
-                "{} exited still holding {} pin(s) and {} reference(s) on pfn {pfn:#x}, taken {:.3}s before.",
+                "{} exited still holding {} pin(s) on pfn {pfn:#x}, taken {:.3}s before.",
                 describe_proc(h.pid, &h.comm),
                 h.pins,
-                visible_gets,
                 ev.t.saturating_sub(h.first_t) as f64 / 1e9,
             );
             let status = self.status_since(h.first_t, ev.t);
@@ -925,12 +961,10 @@ impl Analyzer {
         let label = gup.then(|| GupLabel::new(pin, false));
         self.touch(pfn, ev, label);
         let refs = ev.refs.max(1) as u32;
-        if !self.release(pfn, ev.mm.0, pin, refs) && (gup || self.puts_visible()) {
-            // A devmap put with no GUP reference to match is normal (other
-            // get_page users); an unpin with no pin is not.
-            if gup {
-                self.stats.unmatched_releases += 1;
-            }
+        // A devmap put with no GUP reference to match is normal (other
+        // get_page users); an unpin with no pin is not.
+        if !self.release(pfn, ev.mm.0, pin, refs) && gup {
+            self.stats.unmatched_releases += 1;
         }
         self.check_count(ev);
     }
@@ -1158,16 +1192,15 @@ impl Analyzer {
         let pinned: Vec<((u64, u64), Holder)> = self
             .holders
             .range((lo, 0)..(hi, 0))
-            .filter(|(_, h)| h.pins > 0 || h.gets > 0)
+            .filter(|(_, h)| h.pins > 0)
             .map(|(k, h)| (*k, h.clone()))
             .collect();
         for ((pfn, mm), h) in pinned {
             let explanation = format!(
-                "memunmap_pages started for device {} while {} held {} pin(s) and {} reference(s) on pfn {pfn:#x}.",
+                "memunmap_pages started for device {} while {} held {} pin(s) on pfn {pfn:#x}.",
                 display_name(&name),
                 describe_proc(h.pid, &h.comm),
                 h.pins,
-                h.gets,
             );
             let status = self.status_since(h.first_t, ev.t);
             self.raise(Raise {

@@ -87,7 +87,7 @@ rules! {
         "GUP took a reference or pin on a page whose logical refcount was zero before the call. On pre-6.15 kernels every FS-DAX GUP does this (the \"refcount == 1 means idle\" convention that try_grab_page relies on), so it is informational there. On refcounted kernels a page that is mapped, and so reachable by GUP, always holds at least the mapping's reference: a GUP on a zero-refcount page is an error.";
     /// GUP pins or references still held when the holder exited or the trace ended.
     PinLeak = "pin_leak",
-        "A GUP pin or reference taken by a process was still outstanding when that process's address space exited (warning), or when the trace ended (info). Pins that outlive their holder keep device pages busy forever: truncate and hole punch wait on them (dax_layout_busy_page), and device removal proceeds under them.";
+        "A GUP pin (FOLL_PIN) taken by a process was still outstanding when that process's address space exited (warning), or when the trace ended (info). Pins that outlive their holder keep device pages busy forever: truncate and hole punch wait on them (dax_layout_busy_page), and device removal proceeds under them. FOLL_GET references are not judged: they can be dropped by inline folio_put_refs on every kernel (6.1's __bio_release_pages does), with no event to see.";
     /// A FOLL_LONGTERM pin succeeded on an FS-DAX page.
     LongtermPinFsdax = "longterm_pin_fsdax",
         "A FOLL_LONGTERM pin succeeded on an FS-DAX page. The kernel is supposed to refuse long-term pins of FS-DAX memory (check_vma_flags returns -EOPNOTSUPP) because the filesystem cannot move or reclaim pinned blocks; a successful one means a path bypassed that check.";
@@ -96,7 +96,7 @@ rules! {
         "The page's raw _refcount dropped below its idle value (below 1 for FS-DAX and device-dax pages before 6.15, below 0 on any kernel). Before 6.15 an FS-DAX page's count never legitimately reaches 0: it means more puts than gets.";
     /// GUP references were outstanding when the device was removed.
     PinnedAtUnplug = "pinned_at_unplug",
-        "memunmap_pages started for a device while GUP references or pins on one of its pages were outstanding. The pin holder (DMA, io_uring, RDMA, a vmsplice'd pipe) still uses the page after its struct page is gone.";
+        "memunmap_pages started for a device while GUP pins (FOLL_PIN) on one of its pages were outstanding. The pin holder (DMA, io_uring, RDMA, a vmsplice'd pipe) still uses the page after its struct page is gone.";
 }
 
 impl RuleId {

@@ -227,6 +227,11 @@ fn pmd_mapping_covers_512_pages_and_one_unmap_drops_it() {
     assert_eq!(t.count(RuleId::ZeroRefMapping), 1);
     assert_eq!(t.only(RuleId::ZeroRefMapping).order, 9);
     assert_eq!(t.an.page(BASE + 511).unwrap().mapcount, 1);
+    assert_eq!(
+        t.an.page(BASE + 511).unwrap().pgmap.map(|g| g.ty),
+        Some(PgmapType::FsDax),
+        "subpages know their device (and so their idle bias)"
+    );
     assert!(t.an.page(BASE + 512).is_none_or(|p| p.mapcount == 0));
     // An unmap of a range inside the PMD removes the whole PMD.
     t.unmap(MM_A, VA + 0x1000, VA + 0x2000);
@@ -427,6 +432,23 @@ fn foll_get_release_through_devmap_put_before_615() {
     t.an.finish(t.t);
     assert_eq!(t.count(RuleId::PinLeak), 0);
     assert_eq!(t.an.page(BASE).unwrap().gets, 0);
+}
+
+#[test]
+fn foll_get_released_inline_is_reconciled_from_the_refcount_and_never_a_leak() {
+    // 6.1's __bio_release_pages drops O_DIRECT references with an inline
+    // folio_put_refs: no put event; the next reading shows them gone.
+    let mut t = Trace::new(RefcountModel::IdleOne);
+    t.map(MM_A, VA, BASE, 0, 1);
+    t.gup(EventKind::GupGet, MM_A, BASE, false, 1, 2);
+    assert_eq!(t.an.page(BASE).unwrap().gets, 1);
+    t.map(MM_B, VA, BASE, 0, 1); // refcount back to 1
+    assert_eq!(t.an.page(BASE).unwrap().gets, 0);
+    assert_eq!(t.an.stats().gets_reconciled, 1);
+    t.gup(EventKind::GupGet, MM_A, BASE + 1, false, 1, 2);
+    t.exit(MM_A);
+    t.an.finish(t.t);
+    assert_eq!(t.count(RuleId::PinLeak), 0);
 }
 
 #[test]
