@@ -557,3 +557,131 @@ mod tests {
         assert!(err.contains("record after the footer"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod schema_tests {
+    //! docs/trace-format.schema.json must describe what refscope writes:
+    //! every key written is a schema property of its record type, every
+    //! required key is written, and enumerated values are allowed.
+
+    use refscope_common::{EventKind, HookId, flags};
+    use serde_json::{Map, Value};
+
+    use super::*;
+    use crate::{
+        analysis::{Finding, GupLabel, RuleId, Severity, Status, TimelineEntry},
+        event::{Comm, Flags, Hex},
+    };
+
+    const SCHEMA: &str = include_str!("../../../docs/trace-format.schema.json");
+
+    fn def(name: &str) -> Value {
+        let s: Value = serde_json::from_str(SCHEMA).unwrap();
+        s["$defs"][name].clone()
+    }
+
+    fn check(record: &Value, def: &Value, what: &str) {
+        let props: &Map<String, Value> = def["properties"].as_object().unwrap();
+        let obj = record.as_object().unwrap();
+        for (k, v) in obj {
+            let p = props
+                .get(k)
+                .unwrap_or_else(|| panic!("{what}: key `{k}` is written but not in the schema"));
+            if let Some(allowed) = p.get("enum").and_then(Value::as_array) {
+                assert!(allowed.contains(v), "{what}.{k}: {v} not in the schema's enum");
+            }
+            if let Some(items) = p.get("items").and_then(|i| i.get("enum")).and_then(Value::as_array) {
+                for x in v.as_array().unwrap() {
+                    assert!(items.contains(x), "{what}.{k}: {x} not in the schema's enum");
+                }
+            }
+        }
+        for r in def["required"].as_array().unwrap() {
+            assert!(obj.contains_key(r.as_str().unwrap()), "{what}: required `{r}` missing");
+        }
+    }
+
+    fn lines() -> Vec<Value> {
+        let mut header = Header::synthetic(RefcountModel::IdleOne);
+        header.devices.push(Device {
+            name: "namespace0.0".into(),
+            mode: "fsdax".into(),
+            pfn_start: 1,
+            pfn_end: 2,
+            pgmap_type: PgmapType::FsDax,
+        });
+        header.filters.comm = Some("x".into());
+        let mut w = TraceWriter::new(Vec::new(), &header).unwrap();
+        for (i, &kind) in EventKind::ALL.iter().enumerate() {
+            let mut e = Event::new(kind, HookId::ALL[i % HookId::ALL.len()]);
+            e.comm = Comm::from_bytes(b"w");
+            e.mm = Hex(1);
+            e.vaddr = Hex(2);
+            e.vaddr_end = Hex(3);
+            e.pfn = 4;
+            e.pfn_end = 5;
+            e.order = 9;
+            e.page = Hex(6);
+            e.pgmap = Hex(7);
+            e.ref_before = Some(1);
+            e.ref_after = Some(2);
+            e.refs = 1;
+            e.arg_flags = Hex(8);
+            e.flags = Flags(u32::MAX);
+            e.ret = -1;
+            e.stack = vec!["f+0x1".into()];
+            e.src_mm = Hex(9);
+            e.new_vaddr = Hex(10);
+            w.event(&e).unwrap();
+        }
+        w.loss(&Loss {
+            cpu: 0,
+            count: 1,
+            first_t: 1,
+            last_t: 2,
+        })
+        .unwrap();
+        let mut tl = TimelineEntry::from_event(
+            &Event::new(EventKind::GupGet, HookId::TryGrabFolio),
+            Some(GupLabel::PinLongterm),
+        );
+        tl.flags = Flags(flags::REF_AFTER);
+        w.finding(&Finding {
+            id: 0,
+            rule: RuleId::PinLeak,
+            severity: Severity::Warning,
+            status: Status::Uncertain,
+            pfn: 1,
+            order: 0,
+            mm: Hex(1),
+            vaddr: Hex(0),
+            pid: 1,
+            comm: Comm::from_bytes(b"w"),
+            t_ns: 1,
+            explanation: "x".into(),
+            at_attach: true,
+            occurrences: 2,
+            timeline: vec![tl],
+        })
+        .unwrap();
+        let bytes = w.finish(3, "signal").unwrap();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_schema_describes_every_record_refscope_writes() {
+        let lines = lines();
+        for v in &lines {
+            let ty = v["type"].as_str().unwrap().to_owned();
+            check(v, &def(&ty), &ty);
+        }
+        let finding = lines.iter().find(|v| v["type"] == "finding").unwrap();
+        check(&finding["timeline"][0], &def("timeline_entry"), "timeline entry");
+        let kinds = def("event")["properties"]["kind"]["enum"].as_array().unwrap().len();
+        assert_eq!(kinds, EventKind::ALL.len(), "every event kind is in the schema");
+    }
+}
