@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod build;
 mod clippy;
 mod demo;
+mod scenarios;
 mod setup;
 mod test;
 mod util;
@@ -36,6 +37,9 @@ enum Cmd {
     /// refscope on a DAX workload in a guest: record, then the report
     /// (--tui: the live view).
     Demo(demo::Options),
+    /// The end-to-end truth table: scenarios x kernels, checked against
+    /// tests/scenarios.json (--table rewrites the README table).
+    Scenarios(scenarios::Options),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Test(o) => test::run_test(o),
         Cmd::Clippy(o) => clippy::run_clippy(o),
+        Cmd::Scenarios(o) => scenarios::run_cli(o),
         // Its exit status is the guest command's.
         Cmd::Vm(o) => match vm::run_cli(o) {
             Ok(code) => return code,

@@ -1,0 +1,284 @@
+//! Host-side checks of one case's outputs against its expectations.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::Path,
+    process::Command,
+};
+
+use serde_json::Value;
+
+use super::table::{Case, Kind};
+
+/// What the trace and the report showed.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Rule id -> (findings, severity).
+    pub findings: BTreeMap<String, (u64, String)>,
+    /// Event kind -> count.
+    pub events: BTreeMap<String, u64>,
+    pub oops: bool,
+}
+
+impl Observed {
+    /// A README table cell: the findings, or "none".
+    pub fn cell(&self) -> String {
+        let mut parts: Vec<String> = self
+            .findings
+            .iter()
+            .map(|(rule, (n, sev))| format!("{n} `{rule}` ({sev})"))
+            .collect();
+        if parts.is_empty() {
+            parts.push("no findings".into());
+        }
+        if self.oops {
+            parts.push("then the known oops".into());
+        }
+        parts.join(", ")
+    }
+}
+
+fn read(dir: &Path, file: &str) -> Result<String, String> {
+    fs::read_to_string(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))
+}
+
+fn status(dir: &Path, file: &str) -> Option<i32> {
+    read(dir, file).ok().and_then(|s| s.trim().parse().ok())
+}
+
+/// Check `case` on `kernel`; `dir` holds what the guest copied out.
+pub fn check(case: &Case, kernel: &str, dir: &Path, refscope: &Path, oops: bool) -> Result<Observed, String> {
+    let expect = &case.kernels[kernel];
+    let mut problems = Vec::new();
+    if !dir.join("t.jsonl").exists() {
+        let err = read(dir, "record.err").unwrap_or_default();
+        return Err(format!("no trace was copied out (the case did not run)\n{err}"));
+    }
+    match status(dir, "record.status") {
+        Some(0) => {}
+        other => problems.push(format!(
+            "refscope record exited with {other:?}: {}",
+            read(dir, "record.err").unwrap_or_default().lines().last().unwrap_or_default()
+        )),
+    }
+    // An unplug case's workload exit is not awaited when it oopses.
+    let wl_status = status(dir, "workload.status");
+    if !(case.kind == Kind::Unplug && expect.oops) && wl_status != Some(0) {
+        problems.push(format!(
+            "the workload exited with {wl_status:?}: {}",
+            read(dir, "wl.err").unwrap_or_default().trim_end()
+        ));
+    }
+
+    let trace = read(dir, "t.jsonl")?;
+    let mut lines = trace.lines();
+    let header: Value = lines
+        .next()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or("the trace has no header")?;
+    let events: Vec<Value> = lines
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "event")
+        .collect();
+    let mut obs = Observed {
+        oops,
+        ..Observed::default()
+    };
+    for e in &events {
+        *obs.events.entry(e["kind"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+    }
+    if events.is_empty() {
+        problems.push("the tracer recorded no event for the scenario".into());
+    }
+
+    // The report, as a user would get it.
+    let out = Command::new(refscope)
+        .arg("report")
+        .arg("--json")
+        .arg(dir.join("t.jsonl"))
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", refscope.display()))?;
+    if !out.status.success() {
+        return Err(format!("refscope report failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let report: Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("refscope report --json is not JSON: {e}"))?;
+    fs::write(dir.join("report.json"), &out.stdout).ok();
+    for f in report["findings"].as_array().into_iter().flatten() {
+        let rule = f["rule"].as_str().unwrap_or("?").to_owned();
+        let sev = f["severity"].as_str().unwrap_or("?").to_owned();
+        let e = obs.findings.entry(rule).or_insert((0, sev));
+        e.0 += 1;
+    }
+
+    // Findings: exact for listed rules; nothing serious beyond them.
+    for (rule, &n) in &expect.findings {
+        let got = obs.findings.get(rule).map_or(0, |f| f.0);
+        if got != n {
+            problems.push(format!("expected {n} {rule}, got {got}"));
+        }
+    }
+    for (rule, (n, sev)) in &obs.findings {
+        if !expect.findings.contains_key(rule) && sev != "info" {
+            problems.push(format!("unexpected {n} {rule} ({sev})"));
+        }
+    }
+    for (kind, count) in &expect.events {
+        let got = obs.events.get(kind).copied().unwrap_or(0);
+        if !count.matches(got) {
+            problems.push(format!("expected {count} {kind} events, got {got}"));
+        }
+    }
+    problems.extend(invariants(&header, &events));
+    if case.check_mappings {
+        let wl = read(dir, "wl.json").unwrap_or_default();
+        problems.extend(mappings(&wl, &events));
+    }
+    if problems.is_empty() {
+        Ok(obs)
+    } else {
+        Err(format!(
+            "{}\n(observed findings: {}; events: {:?})",
+            problems.join("\n"),
+            obs.cell(),
+            obs.events
+        ))
+    }
+}
+
+/// What must hold for every trace (issue 4): page events lie in a device
+/// range (no event from other processes' ordinary pages), and GUP deltas
+/// match the flags (+1 per FOLL_GET, +1024 per FOLL_PIN on small folios).
+fn invariants(header: &Value, events: &[Value]) -> Vec<String> {
+    let mut p = Vec::new();
+    let mut ranges: Vec<(u64, u64)> = header["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| Some((d["pfn_start"].as_u64()?, d["pfn_end"].as_u64()?)))
+        .collect();
+    for e in events {
+        if e["kind"] == "pgmap_add"
+            && let (Some(a), Some(b)) = (e["pfn"].as_u64(), e["pfn_end"].as_u64())
+        {
+            ranges.push((a, b));
+        }
+    }
+    let page_kinds = ["map", "gup_get", "gup_put", "ref_put", "free"];
+    let outside: Vec<u64> = events
+        .iter()
+        .filter(|e| page_kinds.contains(&e["kind"].as_str().unwrap_or("")))
+        .filter_map(|e| e["pfn"].as_u64())
+        .filter(|pfn| !ranges.iter().any(|&(a, b)| a <= *pfn && *pfn < b))
+        .collect();
+    if !ranges.is_empty() && !outside.is_empty() {
+        p.push(format!(
+            "{} page events outside the device ranges {ranges:x?} (e.g. pfn {:#x})",
+            outside.len(),
+            outside[0]
+        ));
+    }
+    let pin_bit = header["gup_flags"]["foll_pin"].as_u64().unwrap_or(0);
+    let bias = header["gup_flags"]["pin_bias"].as_i64().unwrap_or(1024);
+    for e in events.iter().filter(|e| e["kind"] == "gup_get") {
+        let failed = e["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "failed"));
+        let (Some(b), Some(a)) = (e["ref_before"].as_i64(), e["ref_after"].as_i64()) else {
+            continue;
+        };
+        if failed || e["order"].as_u64().unwrap_or(0) > 0 {
+            continue;
+        }
+        let flags = u64::from_str_radix(e["arg_flags"].as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).unwrap_or(0);
+        let refs = e["refs"].as_i64().unwrap_or(1).max(1);
+        let want = if flags & pin_bit != 0 { refs * bias } else { refs };
+        if a - b != want {
+            p.push(format!(
+                "gup_get on pfn {:#x}: refcount {b} -> {a}, expected +{want}",
+                e["pfn"].as_u64().unwrap_or(0)
+            ));
+        }
+    }
+    p
+}
+
+/// Every mapping the workload reports has a map event with the same
+/// virtual address and pfn in a process of the workload.
+fn mappings(workload: &str, events: &[Value]) -> Vec<String> {
+    let mut p = Vec::new();
+    let mut want: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let mut pids: BTreeSet<u64> = BTreeSet::new();
+    for line in workload.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        if v["event"] != "done" && v["event"] != "ready" {
+            continue;
+        }
+        if let Some(pid) = v["pid"].as_u64() {
+            pids.insert(pid);
+        }
+        for m in v["mappings"].as_array().into_iter().flatten() {
+            let va = u64::from_str_radix(m["vaddr"].as_str().unwrap_or("").trim_start_matches("0x"), 16);
+            if let (Ok(va), Some(pfn)) = (va, m["pfn"].as_u64()) {
+                want.insert((va, pfn));
+            }
+        }
+    }
+    if want.is_empty() {
+        p.push("the workload reported no mappings".into());
+        return p;
+    }
+    let seen: BTreeSet<(u64, u64)> = events
+        .iter()
+        .filter(|e| e["kind"] == "map")
+        .filter(|e| e["pid"].as_u64().is_some_and(|pid| pids.contains(&pid)))
+        .filter_map(|e| {
+            let va = u64::from_str_radix(e["vaddr"].as_str()?.trim_start_matches("0x"), 16).ok()?;
+            Some((va, e["pfn"].as_u64()?))
+        })
+        .collect();
+    let missing: Vec<&(u64, u64)> = want.difference(&seen).collect();
+    if !missing.is_empty() {
+        p.push(format!(
+            "{} of {} mappings have no map event with the same address and pfn, e.g. {:#x} -> pfn {:#x}",
+            missing.len(),
+            want.len(),
+            missing[0].0,
+            missing[0].1
+        ));
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gup_deltas_and_device_ranges_are_checked() {
+        let header: Value = serde_json::from_str(
+            r#"{"devices":[{"pfn_start":100,"pfn_end":200}],"gup_flags":{"foll_pin":524288,"pin_bias":1024}}"#,
+        )
+        .unwrap();
+        let ok: Vec<Value> = vec![
+            serde_json::from_str(r#"{"kind":"map","pfn":150}"#).unwrap(),
+            serde_json::from_str(r#"{"kind":"gup_get","pfn":150,"ref_before":1,"ref_after":1025,"arg_flags":"0x80000","refs":1}"#).unwrap(),
+            serde_json::from_str(r#"{"kind":"gup_get","pfn":151,"ref_before":2,"ref_after":3,"arg_flags":"0x2","refs":1}"#).unwrap(),
+        ];
+        assert!(invariants(&header, &ok).is_empty(), "{:?}", invariants(&header, &ok));
+        let bad: Vec<Value> = vec![
+            serde_json::from_str(r#"{"kind":"map","pfn":5}"#).unwrap(),
+            serde_json::from_str(r#"{"kind":"gup_get","pfn":150,"ref_before":1,"ref_after":2,"arg_flags":"0x80000","refs":1}"#).unwrap(),
+        ];
+        let p = invariants(&header, &bad);
+        assert_eq!(p.len(), 2, "{p:?}");
+    }
+
+    #[test]
+    fn mappings_must_match_map_events() {
+        let wl = r#"{"event":"done","pid":7,"mappings":[{"vaddr":"0x1000","pfn":150},{"vaddr":"0x2000","pfn":151}]}"#;
+        let events: Vec<Value> = vec![serde_json::from_str(r#"{"kind":"map","pid":7,"vaddr":"0x1000","pfn":150}"#).unwrap()];
+        let p = mappings(wl, &events);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("1 of 2"), "{p:?}");
+    }
+}
