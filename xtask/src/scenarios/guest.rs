@@ -22,7 +22,7 @@ wait_for() { # PATH SECONDS
 start_recording() { # CASE
     mkdir -p "/share/$1"
     rm -f /tmp/ready /tmp/t.jsonl
-    refscope record -o /tmp/t.jsonl --force --ready-file /tmp/ready 2>/tmp/record.err &
+    refscope record -o /tmp/t.jsonl --force --ready-file /tmp/ready $RECORD_ARGS 2>/tmp/record.err &
     REC=$!
     if ! wait_for /tmp/ready 300; then
         echo "$1: refscope record did not attach" >&2
@@ -59,21 +59,29 @@ pub fn script(cases: &[&Case]) -> String {
 fn case_script(c: &Case) -> String {
     let name = &c.name;
     let wl = &c.workload;
-    match c.kind {
-        Kind::Simple => format!(
-            r#"if start_recording {name}; then
+    let prefix = format!("RECORD_ARGS='{}'\n", c.record_args.replace('\'', ""));
+    prefix
+        + &match c.kind {
+            Kind::Command => format!(
+                r#"mkdir -p /share/{name}
+{{ {wl} ; }} > /share/{name}/out.txt 2>&1
+echo $? > /share/{name}/command.status
+"#
+            ),
+            Kind::Simple => format!(
+                r#"if start_recording {name}; then
     refscope-workload --timeout 600 {wl} > /tmp/wl.json 2> /tmp/wl.err
     echo $? > /share/{name}/workload.status
     stop_recording {name}
     cp /tmp/wl.json /tmp/wl.err /share/{name}/
 fi
 "#
-        ),
-        // Unbind the device under the mapping, stop recording while the
-        // mapping still exists (on 7.3.4 the process's exit oopses, so the
-        // trace must be safe before), then let the workload exit.
-        Kind::Unplug => format!(
-            r#"if start_recording {name}; then
+            ),
+            // Unbind the device under the mapping, stop recording while the
+            // mapping still exists (on 7.3.4 the process's exit oopses, so the
+            // trace must be safe before), then let the workload exit.
+            Kind::Unplug => format!(
+                r#"if start_recording {name}; then
     rm -f /tmp/wready /tmp/release
     refscope-workload --timeout 600 {wl} --ready-file /tmp/wready --hold-until /tmp/release > /tmp/wl.json 2> /tmp/wl.err &
     WL=$!
@@ -89,8 +97,8 @@ fi
     cp /tmp/wl.json /tmp/wl.err /share/{name}/
 fi
 "#
-        ),
-    }
+            ),
+        }
 }
 
 #[cfg(test)]
@@ -110,6 +118,9 @@ mod tests {
         assert!(s.contains("start_recording a") && s.contains("start_recording b"));
         let stop = s.rfind("stop_recording b").unwrap();
         let release = s.find("touch /tmp/release").unwrap();
-        assert!(stop < release, "the trace must be saved before the workload exits");
+        assert!(
+            stop < release,
+            "the trace must be saved before the workload exits"
+        );
     }
 }

@@ -101,7 +101,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<CaseResult>> {
         .find(|p| p.file_name().is_some_and(|n| n == "refscope"))
         .context("refscope is not built")?
         .clone();
-    let selected = |c: &Case| opts.only.is_empty() || opts.only.iter().any(|o| c.name.contains(o.as_str()));
+    let selected =
+        |c: &Case| opts.only.is_empty() || opts.only.iter().any(|o| c.name.contains(o.as_str()));
     let mut results = Vec::new();
     for &kernel in KERNELS {
         if !opts.kernel.is_empty() && !opts.kernel.iter().any(|k| k == kernel) {
@@ -116,7 +117,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<CaseResult>> {
         let mut boots: BTreeMap<(table::Boot, String), Vec<&Case>> = BTreeMap::new();
         for c in cases {
             let key = match c.kind {
-                Kind::Simple => String::new(),
+                Kind::Simple | Kind::Command => String::new(),
                 Kind::Unplug => c.name.clone(),
             };
             boots.entry((c.boot.clone(), key)).or_default().push(c);
@@ -136,11 +137,17 @@ fn run_boot(
     refscope: &Path,
 ) -> Vec<CaseResult> {
     let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
-    step(format!("scenarios on {kernel} ({boot}): {}", names.join(", ")));
+    step(format!(
+        "scenarios on {kernel} ({boot}): {}",
+        names.join(", ")
+    ));
     let t = Instant::now();
     let share = util::workspace_root()
         .join("target/scenarios")
-        .join(format!("{kernel}-{}", boot.to_string().replace([' ', ','], "-")))
+        .join(format!(
+            "{kernel}-{}",
+            boot.to_string().replace([' ', ','], "-")
+        ))
         .join(names.join("+"));
     let expect_oops = cases.iter().any(|c| c.kernels[kernel].oops);
     let outcome = (|| -> anyhow::Result<vm::VmOutcome> {
@@ -154,9 +161,21 @@ fn run_boot(
         cfg.share = Some(share.clone());
         cfg.echo_output = false;
         cfg.fs = if boot.fs == "xfs" { Fs::Xfs } else { Fs::Ext4 };
-        cfg.align = if boot.align == "2m" { Align::M2 } else { Align::K4 };
-        cfg.mode = if boot.mode == "devdax" { NsMode::Devdax } else { NsMode::Fsdax };
-        cfg.memmap_on = if boot.memmap == "ram" { MemmapOn::Ram } else { MemmapOn::Pmem };
+        cfg.align = if boot.align == "2m" {
+            Align::M2
+        } else {
+            Align::K4
+        };
+        cfg.mode = if boot.mode == "devdax" {
+            NsMode::Devdax
+        } else {
+            NsMode::Fsdax
+        };
+        cfg.memmap_on = if boot.memmap == "ram" {
+            MemmapOn::Ram
+        } else {
+            MemmapOn::Pmem
+        };
         cfg.timeout = std::time::Duration::from_secs(120 + 240 * cases.len() as u64);
         vm::run(&cfg)
     })();
@@ -178,7 +197,10 @@ fn run_boot(
     if let Ok(o) = &outcome
         && let Some(b) = o.boot_secs
     {
-        note(format!("{kernel}: boot-to-command {b:.1} s, {:.0} s in all", o.total_secs));
+        note(format!(
+            "{kernel}: boot-to-command {b:.1} s, {:.0} s in all",
+            o.total_secs
+        ));
     }
     let oops_seen = outcome
         .as_ref()
@@ -227,7 +249,11 @@ fn write_table(t: &table::Table, results: &[CaseResult]) -> anyhow::Result<()> {
 }
 
 pub fn render_table(t: &table::Table, results: &[CaseResult]) -> String {
-    let mut md = format!("| scenario | guest | {} |\n|---|---|{}\n", KERNELS.join(" | "), "---|".repeat(KERNELS.len()));
+    let mut md = format!(
+        "| scenario | guest | {} |\n|---|---|{}\n",
+        KERNELS.join(" | "),
+        "---|".repeat(KERNELS.len())
+    );
     for c in &t.cases {
         let cells: Vec<String> = KERNELS
             .iter()
@@ -237,7 +263,10 @@ pub fn render_table(t: &table::Table, results: &[CaseResult]) -> String {
                 }
                 match results.iter().find(|r| r.case == c.name && r.kernel == *k) {
                     Some(r) => {
-                        let mut cell = r.observed.as_ref().map_or_else(|| "?".into(), Observed::cell);
+                        let mut cell = r
+                            .observed
+                            .as_ref()
+                            .map_or_else(|| "?".into(), Observed::cell);
                         if !r.ok {
                             cell.push_str(" **(FAILED)**");
                         }
@@ -247,7 +276,13 @@ pub fn render_table(t: &table::Table, results: &[CaseResult]) -> String {
                 }
             })
             .collect();
-        md.push_str(&format!("| `{}`: {} | {} | {} |\n", c.name, c.about, c.boot, cells.join(" | ")));
+        md.push_str(&format!(
+            "| `{}`: {} | {} | {} |\n",
+            c.name,
+            c.about,
+            c.boot,
+            cells.join(" | ")
+        ));
     }
     md
 }

@@ -19,6 +19,8 @@ pub enum Kind {
     Simple,
     /// Unbind the pmem device while the workload holds its mapping.
     Unplug,
+    /// Run `workload` as a shell command (no recording); check its output.
+    Command,
 }
 
 /// How the guest is set up for a case.
@@ -69,8 +71,11 @@ pub struct Case {
     pub kind: Kind,
     #[serde(default)]
     pub boot: Boot,
-    /// refscope-workload arguments.
+    /// refscope-workload arguments (the command itself for `command`).
     pub workload: String,
+    /// Extra `refscope record` arguments.
+    #[serde(default)]
+    pub record_args: String,
     /// Check each mapping the workload reports against the trace's map
     /// events (address space of the workload, virtual address, pfn).
     #[serde(default)]
@@ -84,13 +89,23 @@ pub struct Expect {
     /// Rule id -> exact number of findings. Rules not listed must have no
     /// warning or error findings; info findings of unlisted rules are free.
     #[serde(default)]
-    pub findings: BTreeMap<String, u64>,
+    pub findings: BTreeMap<String, Count>,
     /// Event kind -> count ("16", ">=1", "0").
     #[serde(default)]
     pub events: BTreeMap<String, Count>,
     /// The known kernel oops happens after the recording (7.3.4 unplug).
     #[serde(default)]
     pub oops: bool,
+    /// Events the report says were lost.
+    #[serde(default)]
+    pub lost: Option<Count>,
+    /// Unlisted warning/error findings are allowed if all are `uncertain`
+    /// (a run forced to lose events must never assert a false positive).
+    #[serde(default)]
+    pub uncertain_ok: bool,
+    /// `command` cases: substrings the output must contain.
+    #[serde(default)]
+    pub stdout: Vec<String>,
 }
 
 /// An expected count: exact, or a lower bound.
@@ -140,12 +155,22 @@ impl<'de> Deserialize<'de> for Count {
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Table> {
-    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let table: Table =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a valid scenario table", path.display()))?;
+    let text =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let table: Table = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid scenario table", path.display()))?;
     for c in &table.cases {
-        if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') {
-            bail!("{}: case name `{}` must be [a-z0-9-]+", path.display(), c.name);
+        if c.name.is_empty()
+            || !c
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        {
+            bail!(
+                "{}: case name `{}` must be [a-z0-9-]+",
+                path.display(),
+                c.name
+            );
         }
         if c.kernels.is_empty() {
             bail!("{}: case `{}` lists no kernel", path.display(), c.name);
@@ -181,7 +206,11 @@ mod tests {
         assert!(t.cases.len() >= 8);
         for c in &t.cases {
             for k in c.kernels.keys() {
-                assert!(["6.1", "6.12", "7.3"].contains(&k.as_str()), "{}: kernel {k}", c.name);
+                assert!(
+                    ["6.1", "6.12", "7.3"].contains(&k.as_str()),
+                    "{}: kernel {k}",
+                    c.name
+                );
             }
         }
     }
