@@ -62,7 +62,35 @@ pub fn run_test(opts: &Options) -> anyhow::Result<()> {
 
     vm_group(&mut outcomes, None);
 
+    scenarios_group(&mut outcomes);
+
     summary(&outcomes)
+}
+
+/// Group "scenarios": the truth table (tests/scenarios.json) on every
+/// pinned kernel, one outcome per case and kernel.
+fn scenarios_group(outcomes: &mut Vec<Outcome>) {
+    step("scenario suite: tests/scenarios.json on 6.1, 6.12 and 7.3 (group scenarios)");
+    let t = Instant::now();
+    // The vm group built the guest binaries already.
+    let opts = crate::scenarios::Options {
+        no_build: true,
+        ..Default::default()
+    };
+    match crate::scenarios::run(&opts) {
+        Ok(results) => outcomes.extend(results.into_iter().map(|r| Outcome {
+            name: format!("scenario {} on {}", r.case, r.kernel),
+            ok: r.ok,
+            detail: r.detail,
+            secs: r.secs,
+        })),
+        Err(e) => outcomes.push(Outcome {
+            name: "scenarios".into(),
+            ok: false,
+            detail: format!("{e:#}"),
+            secs: t.elapsed().as_secs_f64(),
+        }),
+    }
 }
 
 /// Group "export": refscope's Perfetto, Parquet and JSONL exports of the
