@@ -64,6 +64,7 @@ refscope report /tmp/demo.jsonl
 fn live_script(rows: u16, cols: u16) -> String {
     format!(
         r#"stty rows {rows} cols {cols}
+dmesg -n 1
 (sleep 3; refscope-workload churn --seconds 3600 --pin >/dev/null 2>&1 || vm-touch /mnt/dax/demo 4 --hold 3600 >/dev/null) &
 refscope live
 "#
