@@ -5,7 +5,7 @@
 //! without a footer was cut short (SIGKILL, crash, disk full): it is still
 //! readable up to its last complete line.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -192,18 +192,25 @@ enum RecordOwned {
     Footer(Footer),
 }
 
+/// Longest line a reader accepts. refscope writes lines of a few hundred
+/// bytes (events) to some hundred KiB (a finding with a long timeline);
+/// the limit keeps a reader of a binary file or `/dev/zero` from buffering
+/// it whole.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
 /// Prefix of an event line as written by [`TraceWriter`] (fast path).
 const EVENT_PREFIX: &[u8] = br#"{"type":"event","#;
 
 /// Errors reading a trace. Every variant names the file and line.
 #[derive(Debug, Error)]
 pub enum TraceError {
-    /// The file could not be read.
-    #[error("{file}: read error: {source}")]
+    /// The file could not be read (the error is part of the message, not
+    /// a `source`, so it is printed once).
+    #[error("{file}: line {line}: read error: {error}")]
     Io {
         file: String,
-        #[source]
-        source: io::Error,
+        line: u64,
+        error: io::Error,
     },
     /// The file is empty.
     #[error("{file}: empty file: not a refscope trace")]
@@ -213,7 +220,7 @@ pub enum TraceError {
     NotATrace { file: String, reason: String },
     /// The trace was written by an incompatible version.
     #[error(
-        "{file}: trace format version {found} is not supported (this refscope reads version {FORMAT_VERSION}); use the refscope that wrote it"
+        "{file}: line 1: trace format version {found} is not supported (this refscope reads version {FORMAT_VERSION}); use the refscope that wrote it"
     )]
     Version { file: String, found: u32 },
     /// A line in the middle of the trace is not valid.
@@ -223,6 +230,13 @@ pub enum TraceError {
         line: u64,
         reason: String,
     },
+    /// A line longer than [`MAX_LINE_BYTES`]: not something refscope
+    /// wrote (a binary file, or a file without newlines).
+    #[error(
+        "{file}: line {line}: longer than {} MiB without a newline: not a refscope trace line",
+        MAX_LINE_BYTES >> 20
+    )]
+    LineTooLong { file: String, line: u64 },
     /// A second header, or records after the footer.
     #[error("{file}: line {line}: {reason}")]
     Structure {
@@ -249,12 +263,7 @@ impl<R: BufRead> TraceReader<R> {
     /// Read and check the header. `file` names the input in errors.
     pub fn new(mut inner: R, file: &str) -> Result<Self, TraceError> {
         let mut buf = Vec::with_capacity(4096);
-        let n = inner
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| TraceError::Io {
-                file: file.into(),
-                source,
-            })?;
+        let n = read_line(&mut inner, &mut buf, file, 1)?;
         if n == 0 {
             return Err(TraceError::Empty { file: file.into() });
         }
@@ -294,14 +303,9 @@ impl<R: BufRead> TraceReader<R> {
     pub fn next_record(&mut self) -> Option<Result<Record, TraceError>> {
         loop {
             self.buf.clear();
-            let n = match self.inner.read_until(b'\n', &mut self.buf) {
+            let n = match read_line(&mut self.inner, &mut self.buf, &self.file, self.line + 1) {
                 Ok(n) => n,
-                Err(source) => {
-                    return Some(Err(TraceError::Io {
-                        file: self.file.clone(),
-                        source,
-                    }));
-                }
+                Err(e) => return Some(Err(e)),
             };
             if n == 0 {
                 return None;
@@ -345,6 +349,30 @@ impl<R: BufRead> TraceReader<R> {
             };
         }
     }
+}
+
+/// One line (with its `\n`) into `buf`, at most [`MAX_LINE_BYTES`]; 0 at
+/// the end of the input. `line` is its number, for errors.
+fn read_line<R: BufRead>(
+    inner: &mut R,
+    buf: &mut Vec<u8>,
+    file: &str,
+    line: u64,
+) -> Result<usize, TraceError> {
+    let n = Read::take(&mut *inner, MAX_LINE_BYTES as u64)
+        .read_until(b'\n', buf)
+        .map_err(|error| TraceError::Io {
+            file: file.into(),
+            line,
+            error,
+        })?;
+    if n == MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+        return Err(TraceError::LineTooLong {
+            file: file.into(),
+            line,
+        });
+    }
+    Ok(n)
 }
 
 fn trim(line: &[u8]) -> &[u8] {
@@ -545,7 +573,52 @@ mod tests {
                 .unwrap()
                 .replacen("\"version\":1", "\"version\":99", 1);
         let err = read_all(text.as_bytes()).err().unwrap().to_string();
-        assert!(err.contains("version 99 is not supported"), "{err}");
+        assert!(
+            err.starts_with("t.jsonl: line 1: trace format version 99 is not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn endless_lines_are_refused_not_buffered() {
+        // /dev/zero or a binary file: no newline for ever.
+        let zeros = io::BufReader::new(io::repeat(0));
+        let err = TraceReader::new(zeros, "/dev/zero")
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            err,
+            "/dev/zero: line 1: longer than 16 MiB without a newline: not a refscope trace line"
+        );
+        let mut bytes = sample();
+        bytes.truncate(bytes.iter().position(|&b| b == b'\n').unwrap() + 1);
+        let tail = io::BufReader::new(io::repeat(b'x'));
+        let mut r = TraceReader::new(io::BufReader::new(bytes.chain(tail)), "t.jsonl").unwrap();
+        let err = r.next_record().unwrap().err().unwrap().to_string();
+        assert!(
+            err.starts_with("t.jsonl: line 2: longer than 16 MiB"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn read_errors_name_the_line_once() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("Is a directory"))
+            }
+        }
+        let err = TraceReader::new(io::BufReader::new(Failing), "adir")
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(text.starts_with("adir: line 1: read error: "), "{text}");
+        assert!(
+            std::error::Error::source(&err).is_none(),
+            "the cause is in the message; a source would print it twice"
+        );
     }
 
     #[test]
@@ -588,16 +661,29 @@ mod schema_tests {
                 .get(k)
                 .unwrap_or_else(|| panic!("{what}: key `{k}` is written but not in the schema"));
             if let Some(allowed) = p.get("enum").and_then(Value::as_array) {
-                assert!(allowed.contains(v), "{what}.{k}: {v} not in the schema's enum");
+                assert!(
+                    allowed.contains(v),
+                    "{what}.{k}: {v} not in the schema's enum"
+                );
             }
-            if let Some(items) = p.get("items").and_then(|i| i.get("enum")).and_then(Value::as_array) {
+            if let Some(items) = p
+                .get("items")
+                .and_then(|i| i.get("enum"))
+                .and_then(Value::as_array)
+            {
                 for x in v.as_array().unwrap() {
-                    assert!(items.contains(x), "{what}.{k}: {x} not in the schema's enum");
+                    assert!(
+                        items.contains(x),
+                        "{what}.{k}: {x} not in the schema's enum"
+                    );
                 }
             }
         }
         for r in def["required"].as_array().unwrap() {
-            assert!(obj.contains_key(r.as_str().unwrap()), "{what}: required `{r}` missing");
+            assert!(
+                obj.contains_key(r.as_str().unwrap()),
+                "{what}: required `{r}` missing"
+            );
         }
     }
 
@@ -680,8 +766,19 @@ mod schema_tests {
             check(v, &def(&ty), &ty);
         }
         let finding = lines.iter().find(|v| v["type"] == "finding").unwrap();
-        check(&finding["timeline"][0], &def("timeline_entry"), "timeline entry");
-        let kinds = def("event")["properties"]["kind"]["enum"].as_array().unwrap().len();
-        assert_eq!(kinds, EventKind::ALL.len(), "every event kind is in the schema");
+        check(
+            &finding["timeline"][0],
+            &def("timeline_entry"),
+            "timeline entry",
+        );
+        let kinds = def("event")["properties"]["kind"]["enum"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(
+            kinds,
+            EventKind::ALL.len(),
+            "every event kind is in the schema"
+        );
     }
 }
