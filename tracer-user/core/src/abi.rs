@@ -10,7 +10,18 @@ use refscope_common::{
 };
 use thiserror::Error;
 
-use crate::event::{Attach, Comm, Event, Flags, Hex};
+use crate::event::{Attach, Comm, Event, FLAG_NAMES, Flags, Hex};
+
+/// The flag bits a trace can hold (those with a name).
+const KNOWN_FLAGS: u32 = {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < FLAG_NAMES.len() {
+        mask |= FLAG_NAMES[i].0;
+        i += 1;
+    }
+    mask
+};
 
 /// Why a ring-buffer record could not be decoded.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -107,7 +118,9 @@ pub fn to_event(
         refs: r.refs,
         arg_flags: Hex(r.arg_flags),
         // HAS_STACK is a transport detail; the stack itself is in `stack`.
-        flags: Flags(r.flags & !flags::HAS_STACK),
+        // Bits without a name cannot be written to a trace: dropped, so the
+        // live analysis sees what a report of the trace sees.
+        flags: Flags(r.flags & KNOWN_FLAGS & !flags::HAS_STACK),
         ret: r.ret,
         stack: raw.frames.iter().filter_map(|&a| symbolize(a)).collect(),
         src_mm: Hex(match kind {
