@@ -11,6 +11,12 @@
 /// Later events from the same CPU after which a sequence gap is a loss.
 pub const REORDER_WINDOW: u32 = 64;
 
+/// CPUs tracked one by one (Linux's NR_CPUS is at most 8192 on x86-64).
+/// A larger CPU number only comes from a corrupt trace: its losses are
+/// counted together, and its sequence numbers are not followed (a
+/// per-CPU table indexed by it would not fit in memory).
+pub const MAX_CPUS: u32 = 8192;
+
 #[derive(Debug, Default, Clone)]
 struct Pending {
     from: u64,
@@ -38,13 +44,15 @@ pub struct LossTracker {
     cpus: Vec<CpuSeq>,
     /// Merged, sorted, non-overlapping `[first_t, last_t]` windows.
     windows: Vec<(u64, u64)>,
+    /// Drops reported for CPUs at or above [`MAX_CPUS`].
+    reported_elsewhere: u64,
 }
 
 impl LossTracker {
     /// Account for event `seq` from `cpu` at time `t`. Sequence 0 means
     /// "not from the kernel" (snapshot, synthetic) and is ignored.
     pub fn observe(&mut self, cpu: u32, seq: u64, t: u64) {
-        if seq == 0 {
+        if seq == 0 || cpu >= MAX_CPUS {
             return;
         }
         let idx = cpu as usize;
@@ -64,7 +72,7 @@ impl LossTracker {
                     age: 0,
                 });
             }
-        } else if seq > c.last_seq + 1 {
+        } else if seq > c.last_seq.saturating_add(1) {
             c.pending.push(Pending {
                 from: c.last_seq + 1,
                 to: seq - 1,
@@ -83,14 +91,15 @@ impl LossTracker {
         c.pending.retain_mut(|p| {
             p.age += 1;
             if p.age > REORDER_WINDOW {
-                confirmed.push((p.to - p.from + 1, p.t_before, p.t_after));
+                confirmed.push((gap_len(p), p.t_before, p.t_after));
                 false
             } else {
                 true
             }
         });
         for (n, a, b) in confirmed {
-            self.cpus[idx].gap_lost += n;
+            let c = &mut self.cpus[idx];
+            c.gap_lost = c.gap_lost.saturating_add(n);
             self.add_window(a, gap_end(a, b));
         }
     }
@@ -98,11 +107,16 @@ impl LossTracker {
     /// A loss record from the kernel's drop counters (`count` new drops on
     /// `cpu` between `first_t` and `last_t`).
     pub fn reported(&mut self, cpu: u32, count: u64, first_t: u64, last_t: u64) {
-        let idx = cpu as usize;
-        if self.cpus.len() <= idx {
-            self.cpus.resize(idx + 1, CpuSeq::default());
+        if cpu >= MAX_CPUS {
+            self.reported_elsewhere = self.reported_elsewhere.saturating_add(count);
+        } else {
+            let idx = cpu as usize;
+            if self.cpus.len() <= idx {
+                self.cpus.resize(idx + 1, CpuSeq::default());
+            }
+            let c = &mut self.cpus[idx];
+            c.reported = c.reported.saturating_add(count);
         }
-        self.cpus[idx].reported += count;
         if count > 0 {
             self.add_window(first_t, last_t);
         }
@@ -113,7 +127,7 @@ impl LossTracker {
         let mut windows = Vec::new();
         for c in &mut self.cpus {
             for p in c.pending.drain(..) {
-                c.gap_lost += p.to - p.from + 1;
+                c.gap_lost = c.gap_lost.saturating_add(gap_len(&p));
                 windows.push((p.t_before, gap_end(p.t_before, p.t_after)));
             }
         }
@@ -127,10 +141,13 @@ impl LossTracker {
         self.cpus
             .iter()
             .map(|c| {
-                let pending: u64 = c.pending.iter().map(|p| p.to - p.from + 1).sum();
-                (c.gap_lost + pending).max(c.reported)
+                let pending = c
+                    .pending
+                    .iter()
+                    .fold(0u64, |n, p| n.saturating_add(gap_len(p)));
+                c.gap_lost.saturating_add(pending).max(c.reported)
             })
-            .sum()
+            .fold(self.reported_elsewhere, u64::saturating_add)
     }
 
     /// Whether any loss window overlaps `[t0, t1]`.
@@ -169,6 +186,11 @@ impl LossTracker {
         }
         self.windows.splice(i..j, [(a, b)]);
     }
+}
+
+/// Events in a gap (saturating: a corrupt trace can claim a gap of 2^64).
+fn gap_len(p: &Pending) -> u64 {
+    (p.to - p.from).saturating_add(1)
 }
 
 /// Last possible time of the events lost between two delivered events: they
@@ -263,6 +285,22 @@ mod tests {
         l.reported(0, 5, 30, 40); // tail drops no later event revealed
         assert_eq!(l.total(), 7);
         assert!(l.any_between(35, 36));
+    }
+
+    #[test]
+    fn absurd_cpu_numbers_and_counts_do_not_exhaust_memory_or_overflow() {
+        // From a fuzzed trace: `"cpu": 2863311530` made a per-CPU table of
+        // 183 GB.
+        let mut l = LossTracker::default();
+        l.observe(2_863_311_530, 5, 10);
+        l.reported(u32::MAX, u64::MAX, 1, 2);
+        l.reported(u32::MAX, 7, 3, 4);
+        l.observe(0, u64::MAX, 20);
+        l.observe(0, u64::MAX, 21);
+        l.reported(0, u64::MAX, 5, 6);
+        l.finish();
+        assert_eq!(l.total(), u64::MAX);
+        assert!(l.any_between(1, 2));
     }
 
     #[test]
