@@ -28,6 +28,10 @@ type FxHashMap<K, V> = HashMap<K, V, FxBuildHasher>;
 const PMD_PAGES: u64 = 512;
 /// Largest mapping the shadow expects (a PMD), for range-overlap queries.
 const MAX_MAPPING_BYTES: u64 = PMD_PAGES * 4096;
+/// Largest mapping order the kernel reports (a PMD).
+const MAX_ORDER: u8 = refscope_common::PMD_ORDER;
+/// Page frame numbers of x86-64's 52-bit physical addresses are below this.
+const MAX_PFN: u64 = 1 << 40;
 
 /// Analysis settings.
 #[derive(Clone, Debug)]
@@ -69,6 +73,9 @@ pub struct Stats {
     pub pages_evicted: u64,
     pub timeline_evicted: u64,
     pub findings_dropped: u64,
+    /// Events no kernel produces (an order above a PMD's, a pfn beyond
+    /// 52-bit physical addresses): only from a corrupt trace; ignored.
+    pub invalid_events: u64,
     pub dax_kills: u64,
     pub holder_notifications: u64,
     /// FOLL_GET references found released by a later refcount reading
@@ -244,6 +251,12 @@ impl Analyzer {
         self.stats.events += 1;
         self.loss.observe(ev.cpu, ev.seq, ev.t);
         self.last_t = self.last_t.max(ev.t);
+        // The per-page loops below run over 2^order pages: a corrupt trace
+        // must not make them run for ever or overflow.
+        if ev.order > MAX_ORDER || ev.pfn >= MAX_PFN || ev.pfn_end >= MAX_PFN {
+            self.stats.invalid_events += 1;
+            return;
+        }
         match ev.kind {
             EventKind::Map => self.on_map(ev, false),
             EventKind::AttachMap => self.on_map(ev, true),
@@ -511,7 +524,9 @@ impl Analyzer {
     fn reconcile_gets(&mut self, pfn: u64, raw: i32) {
         let bias = self.bias(pfn);
         let pin_bias = self.cfg.gup.pin_bias;
-        let Some(page) = self.pages.get_mut(&pfn) else { return };
+        let Some(page) = self.pages.get_mut(&pfn) else {
+            return;
+        };
         if page.gets == 0 {
             return;
         }
@@ -740,7 +755,7 @@ impl Analyzer {
         let lo = start.saturating_sub(MAX_MAPPING_BYTES - 1);
         let hits: Vec<(u64, u64)> = self
             .mappings
-            .range((mm, lo)..(mm, end))
+            .range((mm, lo)..(mm, end.max(lo)))
             .filter(|((_, va), m)| va.saturating_add(4096u64 << m.order) > start)
             .map(|(k, _)| *k)
             .collect();
@@ -777,7 +792,7 @@ impl Analyzer {
         let (mm, start, end) = (ev.mm.0, ev.vaddr.0, ev.vaddr_end.0);
         let moved: Vec<(u64, Mapping)> = self
             .mappings
-            .range((mm, start)..(mm, end))
+            .range((mm, start)..(mm, end.max(start)))
             .map(|((_, va), m)| (*va, m.clone()))
             .collect();
         for (va, m) in moved {
@@ -795,7 +810,7 @@ impl Analyzer {
         let (src, dst) = (ev.src_mm.0, ev.mm.0);
         let copied: Vec<(u64, Mapping)> = self
             .mappings
-            .range((src, ev.vaddr.0)..(src, ev.vaddr_end.0))
+            .range((src, ev.vaddr.0)..(src, ev.vaddr_end.0.max(ev.vaddr.0)))
             .map(|((_, va), m)| (*va, m.clone()))
             .collect();
         for (va, m) in copied {
@@ -1191,7 +1206,7 @@ impl Analyzer {
 
         let pinned: Vec<((u64, u64), Holder)> = self
             .holders
-            .range((lo, 0)..(hi, 0))
+            .range((lo, 0)..(hi.max(lo), 0))
             .filter(|(_, h)| h.pins > 0)
             .map(|(k, h)| (*k, h.clone()))
             .collect();
