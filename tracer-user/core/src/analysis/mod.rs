@@ -411,7 +411,7 @@ impl Analyzer {
         PageView {
             pfn,
             raw_ref: p.raw_ref,
-            logical_ref: p.raw_ref.map(|r| r - bias),
+            logical_ref: p.raw_ref.map(|r| r.wrapping_sub(bias)),
             mapcount: p.mapcount,
             pins: p.pins,
             gets: p.gets,
@@ -530,8 +530,10 @@ impl Analyzer {
         if page.gets == 0 {
             return;
         }
-        let floor = bias + page.pins as i32 * pin_bias;
-        let gets_possible = (raw - floor).max(0) as u32;
+        // Wrapping, as in release builds: refcounts come from the kernel
+        // or a trace file, and a corrupt one must not panic.
+        let floor = bias.wrapping_add((page.pins as i32).wrapping_mul(pin_bias));
+        let gets_possible = raw.wrapping_sub(floor).max(0) as u32;
         if gets_possible >= page.gets {
             return;
         }
@@ -658,7 +660,7 @@ impl Analyzer {
             0
         };
         if let Some(raw) = ev.ref_after.or(ev.ref_before)
-            && raw - bias - transient <= 0
+            && raw.wrapping_sub(bias).wrapping_sub(transient) <= 0
         {
             let what = if ev.order > 0 { "PMD" } else { "PTE" };
             let explanation = format!(
@@ -666,7 +668,7 @@ impl Analyzer {
                  (logical {}, idle bias {bias}{}): the mapping holds no page reference{}.",
                 describe_proc(ev.pid, &ev.comm),
                 ev.vaddr,
-                raw - bias - transient,
+                raw.wrapping_sub(bias).wrapping_sub(transient),
                 if transient > 0 {
                     ", minus the fault's temporary reference"
                 } else {
@@ -894,19 +896,21 @@ impl Analyzer {
         let ty = self.page_type(pfn);
         let bias = idle_bias(self.cfg.model, ty);
         let delta = if kind.pin {
-            ev.refs.max(1) * self.cfg.gup.pin_bias
+            ev.refs.max(1).wrapping_mul(self.cfg.gup.pin_bias)
         } else {
             ev.refs.max(1)
         };
-        let before = ev.ref_before.or_else(|| ev.ref_after.map(|a| a - delta));
+        let before = ev
+            .ref_before
+            .or_else(|| ev.ref_after.map(|a| a.wrapping_sub(delta)));
         if let Some(b) = before
-            && b - bias <= 0
+            && b.wrapping_sub(bias) <= 0
         {
             let explanation = format!(
                 "{} took a {} on pfn {pfn:#x} whose _refcount was {b} before the call (logical {}, idle bias {bias}).",
                 describe_proc(ev.pid, &ev.comm),
                 label.as_str().replace('_', " "),
-                b - bias,
+                b.wrapping_sub(bias),
             );
             self.raise(Raise {
                 rule: RuleId::PinOnIdlePage,
@@ -960,11 +964,11 @@ impl Analyzer {
         h.longterm |= kind.longterm;
         let page = self.pages.entry(pfn).or_default();
         if kind.pin {
-            h.pins += refs;
-            page.pins += refs;
+            h.pins = h.pins.saturating_add(refs);
+            page.pins = page.pins.saturating_add(refs);
         } else {
-            h.gets += refs;
-            page.gets += refs;
+            h.gets = h.gets.saturating_add(refs);
+            page.gets = page.gets.saturating_add(refs);
         }
     }
 
@@ -1140,7 +1144,7 @@ impl Analyzer {
             (ev.pgmap.0 != 0 && g.id == ev.pgmap)
                 || g.ranges
                     .iter()
-                    .any(|&(a, b)| a < range.1.max(range.0 + 1) && range.0 < b)
+                    .any(|&(a, b)| a < range.1.max(range.0.saturating_add(1)) && range.0 < b)
         }) {
             if self.pgmaps[i].id.0 == 0 {
                 self.pgmaps[i].id = ev.pgmap;
