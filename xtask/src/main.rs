@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod build;
 mod clippy;
 mod demo;
+mod fuzz;
 mod scenarios;
 mod setup;
 mod test;
@@ -40,6 +41,9 @@ enum Cmd {
     /// The end-to-end truth table: scenarios x kernels, checked against
     /// tests/scenarios.json (--table rewrites the README table).
     Scenarios(scenarios::Options),
+    /// Fuzz the trace reader and the event decoder (cargo-fuzz, nightly)
+    /// for a bounded time each; crashes go to fuzz/regressions/.
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Cmd::Test(o) => test::run_test(o),
         Cmd::Clippy(o) => clippy::run_clippy(o),
         Cmd::Scenarios(o) => scenarios::run_cli(o),
+        Cmd::Fuzz(o) => fuzz::run_fuzz(o),
         // Its exit status is the guest command's.
         Cmd::Vm(o) => match vm::run_cli(o) {
             Ok(code) => return code,

@@ -8,5 +8,7 @@
 pub mod abi;
 pub mod analysis;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod trace;
