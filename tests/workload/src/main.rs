@@ -73,6 +73,8 @@ enum Cmd {
     PinBench(bench::PinBench),
     /// The fault-bench baseline on anonymous memory (no device memory).
     AnonBench(bench::AnonBench),
+    /// fork + exec + wait loop (no device memory): process churn.
+    ExecBench(bench::ExecBench),
 }
 
 impl Cmd {
@@ -93,6 +95,7 @@ impl Cmd {
             Cmd::FaultBench(_) => "fault-bench",
             Cmd::PinBench(_) => "pin-bench",
             Cmd::AnonBench(_) => "anon-bench",
+            Cmd::ExecBench(_) => "exec-bench",
         }
     }
 }
@@ -114,6 +117,7 @@ fn run(ctx: &Ctx, cmd: &Cmd) -> anyhow::Result<()> {
         Cmd::FaultBench(a) => bench::fault_bench(ctx, a),
         Cmd::PinBench(a) => bench::pin_bench(ctx, a),
         Cmd::AnonBench(a) => bench::anon_bench(ctx, a),
+        Cmd::ExecBench(a) => bench::exec_bench(ctx, a),
     }
 }
 
@@ -199,6 +203,8 @@ mod tests {
         assert!(parse(&["snapshot-churn", "--pages", "100", "--interval", "1ms"]).is_ok());
         assert!(parse(&["anon-bench", "--size", "8", "--pins"]).is_ok());
         assert!(parse(&["pin-bench", "--anon"]).is_ok());
+        assert!(parse(&["exec-bench", "--count", "10", "--program", "/bin/true"]).is_ok());
+        assert!(parse(&["fault-bench", "--size", "8", "--rate", "5000"]).is_ok());
         assert!(parse(&["nope"]).is_err());
     }
 }

@@ -1,7 +1,7 @@
-//! Soak and benchmark loads: churn, fault-bench, pin-bench, anon-bench.
-//! They print throughput and do not list mappings (too many).
+//! Soak and benchmark loads: churn, fault-bench, pin-bench, anon-bench,
+//! exec-bench. They print throughput and do not list mappings (too many).
 
-use std::time::Instant;
+use std::{ffi::CString, time::Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -132,10 +132,40 @@ pub struct FaultBench {
     /// forcing PTE faults.
     #[arg(long)]
     pub pmd: bool,
+    /// Pace the touches at about this many pages per second (sleeping
+    /// between 64-page chunks) instead of touching as fast as possible:
+    /// a steady event rate for a tracer's capacity test.
+    #[arg(long, value_name = "PAGES_PER_SEC")]
+    pub rate: Option<f64>,
     #[command(flatten)]
     pub touch: TouchMode,
     #[command(flatten)]
     pub fopts: FileOpts,
+}
+
+/// Touch `order`'s pages of `m`, at most `rate` pages per second counted
+/// from `start` with `done` pages already touched (None: flat out).
+fn touch_paced(
+    m: &Mapping,
+    order: &[usize],
+    write: bool,
+    rate: Option<f64>,
+    start: Instant,
+    done: &mut u64,
+) {
+    let Some(rate) = rate.filter(|r| *r > 0.0) else {
+        touch_pages(m, order, write, false);
+        *done += order.len() as u64;
+        return;
+    };
+    for chunk in order.chunks(64) {
+        touch_pages(m, chunk, write, false);
+        *done += chunk.len() as u64;
+        let due = std::time::Duration::from_secs_f64(*done as f64 / rate);
+        if let Some(ahead) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
 }
 
 pub fn fault_bench(ctx: &Ctx, a: &FaultBench) -> anyhow::Result<()> {
@@ -153,6 +183,8 @@ pub fn fault_bench(ctx: &Ctx, a: &FaultBench) -> anyhow::Result<()> {
     ));
     let order: Vec<usize> = (0..pages).collect();
     let mut rounds = Vec::new();
+    let paced_from = Instant::now();
+    let mut touched = 0u64;
     for r in 0..a.rounds.max(1) {
         let t = Instant::now();
         let align = if a.pmd { PMD_SIZE } else { PAGE_SIZE };
@@ -162,7 +194,14 @@ pub fn fault_bench(ctx: &Ctx, a: &FaultBench) -> anyhow::Result<()> {
         } else {
             force_pte(ctx, &m);
         }
-        touch_pages(&m, &order, a.touch.is_write(), false);
+        touch_paced(
+            &m,
+            &order,
+            a.touch.is_write(),
+            a.rate,
+            paced_from,
+            &mut touched,
+        );
         m.unmap().context("munmap")?;
         let ms = sys::ms_since(t);
         ctx.say(format!("round {r}: {pages} pages in {ms:.1} ms"));
@@ -178,6 +217,7 @@ pub fn fault_bench(ctx: &Ctx, a: &FaultBench) -> anyhow::Result<()> {
             .with("pages", pages)
             .with("rounds", rounds.len())
             .with("pmd", a.pmd)
+            .with("rate", a.rate)
             .with("touch", a.touch.name())
             .with("mappings", Vec::<Json>::new())
             .with("pins", 0u32)
@@ -338,5 +378,95 @@ pub fn anon_bench(ctx: &Ctx, a: &AnonBench) -> anyhow::Result<()> {
             .with("pins", if a.pins { pages * rounds.len() } else { 0 })
             .with("device_pages", device_pages)
             .with("throughput", st),
+    )
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExecBench {
+    /// fork + execve + wait of PROGRAM per round, this many times.
+    #[arg(long, default_value_t = 100)]
+    pub count: usize,
+    /// Rounds.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// The program to run (with no arguments); it must exit 0.
+    #[arg(long, default_value = "/bin/true", value_name = "PATH")]
+    pub program: String,
+}
+
+/// Process churn that touches no device memory: every fork copies page
+/// tables (`copy_page_range`), every exec and exit tears an address space
+/// down (`unmap_page_range`/`zap_vma_range`, `exit_mmap`): hooks a DAX
+/// tracer has on, whose in-kernel filter must make them cheap.
+pub fn exec_bench(ctx: &Ctx, a: &ExecBench) -> anyhow::Result<()> {
+    let prog = CString::new(a.program.as_str()).context("--program contains a NUL byte")?;
+    let argv = [prog.as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let count = a.count.max(1);
+    let mut rounds = Vec::new();
+    for r in 0..a.rounds.max(1) {
+        let t = Instant::now();
+        for _ in 0..count {
+            // SAFETY: the child only calls execve and _exit (async-signal
+            // safe) with pointers prepared before the fork.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                bail!("fork: {}", std::io::Error::last_os_error());
+            }
+            if pid == 0 {
+                // SAFETY: as above; argv and envp are NULL-terminated.
+                unsafe {
+                    libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    libc::_exit(127);
+                }
+            }
+            let mut status = 0;
+            loop {
+                // SAFETY: valid pointer; our own child.
+                let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+                if rc == pid {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                if rc < 0 && e.kind() != std::io::ErrorKind::Interrupted {
+                    bail!("waitpid({pid}): {e}");
+                }
+            }
+            if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                bail!("{} did not exit 0 (wait status {status:#x})", a.program);
+            }
+        }
+        rounds.push(sys::ms_since(t));
+        if r == 0 {
+            ctx.ready(ctx.line("ready").with("count", count))?;
+        }
+    }
+    let best = rounds.iter().copied().fold(f64::INFINITY, f64::min);
+    let mean = rounds.iter().sum::<f64>() / rounds.len() as f64;
+    ctx.say(format!(
+        "{count} fork+exec of {} x {} rounds; best {:.0} execs/s",
+        a.program,
+        rounds.len(),
+        count as f64 / (best / 1000.0)
+    ));
+    ctx.emit(
+        &ctx.done_line()
+            .with("program", a.program.as_str())
+            .with("count", count)
+            .with("rounds", rounds.len())
+            .with("mappings", Vec::<Json>::new())
+            .with("pins", 0u32)
+            .with(
+                "throughput",
+                Obj::new()
+                    .with(
+                        "rounds_ms",
+                        rounds.iter().map(|&x| Json::Float(x)).collect::<Vec<_>>(),
+                    )
+                    .with("best_ms", best)
+                    .with("mean_ms", mean)
+                    .with("execs_per_sec", count as f64 / (best / 1000.0))
+                    .with("mean_execs_per_sec", count as f64 / (mean / 1000.0)),
+            ),
     )
 }
