@@ -12,11 +12,18 @@ use refscope_core::analysis::{Analyzer, Finding, RuleId, Severity, Status};
 
 /// Create `path` for writing: mode 0600, never following a symlink, never
 /// replacing an existing file unless `force` (then the old one is removed
-/// first, so a symlink there is removed, not followed).
+/// first, so a symlink there is removed, not followed). Only regular files
+/// and symlinks are ever replaced: `-o /dev/null --force` as root would
+/// otherwise delete the device node.
 pub fn create_output(path: &Path, force: bool) -> anyhow::Result<File> {
     if force {
         match fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => bail!("{} is a directory", path.display()),
+            Ok(m) if !m.is_file() && !m.file_type().is_symlink() => bail!(
+                "{} is not a regular file (a device, FIFO or socket): refscope replaces only \
+                 regular files, even with --force",
+                path.display()
+            ),
             Ok(_) => fs::remove_file(path)
                 .with_context(|| format!("cannot replace {}", path.display()))?,
             Err(_) => {}
@@ -35,6 +42,30 @@ pub fn create_output(path: &Path, force: bool) -> anyhow::Result<File> {
             ),
             _ => anyhow::Error::new(e).context(format!("cannot create {}", path.display())),
         })
+}
+
+/// Write `--ready-file`: our pid and a newline. An existing regular file is
+/// replaced (scripts reuse the name); a symlink there is refused, not
+/// followed (the file is written as root, often in /tmp).
+pub fn write_ready_file(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .and_then(|f| {
+            if f.metadata()?.is_file() {
+                Ok(f)
+            } else {
+                Err(io::Error::other("not a regular file"))
+            }
+        })
+        .with_context(|| format!("failed to write the ready file {}", path.display()))?;
+    writeln!(f, "{}", std::process::id())
+        .with_context(|| format!("failed to write the ready file {}", path.display()))
 }
 
 /// One line for a finding as it happens.
@@ -97,7 +128,7 @@ pub fn summary(a: &Analyzer, events: u64, decode_errors: u64, path: &Path, quiet
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt};
 
     use super::*;
 
@@ -136,6 +167,46 @@ mod tests {
                 .file_type()
                 .is_symlink()
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn force_never_replaces_devices_fifos_or_sockets() {
+        let err = create_output(Path::new("/dev/null"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        assert!(Path::new("/dev/null").exists());
+        let dir = std::env::temp_dir().join(format!("refscope-fifo-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(create_output(&fifo, true).is_err());
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_ready_file_never_follows_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("refscope-ready-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let ready = dir.join("ready");
+        write_ready_file(&ready).unwrap();
+        write_ready_file(&ready).unwrap();
+        assert_eq!(
+            fs::read_to_string(&ready).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        let victim = dir.join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(write_ready_file(&link).is_err());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -67,8 +67,7 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
         ..
     } = probes;
     if let Some(ready) = &args.ready_file {
-        fs::write(ready, format!("{}\n", std::process::id()))
-            .with_context(|| format!("failed to write the ready file {}", ready.display()))?;
+        output::write_ready_file(ready)?;
     }
     if !args.quiet {
         eprintln!(
