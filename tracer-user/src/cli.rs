@@ -1,9 +1,13 @@
 //! The command line. Parsing only: every subcommand's behaviour lives in its
 //! own module.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{
+    Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum,
+    builder::PossibleValuesParser, error::ErrorKind,
+};
+use refscope_core::analysis::RuleId;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,12 +50,14 @@ pub struct TraceOpts {
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
 
-    /// Only trace mappings and pins made by processes with this command name.
-    #[arg(long, value_name = "NAME")]
+    /// Only trace mappings and pins made by processes with this command name
+    /// (as the kernel keeps it: at most 15 bytes).
+    #[arg(long, value_name = "NAME", value_parser = parse_comm)]
     pub comm: Option<String>,
 
-    /// Size of the kernel-to-userspace ring buffer (bytes; K/M/G suffixes).
-    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    /// Size of the kernel-to-userspace ring buffer (bytes; K/M/G suffixes;
+    /// rounded up to a power of two, 4K to 1G).
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_ringbuf_size)]
     pub ringbuf_size: u64,
 
     /// How to attach: fentry/fexit where the kernel allows (default), or
@@ -101,11 +107,18 @@ pub struct LiveArgs {
     pub force: bool,
 
     /// Show a recorded trace instead of the live kernel.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["output", "pids", "comm"])]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = [
+            "output", "force", "pids", "comm", "ringbuf_size", "attach",
+            "raw_kernel_addresses", "no_snapshot", "gup_stacks",
+        ]
+    )]
     pub replay: Option<PathBuf>,
 
-    /// Replay speed: 1 = real time, 0 = as fast as possible.
-    #[arg(long, value_name = "X", default_value_t = 1.0, requires = "replay")]
+    /// Replay speed: 1 = real time, 0 = as fast as possible (0.01 to 10000).
+    #[arg(long, value_name = "X", default_value_t = 1.0, requires = "replay", value_parser = parse_speed)]
     pub speed: f64,
 }
 
@@ -123,8 +136,8 @@ pub struct RecordArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
-    #[arg(short, long, value_name = "SECONDS")]
+    /// Stop after this many seconds (default: until SIGINT/SIGTERM/SIGHUP).
+    #[arg(short, long, value_name = "SECONDS", value_parser = parse_duration)]
     pub duration: Option<f64>,
 
     /// Create this file once every hook is attached (for scripts).
@@ -146,7 +159,7 @@ pub struct ReportArgs {
     pub json: bool,
 
     /// Only findings of this rule (repeatable).
-    #[arg(long = "rule", value_name = "ID")]
+    #[arg(long = "rule", value_name = "ID", value_parser = rule_ids())]
     pub rules: Vec<String>,
 
     /// Only this page.
@@ -194,15 +207,15 @@ pub struct ExportArgs {
     pub pfn_range: Option<(u64, u64)>,
 
     /// Only events at or after this many seconds into the trace.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_offset)]
     pub since: Option<f64>,
 
     /// Only events before this many seconds into the trace.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_offset)]
     pub until: Option<f64>,
 
     /// Only pages with a finding of this rule.
-    #[arg(long = "rule", value_name = "ID")]
+    #[arg(long = "rule", value_name = "ID", value_parser = rule_ids())]
     pub rules: Vec<String>,
 }
 
@@ -211,6 +224,146 @@ pub struct DoctorArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+impl Cli {
+    /// Parse the command line, then check what clap cannot express (one
+    /// argument against another, the filesystem): misuse is reported the
+    /// way clap reports it (usage, exit status 2), before anything runs.
+    pub fn parse_checked() -> Cli {
+        let mut cmd = Cli::command();
+        let cli = cmd
+            .try_get_matches_from_mut(std::env::args_os())
+            .and_then(|m| Cli::from_arg_matches(&m))
+            .unwrap_or_else(|e| e.exit());
+        if let Err((sub, kind, msg)) = cli.check() {
+            let mut sub_cmd = cmd.find_subcommand_mut(sub).cloned().unwrap_or(cmd);
+            sub_cmd = sub_cmd.bin_name(format!("refscope {sub}"));
+            sub_cmd.error(kind, msg).exit();
+        }
+        cli
+    }
+
+    /// Conflicts between values: `(subcommand, kind, message)`.
+    pub fn check(&self) -> Result<(), (&'static str, ErrorKind, String)> {
+        match &self.command {
+            Command::Export(a) => {
+                if let (Some(s), Some(u)) = (a.since, a.until)
+                    && s >= u
+                {
+                    return Err((
+                        "export",
+                        ErrorKind::ArgumentConflict,
+                        format!("--since {s} must be before --until {u}"),
+                    ));
+                }
+                if same_file(&a.file, &a.output) {
+                    return Err((
+                        "export",
+                        ErrorKind::ArgumentConflict,
+                        format!(
+                            "the output {} is the input trace: refscope would destroy what it reads",
+                            a.output.display()
+                        ),
+                    ));
+                }
+            }
+            Command::Record(a) => {
+                if let Some(r) = &a.ready_file
+                    && (r == &a.output || same_file(r, &a.output))
+                {
+                    return Err((
+                        "record",
+                        ErrorKind::ArgumentConflict,
+                        format!(
+                            "--ready-file {} is the output trace: it would overwrite it",
+                            r.display()
+                        ),
+                    ));
+                }
+            }
+            Command::Live(_) | Command::Report(_) | Command::Doctor(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Whether two paths name the same existing file.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// `--rule`: one of the rule ids.
+fn rule_ids() -> PossibleValuesParser {
+    PossibleValuesParser::new(RuleId::ALL.iter().map(|r| r.id()))
+}
+
+/// `--comm`: the kernel keeps 15 bytes of a command name (TASK_COMM_LEN
+/// 16 with the NUL); a longer name would silently match nothing.
+pub fn parse_comm(s: &str) -> Result<String, String> {
+    match s.len() {
+        0 => Err("an empty command name matches nothing".into()),
+        1..=15 => Ok(s.to_owned()),
+        n => Err(format!(
+            "`{s}` is {n} bytes; the kernel keeps the first 15 bytes of a command name: use `{}`",
+            s.get(..15).unwrap_or(s)
+        )),
+    }
+}
+
+/// `--duration`: a positive, representable number of seconds.
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    let d: f64 = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{s}` is not a number of seconds: {e}"))?;
+    if !(d > 0.0) || Duration::try_from_secs_f64(d).is_err() {
+        return Err(format!(
+            "`{s}` is not a usable duration: give a positive number of seconds"
+        ));
+    }
+    Ok(d)
+}
+
+/// `--since`, `--until`: seconds into the trace, 0 or more.
+pub fn parse_offset(s: &str) -> Result<f64, String> {
+    let d: f64 = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{s}` is not a number of seconds: {e}"))?;
+    if !(d >= 0.0 && d.is_finite()) {
+        return Err(format!("`{s}` is not a non-negative number of seconds"));
+    }
+    Ok(d)
+}
+
+/// `--speed`: 0 (as fast as possible) or a factor from 0.01 to 10000.
+pub fn parse_speed(s: &str) -> Result<f64, String> {
+    let x: f64 = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{s}` is not a number: {e}"))?;
+    if x == 0.0 || (0.01..=10_000.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!(
+            "`{s}`: give 0 (as fast as possible) or a factor from 0.01 to 10000"
+        ))
+    }
+}
+
+/// `--ringbuf-size`: [`parse_size`], at most 1G (the largest ring buffer
+/// refscope maps).
+pub fn parse_ringbuf_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if n > 1 << 30 {
+        return Err(format!("`{s}` is larger than the largest ring buffer, 1G"));
+    }
+    Ok(n)
 }
 
 /// `4096`, `0x1000`.

@@ -5,15 +5,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 use refscope::{
     cli::{Cli, Command},
     doctor, export, live, record, report,
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     match cli.command {
         // The live view routes logs away from the terminal it owns.
         Command::Live(_) => live::init_logging(cli.verbose),
