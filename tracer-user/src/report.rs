@@ -31,6 +31,8 @@ pub struct Analysed {
     /// Line number of an incomplete last line, if the trace was cut short.
     pub truncated_at: Option<u64>,
     pub has_footer: bool,
+    /// The footer's `end_reason` (`signal`, `duration`, `error: ...`).
+    pub end_reason: Option<String>,
     pub end_t: u64,
 }
 
@@ -45,6 +47,7 @@ pub fn analyse(path: &Path, timeline: usize) -> anyhow::Result<Analysed> {
     let mut progress = Progress::new(size);
     let mut events = 0u64;
     let mut end_t = 0;
+    let mut end_reason = None;
     while let Some(rec) = reader.next_record() {
         match rec? {
             Record::Event(ev) => {
@@ -56,7 +59,10 @@ pub fn analyse(path: &Path, timeline: usize) -> anyhow::Result<Analysed> {
                 }
             }
             Record::Loss(l) => analyzer.apply_loss(&l),
-            Record::Footer(f) => end_t = end_t.max(f.end_t),
+            Record::Footer(f) => {
+                end_t = end_t.max(f.end_t);
+                end_reason = Some(f.end_reason);
+            }
             // Findings in the trace are what was reported live; the report
             // recomputes them from the events.
             Record::Finding(_) | Record::Header(_) => {}
@@ -67,6 +73,7 @@ pub fn analyse(path: &Path, timeline: usize) -> anyhow::Result<Analysed> {
     Ok(Analysed {
         header,
         has_footer: reader.footer().is_some(),
+        end_reason,
         truncated_at: reader.truncated_at(),
         analyzer,
         events,
@@ -78,11 +85,21 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let rules = parse_rules(&args.rules)?;
     let a = analyse(&args.file, args.timeline)?;
     let name = args.file.display();
+    if let Some(reason) = a
+        .end_reason
+        .as_deref()
+        .and_then(|r| r.strip_prefix("error: "))
+    {
+        eprintln!(
+            "refscope: warning: the recording of {name} stopped on an error ({reason}); \
+             analysed everything it holds"
+        );
+    }
     if !a.has_footer {
         match a.truncated_at {
             Some(line) => eprintln!(
                 "refscope: warning: {name} ends in an incomplete line {line} and has no footer \
-                 (the recording was killed); analysed everything before it"
+                 (the recording was killed, or its disk filled up); analysed everything before it"
             ),
             None => eprintln!(
                 "refscope: warning: {name} has no footer (the recording did not stop cleanly); analysed all of it"

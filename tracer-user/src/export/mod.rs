@@ -138,6 +138,8 @@ pub struct Totals {
     pub findings: usize,
     pub end_t: u64,
     pub has_footer: bool,
+    /// The footer's `end_reason`.
+    pub end_reason: Option<String>,
     pub truncated_at: Option<u64>,
 }
 
@@ -226,6 +228,7 @@ pub fn stream<R: BufRead, S: Sink>(
     )?;
     totals.findings = analyzer.findings().len();
     totals.has_footer = footer.is_some();
+    totals.end_reason = footer.map(|f| f.end_reason);
     totals.truncated_at = reader.truncated_at();
     Ok(totals)
 }
@@ -297,6 +300,17 @@ impl Drop for Cleanup {
     }
 }
 
+/// Removes a directory made for a failed export (only if left empty).
+struct CleanupDir(Option<PathBuf>);
+
+impl Drop for CleanupDir {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     // Read the header first: a file that is not a trace fails before any
     // output is created.
@@ -328,13 +342,18 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             (totals, what)
         }
         ExportFormat::Parquet => {
+            // A directory made for this export goes too if it fails (the
+            // file cleanup below runs first: locals drop in reverse).
+            let made = fs::symlink_metadata(out).is_err();
             let dir = parquet::prepare_dir(out)?;
+            let mut dir_cleanup = CleanupDir(made.then(|| dir.clone()));
             let mut sink = parquet::ParquetSink::create(&dir, args.force, &header, &filter)?;
             let mut cleanup = Cleanup(sink.paths());
             let totals = stream(reader, size, &filter, &mut sink)
                 .with_context(|| format!("exporting to {}", out.display()))?;
             let (events, findings) = sink.close()?;
             cleanup.0.clear();
+            dir_cleanup.0 = None;
             (
                 totals,
                 format!(
@@ -356,11 +375,21 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let name = args.file.display();
+    if let Some(reason) = totals
+        .end_reason
+        .as_deref()
+        .and_then(|r| r.strip_prefix("error: "))
+    {
+        eprintln!(
+            "refscope: warning: the recording of {name} stopped on an error ({reason}); \
+             exported everything it holds"
+        );
+    }
     if !totals.has_footer {
         match totals.truncated_at {
             Some(line) => eprintln!(
                 "refscope: warning: {name} ends in an incomplete line {line} and has no footer \
-                 (the recording was killed); exported everything before it"
+                 (the recording was killed, or its disk filled up); exported everything before it"
             ),
             None => eprintln!(
                 "refscope: warning: {name} has no footer (the recording did not stop cleanly); exported all of it"
