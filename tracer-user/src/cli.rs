@@ -81,7 +81,16 @@ pub struct TraceOpts {
     /// Events kept per page in the timeline.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub timeline: usize,
+
+    /// Pages tracked at most: past it the least recently used idle pages
+    /// are forgotten (and counted as evicted), so memory stays bounded.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PAGES, value_parser = parse_max_pages)]
+    pub max_pages: usize,
 }
+
+/// `--max-pages` by default (what the caps cost in memory:
+/// docs/reliability.md).
+pub const DEFAULT_MAX_PAGES: usize = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AttachMode {
@@ -173,6 +182,11 @@ pub struct ReportArgs {
     /// Events kept per page in the timeline.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub timeline: usize,
+
+    /// Pages tracked at most (as for `record`): memory stays bounded on
+    /// any trace.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PAGES, value_parser = parse_max_pages)]
+    pub max_pages: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -364,6 +378,15 @@ pub fn parse_ringbuf_size(s: &str) -> Result<u64, String> {
         return Err(format!("`{s}` is larger than the largest ring buffer, 1G"));
     }
     Ok(n)
+}
+
+/// `--max-pages`: at least 1.
+pub fn parse_max_pages(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("at least one page must be tracked".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("`{s}` is not a number of pages: {e}")),
+    }
 }
 
 /// `4096`, `0x1000`.

@@ -124,6 +124,43 @@ pub fn summary(a: &Analyzer, events: u64, decode_errors: u64, path: &Path, quiet
             "refscope: {lost} events were lost; findings that depend on them are marked uncertain (raise --ringbuf-size)"
         );
     }
+    if let Some(line) = caps_line(a) {
+        eprintln!("refscope: {line}");
+    }
+}
+
+/// What the memory caps cost, if anything: pages forgotten at
+/// `--max-pages`, timeline events dropped at `--timeline`, findings not
+/// kept, events no kernel produces.
+pub fn caps_line(a: &Analyzer) -> Option<String> {
+    let s = a.stats();
+    let cfg = a.config();
+    let mut parts = Vec::new();
+    if s.pages_evicted > 0 {
+        parts.push(format!(
+            "{} idle pages forgotten at the --max-pages cap of {}",
+            s.pages_evicted, cfg.max_pages
+        ));
+    }
+    if s.timeline_evicted > 0 {
+        parts.push(format!(
+            "{} older timeline events dropped (--timeline {})",
+            s.timeline_evicted, cfg.timeline_len
+        ));
+    }
+    if s.findings_dropped > 0 {
+        parts.push(format!(
+            "{} findings past the first {} only counted",
+            s.findings_dropped, cfg.max_findings
+        ));
+    }
+    if s.invalid_events > 0 {
+        parts.push(format!(
+            "{} invalid events ignored (no kernel produces them: corrupt input?)",
+            s.invalid_events
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("memory caps: {}", parts.join("; ")))
 }
 
 #[cfg(test)]

@@ -36,14 +36,16 @@ pub struct Analysed {
     pub end_t: u64,
 }
 
-/// Read and analyse `path`, showing progress on a terminal for large files.
-pub fn analyse(path: &Path, timeline: usize) -> anyhow::Result<Analysed> {
+/// Read and analyse `path`, showing progress on a terminal for large files;
+/// at most `max_pages` pages are tracked (`--max-pages`).
+pub fn analyse(path: &Path, timeline: usize, max_pages: usize) -> anyhow::Result<Analysed> {
     let name = path.display().to_string();
     let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut reader = TraceReader::new(BufReader::with_capacity(1 << 20, file), &name)?;
     let header = reader.header().clone();
     let mut analyzer = analyzer_for(&header, timeline);
+    analyzer.set_max_pages(max_pages);
     let mut progress = Progress::new(size);
     let mut events = 0u64;
     let mut end_t = 0;
@@ -83,7 +85,7 @@ pub fn analyse(path: &Path, timeline: usize) -> anyhow::Result<Analysed> {
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let rules = parse_rules(&args.rules)?;
-    let a = analyse(&args.file, args.timeline)?;
+    let a = analyse(&args.file, args.timeline, args.max_pages)?;
     let name = args.file.display();
     if let Some(reason) = a
         .end_reason
@@ -212,6 +214,9 @@ fn write_text(out: &mut impl Write, a: &Analysed, findings: &[&Finding]) -> std:
             ", trace incomplete"
         }
     )?;
+    if let Some(line) = crate::output::caps_line(&a.analyzer) {
+        writeln!(out, "{line}")?;
+    }
     let hooks: Vec<String> = h
         .hooks
         .iter()

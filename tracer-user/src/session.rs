@@ -195,7 +195,8 @@ impl Session {
             ringbuf_bytes: u64::from(loader::ringbuf_size(opts.ringbuf_size)),
             command,
         };
-        let pipeline = Pipeline::new(&header, opts.timeline, mapper, facts.kallsyms.ok());
+        let mut pipeline = Pipeline::new(&header, opts.timeline, mapper, facts.kallsyms.ok());
+        pipeline.analyzer.set_max_pages(opts.max_pages);
         Ok(Session {
             header,
             probes,

@@ -321,3 +321,33 @@ fn traces_cut_short_are_read_up_to_their_last_complete_line() {
         assert!(err.contains("warning"), "export {name}: no warning:\n{err}");
     }
 }
+
+#[test]
+fn implausible_events_are_counted_not_analysed() {
+    let d = Dir(std::env::temp_dir().join(format!("refscope-odd-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&d.0);
+    std::fs::create_dir_all(&d.0).expect("temp dir");
+    let dir = d.0.as_path();
+    // From the fuzzers: a CPU number that made a 183 GB table, an order
+    // that overflowed a shift.
+    let odd = with_line(
+        3,
+        r#"{"type":"event","t":5000002000,"cpu":2863311530,"seq":2,"kind":"map","hook":"insert_pfn","pid":200,"mm":"0x1","vaddr":"0x1000","pfn":1048577,"order":97}"#,
+    );
+    std::fs::write(dir.join("odd.jsonl"), odd).expect("write");
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .args(["report", "odd.jsonl"])
+        .output()
+        .expect("report");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("1 invalid events ignored (no kernel produces them: corrupt input?)"),
+        "{text}"
+    );
+}

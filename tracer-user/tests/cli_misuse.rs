@@ -132,6 +132,10 @@ fn misuse_gets_clap_style_errors_and_does_nothing() {
         ),
         (&["report", "t.jsonl", "--pfn", "0xzz"], "is not a number"),
         (
+            &["report", "t.jsonl", "--max-pages", "0"],
+            "at least one page",
+        ),
+        (
             &["record", "-o", "r.jsonl", "--duration=-5"],
             "not a usable duration",
         ),

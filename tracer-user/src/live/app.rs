@@ -183,6 +183,8 @@ pub struct Counters {
     /// Findings by severity: info, warning, error.
     pub by_severity: [usize; 3],
     pub decode_errors: u64,
+    /// Pages forgotten at the `--max-pages` cap.
+    pub evicted: u64,
     /// Events per second over the last seconds.
     pub rate: f64,
     /// BPF run time per program run, and share of one CPU (live only).
@@ -671,6 +673,7 @@ impl App {
             findings: a.findings().len(),
             by_severity,
             decode_errors: self.pipeline.decode_errors,
+            evicted: a.stats().pages_evicted,
             rate,
             bpf: self.counters.bpf,
         };

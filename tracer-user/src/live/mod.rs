@@ -448,7 +448,8 @@ fn run_replay(args: &LiveArgs, path: &Path) -> anyhow::Result<ExitCode> {
     let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     let reader = TraceReader::new(BufReader::with_capacity(1 << 20, file), &name)?;
     let header = reader.header().clone();
-    let pipeline = Pipeline::new(&header, args.trace.timeline, AddrMapper::new(true), None);
+    let mut pipeline = Pipeline::new(&header, args.trace.timeline, AddrMapper::new(true), None);
+    pipeline.analyzer.set_max_pages(args.trace.max_pages);
     let mode = Mode::Replay {
         file: name,
         speed: args.speed,

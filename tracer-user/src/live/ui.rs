@@ -296,6 +296,14 @@ fn render_header(app: &App, t: &Theme, f: &mut Frame<'_>, area: Rect) {
         drops,
         sep(),
     ];
+    if c.evicted > 0 {
+        // Memory is capped (--max-pages): say that pages were forgotten.
+        l2.push(Span::styled(
+            format!("evicted {}", count(c.evicted)),
+            t.fg(Color::Yellow),
+        ));
+        l2.push(sep());
+    }
     match app.mode() {
         Mode::Live { recording } => {
             l2.push(Span::raw(match c.bpf {

@@ -235,6 +235,11 @@ impl Analyzer {
         &self.cfg
     }
 
+    /// Change the page cap (`--max-pages`); it applies from the next event.
+    pub fn set_max_pages(&mut self, max_pages: usize) {
+        self.cfg.max_pages = max_pages.max(1);
+    }
+
     /// Register device memory known before any event (trace header).
     pub fn add_device(&mut self, dev: &Device) {
         self.pgmaps.push(Pgmap {
