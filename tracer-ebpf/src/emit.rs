@@ -47,7 +47,7 @@ pub fn current_comm() -> [u8; 16] {
 
 #[inline(always)]
 pub fn stash_put(hook: HookId, stash: &Stash) {
-    let _ = STASH.insert(&stash_key(current_tid(), hook), stash, 0);
+    let _ = STASH.insert(stash_key(current_tid(), hook), stash, 0);
 }
 
 /// Remove and return the stash of `hook` on this thread.
@@ -55,8 +55,8 @@ pub fn stash_put(hook: HookId, stash: &Stash) {
 pub fn stash_take(hook: HookId) -> Option<Stash> {
     let key = stash_key(current_tid(), hook);
     // SAFETY: lookup in our own map; the value is copied out before removal.
-    let stash = unsafe { STASH.get(&key) }.copied()?;
-    let _ = STASH.remove(&key);
+    let stash = unsafe { STASH.get(key) }.copied()?;
+    let _ = STASH.remove(key);
     Some(stash)
 }
 
@@ -64,7 +64,7 @@ pub fn stash_take(hook: HookId) -> Option<Stash> {
 #[inline(always)]
 pub fn stash_present(hook: HookId) -> bool {
     // SAFETY: lookup in our own map.
-    unsafe { STASH.get(&stash_key(current_tid(), hook)) }.is_some()
+    unsafe { STASH.get(stash_key(current_tid(), hook)) }.is_some()
 }
 
 /// A new event of `kind` from `hook`, with the process fields filled in.

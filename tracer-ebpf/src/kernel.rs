@@ -209,6 +209,10 @@ pub fn current_passes_filter(comm: &[u8; 16]) -> bool {
     }
     let len = conf!(filter_comm_len) as usize;
     if len > 0 {
+        #[expect(
+            clippy::needless_range_loop,
+            reason = "one index into two arrays, a fixed bound the verifier sees"
+        )]
         for i in 0..16 {
             if i < len && conf!(filter_comm[i]) != comm[i] {
                 return false;
@@ -226,21 +230,21 @@ pub fn track_mm(mm: u64, now: u64) -> bool {
         return true;
     }
     // SAFETY: lookup in our own map.
-    if unsafe { TRACKED_MMS.get(&mm) }.is_some() {
+    if unsafe { TRACKED_MMS.get(mm) }.is_some() {
         return true;
     }
-    TRACKED_MMS.insert(&mm, &now, 0).is_ok()
+    TRACKED_MMS.insert(mm, now, 0).is_ok()
 }
 
 #[inline(always)]
 pub fn is_tracked_mm(mm: u64) -> bool {
     // SAFETY: lookup in our own map.
-    mm != 0 && unsafe { TRACKED_MMS.get(&mm) }.is_some()
+    mm != 0 && unsafe { TRACKED_MMS.get(mm) }.is_some()
 }
 
 #[inline(always)]
 pub fn untrack_mm(mm: u64) {
-    let _ = TRACKED_MMS.remove(&mm);
+    let _ = TRACKED_MMS.remove(mm);
 }
 
 /// Largest errno a kernel `ERR_PTR` encodes.
