@@ -11,6 +11,7 @@
 mod emit;
 mod hooks;
 mod kernel;
+mod snapshot;
 
 use aya_ebpf::{EbpfContext, helpers::generated::bpf_get_func_arg};
 use aya_ebpf::{

@@ -18,7 +18,7 @@
 use core::mem::size_of;
 
 /// Bumped on any change to the layout or meaning of the types in this crate.
-pub const ABI_VERSION: u16 = 1;
+pub const ABI_VERSION: u16 = 2;
 
 /// Length of `task_struct::comm`.
 pub const COMM_LEN: usize = 16;
@@ -285,6 +285,18 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The record's bytes, as the ring buffer carries them (userspace
+    /// injects the attach-time snapshot's events this way).
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `#[repr(C)]` plain data without implicit padding (see the
+        // size assertion), so every byte is initialised.
+        unsafe {
+            core::slice::from_raw_parts((self as *const Self).cast::<u8>(), size_of::<Self>())
+        }
+    }
+}
+
 /// An [`Event`] followed by the kernel stack at the hook (GUP events), so a
 /// pin can be attributed to its caller.
 #[repr(C)]
@@ -361,9 +373,24 @@ pub struct Config {
     pub pmc_old_off: u32,
     pub pmc_old_addr_off: u32,
     pub pmc_new_addr_off: u32,
+    /// Offsets of `tgid` and `pid` in `struct task_struct` (the attach-time
+    /// snapshot's task iterator).
+    pub task_tgid_off: u32,
+    pub task_pid_off: u32,
+    /// Offset of `pgd` in `struct mm_struct` (the snapshot's page-table walk).
+    pub mm_pgd_off: u32,
+    pub _pad: u32,
+    /// Address of the kernel variable `page_offset_base` (the direct map's
+    /// base, KASLR-randomised), or 0 when the layout is fixed.
+    pub page_offset_base_sym: u64,
+    /// The direct map's base when it is fixed (`page_offset_base_sym == 0`).
+    pub page_offset_fixed: u64,
+    /// Address of `__pgtable_l5_enabled` (5-level paging in use when
+    /// non-zero), or 0 when the kernel has no 5-level support.
+    pub pgtable_l5_sym: u64,
 }
 
-const _: () = assert!(size_of::<Config>() == 168);
+const _: () = assert!(size_of::<Config>() == 208);
 
 impl Config {
     pub const fn zeroed() -> Self {
@@ -398,6 +425,13 @@ impl Config {
             pmc_old_off: 0,
             pmc_old_addr_off: 0,
             pmc_new_addr_off: 0,
+            task_tgid_off: 0,
+            task_pid_off: 0,
+            mm_pgd_off: 0,
+            _pad: 0,
+            page_offset_base_sym: 0,
+            page_offset_fixed: 0,
+            pgtable_l5_sym: 0,
         }
     }
 }
@@ -453,6 +487,72 @@ pub const GUP_PIN_COUNTING_BIAS: i32 = 1024;
 /// PMD order on x86-64 (2 MiB / 4 KiB).
 pub const PMD_ORDER: u8 = 9;
 
+/// One record of the attach-time snapshot's task iterator (`iter/task`):
+/// which address space a process has, so mappings found in
+/// `/proc/PID/pagemap` get the same address-space id as probe events.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapTask {
+    pub tgid: u32,
+    pub pid: u32,
+    /// `task->mm` (0 for kernel threads).
+    pub mm: u64,
+}
+
+const _: () = assert!(size_of::<SnapTask>() == 16);
+
+/// Pages per refcount batch of the attach-time snapshot.
+pub const SNAP_BATCH: usize = 128;
+
+/// The attach-time snapshot's page batch (the single entry of the
+/// `SNAP_PAGES` array map): userspace writes `count` pfns, runs the
+/// `snapshot_refs` program once (`BPF_PROG_TEST_RUN`), and reads back each
+/// page's `_refcount` (of its folio head) and `pgmap` pointer. Where
+/// `walk[i]` is a virtual address of address space `mm`, the program also
+/// walks `mm`'s page table there and says in `huge[i]` whether a PMD leaf
+/// maps it (kernels without `PAGEMAP_SCAN`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapBatch {
+    pub count: u32,
+    pub _pad: u32,
+    pub mm: u64,
+    pub pfns: [u64; SNAP_BATCH],
+    pub walk: [u64; SNAP_BATCH],
+    pub pgmaps: [u64; SNAP_BATCH],
+    /// `_refcount`, or [`REF_UNKNOWN`] when the struct page is unreadable.
+    pub refs: [i32; SNAP_BATCH],
+    /// [`snap_huge`] values.
+    pub huge: [u32; SNAP_BATCH],
+}
+
+const _: () = assert!(size_of::<SnapBatch>() == 16 + 32 * SNAP_BATCH);
+
+/// [`SnapBatch::huge`] values.
+pub mod snap_huge {
+    /// Not asked, or the walk could not read the page table.
+    pub const UNKNOWN: u32 = 0;
+    /// A PMD leaf maps the address.
+    pub const PMD: u32 = 1;
+    /// The PMD entry points to a page table (PTEs), or nothing is mapped.
+    pub const NOT_PMD: u32 = 2;
+}
+
+impl SnapBatch {
+    pub const fn zeroed() -> Self {
+        SnapBatch {
+            count: 0,
+            _pad: 0,
+            mm: 0,
+            pfns: [0; SNAP_BATCH],
+            walk: [0; SNAP_BATCH],
+            pgmaps: [0; SNAP_BATCH],
+            refs: [0; SNAP_BATCH],
+            huge: [0; SNAP_BATCH],
+        }
+    }
+}
+
 /// `pfn_t` flag bits (pre-6.17 kernels): the pfn is the low 52 bits.
 pub mod pfn_t {
     pub const PFN_SG_CHAIN: u64 = 1 << 63;
@@ -473,6 +573,8 @@ mod user {
     unsafe impl aya::Pod for super::PfnRange {}
     unsafe impl aya::Pod for super::DropStats {}
     unsafe impl aya::Pod for super::Stash {}
+    unsafe impl aya::Pod for super::SnapTask {}
+    unsafe impl aya::Pod for super::SnapBatch {}
 }
 
 #[cfg(test)]

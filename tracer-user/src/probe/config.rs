@@ -11,6 +11,9 @@ use crate::{
     kernel::Kallsyms,
 };
 
+/// `__PAGE_OFFSET_BASE_L4`: the direct map without KASLR of the layout.
+pub const PAGE_OFFSET_BASE_L4: u64 = 0xffff_8880_0000_0000;
+
 /// `__VMEMMAP_BASE_L4` (arch/x86/include/asm/pgtable_64_types.h).
 pub const VMEMMAP_BASE_L4: u64 = 0xffff_ea00_0000_0000;
 
@@ -124,6 +127,9 @@ pub fn build(btf: &Btf, kallsyms: &Kallsyms, f: &Filters) -> Result<Config, Conf
     c.vmf_vma_off = btf.member_offset("vm_fault", "vma")?;
     c.vmf_address_off = btf.member_offset("vm_fault", "address")?;
     c.task_mm_off = btf.member_offset("task_struct", "mm")?;
+    c.task_tgid_off = btf.member_offset("task_struct", "tgid")?;
+    c.task_pid_off = btf.member_offset("task_struct", "pid")?;
+    c.mm_pgd_off = btf.member_offset("mm_struct", "pgd")?;
     c.pgmap_type_off = btf.member_offset("dev_pagemap", "type")?;
     c.pgmap_nr_range_off = btf.member_offset("dev_pagemap", "nr_range")?;
     c.pgmap_range_off = first_member(btf, "dev_pagemap", &["range", "ranges"])?;
@@ -171,6 +177,12 @@ pub fn build(btf: &Btf, kallsyms: &Kallsyms, f: &Filters) -> Result<Config, Conf
         None if kallsyms.has_function("_stext") => c.vmemmap_base_fixed = VMEMMAP_BASE_L4,
         None => return Err(ConfigError::NoVmemmapBase),
     }
+    // The attach snapshot's page-table walk (kernels without PAGEMAP_SCAN).
+    match kallsyms.address("page_offset_base") {
+        Some(sym) => c.page_offset_base_sym = sym,
+        None => c.page_offset_fixed = PAGE_OFFSET_BASE_L4,
+    }
+    c.pgtable_l5_sym = kallsyms.address("__pgtable_l5_enabled").unwrap_or(0);
     Ok(c)
 }
 
@@ -196,6 +208,9 @@ mod tests {
             assert_eq!(c.page_refcount_off, 52, "{k}");
             assert_eq!(c.page_pgmap_off, pgmap, "{k}");
             assert_eq!(c.page_compound_off, 8, "{k}");
+            assert_eq!(c.task_pid_off + 4, c.task_tgid_off, "{k}: pid, then tgid");
+            assert!(c.mm_pgd_off > 0, "{k}");
+            assert_eq!(c.page_offset_fixed, PAGE_OFFSET_BASE_L4, "{k}");
             assert_eq!(c.compound_is_mask, compound_mask, "{k}");
             assert_eq!(c.vma_mm_off, 16, "{k}");
             assert_eq!(c.vmf_vma_off, 0, "{k}");
