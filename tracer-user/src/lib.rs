@@ -13,4 +13,5 @@ pub mod output;
 pub mod probe;
 pub mod record;
 pub mod report;
+pub mod seed;
 pub mod session;

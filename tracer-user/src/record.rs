@@ -23,8 +23,10 @@ use tokio::{
 use crate::{
     cli::RecordArgs,
     output::{self, create_output},
+    probe::ringbuf::RingReader,
     probe::ringbuf::{self, StallWatch},
-    session::{Pipeline, Session, clock_ns},
+    seed,
+    session::{self, Pipeline, Session, clock_ns},
 };
 use aya::maps::{MapData, PerCpuArray};
 use refscope_common::DropStats;
@@ -58,17 +60,17 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
         .with_context(|| format!("failed to write {path}"))?;
     let attached = s.probes.attached.len();
     let Session {
-        probes, pipeline, ..
+        probes,
+        pipeline,
+        device_ranges,
+        ..
     } = s;
     let crate::probe::loader::Probes {
         events,
         drops,
-        guard,
+        mut guard,
         ..
     } = probes;
-    if let Some(ready) = &args.ready_file {
-        output::write_ready_file(ready)?;
-    }
     if !args.quiet {
         eprintln!(
             "refscope: recording to {path}: kernel {}, {} model, {attached} programs attached{}",
@@ -99,6 +101,22 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
         error: None,
         quiet: args.quiet,
     };
+    // Mappings that exist already, after the probes are attached (so none
+    // made meanwhile is missed) and before the ready file.
+    session::attach_snapshot(
+        &mut guard,
+        &args.trace,
+        &device_ranges,
+        &mut SeedSink {
+            ring: ring.get_mut(),
+            sink: &mut sink,
+        },
+        !args.quiet,
+    );
+    sink.findings();
+    if let Some(ready) = &args.ready_file {
+        output::write_ready_file(ready)?;
+    }
     let mut stall = StallWatch::default();
     let end_reason = loop {
         tokio::select! {
@@ -220,6 +238,24 @@ impl<W: Write> Sink<W> {
         {
             self.error = Some(e);
         }
+    }
+}
+
+/// The attach snapshot's way into the recording: the ring buffer is drained
+/// through the same sink, and snapshot events go the way records do.
+struct SeedSink<'a, W: Write> {
+    ring: &'a mut RingReader,
+    sink: &'a mut Sink<W>,
+}
+
+impl<W: Write> seed::Sink for SeedSink<'_, W> {
+    fn drain(&mut self) {
+        let sink = &mut *self.sink;
+        self.ring.read(|bytes| sink.record(bytes));
+    }
+
+    fn emit(&mut self, ev: &refscope_common::Event) {
+        self.sink.record(ev.as_bytes());
     }
 }
 

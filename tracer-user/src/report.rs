@@ -157,6 +157,7 @@ struct JsonDoc<'a> {
     pages: usize,
     mappings: usize,
     complete: bool,
+    stats: &'a refscope_core::analysis::Stats,
     rules: Vec<JsonRule>,
     findings: &'a [&'a Finding],
 }
@@ -179,6 +180,7 @@ fn json_doc<'a>(a: &'a Analysed, findings: &'a [&'a Finding]) -> JsonDoc<'a> {
         pages: a.analyzer.page_count(),
         mappings: a.analyzer.mapping_count(),
         complete: a.has_footer,
+        stats: a.analyzer.stats(),
         rules: RuleId::ALL
             .iter()
             .map(|&r| JsonRule {

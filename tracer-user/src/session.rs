@@ -3,7 +3,12 @@
 //! and attaches the programs, and turns ring-buffer records into analysed
 //! events.
 
-use std::{collections::HashSet, io};
+use std::{
+    collections::HashSet,
+    io::{self, IsTerminal as _},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use aya::maps::{MapData, PerCpuArray};
@@ -23,9 +28,10 @@ use crate::{
     kernel::{self, Kallsyms, devices},
     probe::{
         config::{self, Filters},
-        loader::{self, Probes},
+        loader::{self, Attached, Probes},
         plan::{self, KernelView, Plan},
     },
+    seed,
 };
 
 /// Everything we know about the kernel before loading anything.
@@ -111,6 +117,8 @@ pub struct Session {
     pub probes: Probes,
     pub pipeline: Pipeline,
     pub plan: Plan,
+    /// Device pfn ranges found at start-up (the in-kernel filter's seed).
+    pub device_ranges: Vec<(u64, u64)>,
 }
 
 impl Session {
@@ -202,7 +210,124 @@ impl Session {
             probes,
             pipeline,
             plan,
+            device_ranges: found.filter_ranges,
         })
+    }
+}
+
+/// Set by SIGINT, SIGTERM and SIGHUP once [`watch_stop_signals`] ran, so
+/// synchronous work (the attach snapshot) can stop early. tokio registers
+/// its handlers in the same registry: the event loops see the signal too.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+pub fn watch_stop_signals() -> io::Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the action is an atomic store, which is async-signal-safe.
+        unsafe {
+            signal_hook_registry::register(sig, || STOP_REQUESTED.store(true, Ordering::Relaxed))
+        }?;
+    }
+    Ok(())
+}
+
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::Relaxed)
+}
+
+/// The attach-time snapshot: seed the analysis with the mappings of device
+/// memory that exist now (`crate::seed`). Problems are warnings: tracing
+/// goes on without the seed. Stops early on SIGINT/SIGTERM/SIGHUP.
+pub fn attach_snapshot(
+    attached: &mut Attached,
+    opts: &TraceOpts,
+    ranges: &[(u64, u64)],
+    sink: &mut impl seed::Sink,
+    show_progress: bool,
+) -> Option<seed::Summary> {
+    if opts.no_snapshot {
+        return None;
+    }
+    if let Err(e) = watch_stop_signals() {
+        log::warn!("cannot watch for signals during the attach snapshot: {e}");
+    }
+    let mut kernel = match attached.seed_kernel() {
+        Ok(k) => k,
+        Err(e) => {
+            log::warn!(
+                "attach snapshot unavailable: {e}; mappings that existed before refscope attached \
+                 are not seen (--no-snapshot skips this step)"
+            );
+            return None;
+        }
+    };
+    let seed_opts = seed::Options {
+        pids: opts.pids.clone(),
+        comm: opts.comm.clone(),
+        ranges: ranges.to_vec(),
+        self_pid: std::process::id(),
+    };
+    let tty = show_progress && io::stderr().is_terminal();
+    let mut last = Instant::now();
+    let mut shown = false;
+    let result = seed::run(
+        &mut kernel,
+        &mut seed::procfs::RealProcfs::default(),
+        sink,
+        &seed_opts,
+        |p| {
+            if tty && last.elapsed() >= Duration::from_millis(200) {
+                last = Instant::now();
+                shown = true;
+                eprint!(
+                    "\rrefscope: attach snapshot: {}/{} processes, {} mappings",
+                    p.done, p.total, p.mappings
+                );
+            }
+            !stop_requested()
+        },
+    );
+    if shown {
+        eprintln!();
+    }
+    match result {
+        Ok(sum) => {
+            let line = format!(
+                "attach snapshot: {} mapping(s) of device memory ({} PMD, {} pages) in {} of {} processes, {:.2}s{}{}{}",
+                sum.mappings,
+                sum.pmd_mappings,
+                sum.pages,
+                sum.processes_mapping,
+                sum.processes,
+                sum.seconds,
+                if sum.changed > 0 {
+                    format!("; {} changed while read (left to the probes)", sum.changed)
+                } else {
+                    String::new()
+                },
+                if sum.pmd_unverified > 0 {
+                    format!(
+                        "; {} PMD(s) judged by contiguity (page table unreadable)",
+                        sum.pmd_unverified
+                    )
+                } else {
+                    String::new()
+                },
+                if sum.interrupted { "; interrupted" } else { "" },
+            );
+            if show_progress {
+                eprintln!("refscope: {line}");
+            } else {
+                log::info!("{line}");
+            }
+            Some(sum)
+        }
+        Err(e) => {
+            log::warn!(
+                "the attach snapshot failed: {e}; mappings that existed before refscope attached \
+                 are not all seen (--no-snapshot skips this step)"
+            );
+            None
+        }
     }
 }
 

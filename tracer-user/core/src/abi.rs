@@ -97,7 +97,9 @@ pub fn to_event(
         seq: r.seq,
         kind,
         hook,
-        attach: if r.flags & flags::KPROBE != 0 {
+        attach: if hook == HookId::Snapshot {
+            Attach::Snapshot
+        } else if r.flags & flags::KPROBE != 0 {
             Attach::Kprobe
         } else {
             Attach::Fentry

@@ -53,7 +53,7 @@ use crate::{
     hash::AddrMapper,
     output::{self, create_output},
     probe::loader::{self, Probes},
-    session::{Pipeline, Session, clock_ns},
+    session::{self, Pipeline, Session, clock_ns},
 };
 
 /// At most this many frames per second.
@@ -414,6 +414,40 @@ where
     }
 }
 
+/// The attach snapshot's way into the view (and the recording): the ring
+/// buffer is drained as the reader would, snapshot events are batched as
+/// ring-buffer records.
+struct SeedSink<'a> {
+    ring: &'a mut crate::probe::ringbuf::RingReader,
+    app: &'a mut App,
+    io: &'a mut Io,
+    pending: event::RawBatch,
+}
+
+impl SeedSink<'_> {
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let batch = std::mem::take(&mut self.pending);
+            self.io.data(self.app, Data::Records(batch));
+        }
+    }
+}
+
+impl crate::seed::Sink for SeedSink<'_> {
+    fn drain(&mut self) {
+        self.flush();
+        let mut batch = event::RawBatch::default();
+        self.ring.read(|record| batch.push(record));
+        if !batch.is_empty() {
+            self.io.data(self.app, Data::Records(batch));
+        }
+    }
+
+    fn emit(&mut self, ev: &refscope_common::Event) {
+        self.pending.push(ev.as_bytes());
+    }
+}
+
 fn signals(tx: mpsc::UnboundedSender<Control>) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -536,12 +570,13 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         header,
         probes,
         pipeline,
+        device_ranges,
         ..
     } = session;
     let Probes {
         events,
         drops,
-        guard: attached,
+        guard: mut attached,
         ..
     } = probes;
     let path = args.output.as_ref().map(|p| p.display().to_string());
@@ -573,8 +608,24 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         signals(ctl_tx.clone())?;
         // SAFETY: the ring buffer owns its map fd, which stays open and
         // unchanged for as long as the AsyncFd owns the ring buffer.
-        let ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+        let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+        // Mappings that exist already (before the screen is taken over, so
+        // its progress shows on the terminal).
+        let mut seed_sink = SeedSink {
+            ring: ring.get_mut(),
+            app: &mut app,
+            io: &mut io,
+            pending: event::RawBatch::default(),
+        };
+        session::attach_snapshot(
+            &mut attached,
+            &args.trace,
+            &device_ranges,
+            &mut seed_sink,
+            true,
+        );
+        seed_sink.flush();
         let (stop_ring, stop_rx) = oneshot::channel();
         let mut reader = tokio::spawn(event::read_ring(ring, data_tx, stop_rx));
         let stop: StopFlag = Arc::new(AtomicBool::new(false));

@@ -71,9 +71,16 @@ pub struct Probes {
 
 /// Keeps programs and links alive; dropping it detaches everything.
 pub struct Attached {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     /// Run-time statistics stay enabled while this lives.
     _stats: Option<OwnedFd>,
+}
+
+impl Attached {
+    /// The attach-time snapshot's programs, loaded into this object.
+    pub fn seed_kernel(&mut self) -> Result<super::seed::SeedKernel<'_>, super::seed::SeedError> {
+        super::seed::SeedKernel::load(&mut self.ebpf)
+    }
 }
 
 /// Ring buffer sizes must be a power of two and a multiple of the page size.
@@ -158,7 +165,7 @@ pub fn load(
         attached,
         failures,
         guard: Attached {
-            _ebpf: ebpf,
+            ebpf,
             _stats: stats,
         },
     })

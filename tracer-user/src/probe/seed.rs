@@ -1,0 +1,217 @@
+//! The kernel half of the attach-time snapshot (`crate::seed`): the task
+//! iterator that names each process's address space, the one-shot refcount
+//! reader, and the in-kernel table of tracked address spaces.
+
+use std::{collections::HashMap, io::Read as _};
+
+use aya::{
+    Btf, Ebpf,
+    maps::{Array, HashMap as BpfHashMap, MapData},
+    programs::{Iter, RawTracePoint, RawTracePointRunOptions, TestRun as _},
+};
+use refscope_common::{REF_UNKNOWN, SNAP_BATCH, SnapBatch, SnapTask, snap_huge};
+use thiserror::Error;
+
+use super::loader::verifier_summary;
+use crate::seed::{Kernel, PageRef, PageReq};
+
+const TASKS_PROG: &str = "snapshot_tasks";
+const REFS_PROG: &str = "snapshot_refs";
+
+/// Why the kernel half of the snapshot cannot run.
+#[derive(Debug, Error)]
+pub enum SeedError {
+    #[error("the eBPF object has no program `{0}` (a build mismatch)")]
+    NoProgram(&'static str),
+    #[error("the eBPF object has no map `{0}` (a build mismatch)")]
+    NoMap(&'static str),
+    #[error("cannot load the snapshot program {prog}: {why}")]
+    Load { prog: &'static str, why: String },
+    #[error("the task iterator failed: {0}")]
+    Iter(String),
+    #[error("the refcount reader failed: {0}")]
+    Run(String),
+    #[error("eBPF map {name}: {why}")]
+    Map { name: &'static str, why: String },
+}
+
+/// The snapshot programs, loaded (they are never attached to a function).
+pub struct SeedKernel<'a> {
+    ebpf: &'a mut Ebpf,
+}
+
+impl<'a> SeedKernel<'a> {
+    /// Load both programs into the object the probes came from (so they
+    /// share its configuration and maps).
+    pub fn load(ebpf: &'a mut Ebpf) -> Result<Self, SeedError> {
+        let btf = Btf::from_sys_fs().map_err(|e| SeedError::Load {
+            prog: TASKS_PROG,
+            why: format!("cannot read /sys/kernel/btf/vmlinux: {e}"),
+        })?;
+        let iter: &mut Iter = ebpf
+            .program_mut(TASKS_PROG)
+            .ok_or(SeedError::NoProgram(TASKS_PROG))?
+            .try_into()
+            .map_err(|_| SeedError::NoProgram(TASKS_PROG))?;
+        iter.load("task", &btf).map_err(|e| SeedError::Load {
+            prog: TASKS_PROG,
+            why: verifier_summary(&format!("{e:#}")),
+        })?;
+        let refs: &mut RawTracePoint = ebpf
+            .program_mut(REFS_PROG)
+            .ok_or(SeedError::NoProgram(REFS_PROG))?
+            .try_into()
+            .map_err(|_| SeedError::NoProgram(REFS_PROG))?;
+        refs.load().map_err(|e| SeedError::Load {
+            prog: REFS_PROG,
+            why: verifier_summary(&format!("{e:#}")),
+        })?;
+        Ok(SeedKernel { ebpf })
+    }
+
+    fn batch_map(&mut self) -> Result<Array<&mut MapData, SnapBatch>, SeedError> {
+        let map = self
+            .ebpf
+            .map_mut("SNAP_PAGES")
+            .ok_or(SeedError::NoMap("SNAP_PAGES"))?;
+        Array::try_from(map).map_err(|e| SeedError::Map {
+            name: "SNAP_PAGES",
+            why: e.to_string(),
+        })
+    }
+}
+
+impl Kernel for SeedKernel<'_> {
+    type Error = SeedError;
+
+    fn task_mms(&mut self) -> Result<HashMap<u32, u64>, SeedError> {
+        let iter: &mut Iter = self
+            .ebpf
+            .program_mut(TASKS_PROG)
+            .ok_or(SeedError::NoProgram(TASKS_PROG))?
+            .try_into()
+            .map_err(|_| SeedError::NoProgram(TASKS_PROG))?;
+        let id = iter.attach().map_err(|e| SeedError::Iter(e.to_string()))?;
+        let link = iter
+            .take_link(id)
+            .map_err(|e| SeedError::Iter(e.to_string()))?;
+        let mut file = link
+            .into_file()
+            .map_err(|e| SeedError::Iter(e.to_string()))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| SeedError::Iter(format!("reading the iterator: {e}")))?;
+        Ok(parse_tasks(&bytes))
+    }
+
+    fn read_pages(
+        &mut self,
+        mm: u64,
+        reqs: &[PageReq],
+        out: &mut Vec<PageRef>,
+    ) -> Result<(), SeedError> {
+        for chunk in reqs.chunks(SNAP_BATCH) {
+            let mut batch = SnapBatch::zeroed();
+            batch.count = chunk.len() as u32;
+            batch.mm = mm;
+            for (i, r) in chunk.iter().enumerate() {
+                batch.pfns[i] = r.pfn;
+                batch.walk[i] = r.walk;
+            }
+            self.batch_map()?
+                .set(0, batch, 0)
+                .map_err(|e| SeedError::Map {
+                    name: "SNAP_PAGES",
+                    why: e.to_string(),
+                })?;
+            let prog: &RawTracePoint = self
+                .ebpf
+                .program(REFS_PROG)
+                .ok_or(SeedError::NoProgram(REFS_PROG))?
+                .try_into()
+                .map_err(|_| SeedError::NoProgram(REFS_PROG))?;
+            let ran = prog
+                .test_run(RawTracePointRunOptions::new())
+                .map_err(|e| SeedError::Run(e.to_string()))?;
+            if ran.return_value != 0 {
+                return Err(SeedError::Run(format!(
+                    "the program returned {}",
+                    ran.return_value
+                )));
+            }
+            let done = self.batch_map()?.get(&0, 0).map_err(|e| SeedError::Map {
+                name: "SNAP_PAGES",
+                why: e.to_string(),
+            })?;
+            out.extend((0..chunk.len()).map(|i| PageRef {
+                raw: (done.refs[i] != REF_UNKNOWN).then_some(done.refs[i]),
+                pgmap: done.pgmaps[i],
+                pmd: match done.huge[i] {
+                    snap_huge::PMD => Some(true),
+                    snap_huge::NOT_PMD => Some(false),
+                    _ => None,
+                },
+            }));
+        }
+        Ok(())
+    }
+
+    fn track_mm(&mut self, mm: u64, now: u64) -> Result<(), SeedError> {
+        let map = self
+            .ebpf
+            .map_mut("TRACKED_MMS")
+            .ok_or(SeedError::NoMap("TRACKED_MMS"))?;
+        let mut mms: BpfHashMap<&mut MapData, u64, u64> =
+            BpfHashMap::try_from(map).map_err(|e| SeedError::Map {
+                name: "TRACKED_MMS",
+                why: e.to_string(),
+            })?;
+        mms.insert(mm, now, 0).map_err(|e| SeedError::Map {
+            name: "TRACKED_MMS",
+            why: format!("{e} (the table of tracked address spaces may be full)"),
+        })
+    }
+}
+
+/// The iterator's output: packed [`SnapTask`] records.
+fn parse_tasks(bytes: &[u8]) -> HashMap<u32, u64> {
+    bytes
+        .chunks_exact(size_of::<SnapTask>())
+        .filter_map(|c| {
+            let tgid = u32::from_ne_bytes(c[0..4].try_into().ok()?);
+            let mm = u64::from_ne_bytes(c[8..16].try_into().ok()?);
+            (mm != 0).then_some((tgid, mm))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iterator_records_are_decoded_in_abi_layout() {
+        let recs = [
+            SnapTask {
+                tgid: 7,
+                pid: 7,
+                mm: 0xffff_8880_0000_1000,
+            },
+            SnapTask {
+                tgid: 9,
+                pid: 9,
+                mm: 0,
+            },
+        ];
+        let mut bytes = Vec::new();
+        for r in &recs {
+            bytes.extend(r.tgid.to_ne_bytes());
+            bytes.extend(r.pid.to_ne_bytes());
+            bytes.extend(r.mm.to_ne_bytes());
+        }
+        bytes.extend([1, 2, 3]); // a torn tail is ignored
+        let m = parse_tasks(&bytes);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[&7], 0xffff_8880_0000_1000);
+    }
+}
