@@ -184,10 +184,26 @@ pub fn check(
             problems.push(format!("expected {count} {kind} events, got {got}"));
         }
     }
+    if let Some(c) = expect.at_attach {
+        let n = report["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["at_attach"] == true)
+            .count() as u64;
+        if !c.matches(n) {
+            problems.push(format!(
+                "expected {c} findings marked as present at attach, got {n}"
+            ));
+        }
+    }
     problems.extend(invariants(&header, &events));
     if case.check_mappings {
         let wl = read(dir, "wl.json").unwrap_or_default();
         problems.extend(mappings(&wl, &events));
+        if case.exact_mappings {
+            problems.extend(exact_mappings(&wl, &report));
+        }
     }
     if problems.is_empty() {
         Ok(obs)
@@ -311,7 +327,7 @@ fn mappings(workload: &str, events: &[Value]) -> Vec<String> {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
-        if v["event"] != "done" && v["event"] != "ready" {
+        if !["done", "ready", "faulted"].contains(&v["event"].as_str().unwrap_or("")) {
             continue;
         }
         if let Some(pid) = v["pid"].as_u64() {
@@ -333,7 +349,8 @@ fn mappings(workload: &str, events: &[Value]) -> Vec<String> {
     }
     let seen: BTreeSet<(u64, u64)> = events
         .iter()
-        .filter(|e| e["kind"] == "map")
+        // A probe saw it installed, or the attach snapshot found it.
+        .filter(|e| e["kind"] == "map" || e["kind"] == "attach_map")
         .filter(|e| e["pid"].as_u64().is_some_and(|pid| pids.contains(&pid)))
         .filter_map(|e| {
             let va = u64::from_str_radix(e["vaddr"].as_str()?.trim_start_matches("0x"), 16).ok()?;
@@ -348,6 +365,38 @@ fn mappings(workload: &str, events: &[Value]) -> Vec<String> {
             want.len(),
             missing[0].0,
             missing[0].1
+        ));
+    }
+    p
+}
+
+/// The workload's mappings, each counted once: the report's live mappings
+/// at the end and its installed count equal the number the workload
+/// reports (it holds them while the recording stops).
+fn exact_mappings(workload: &str, report: &Value) -> Vec<String> {
+    let mut want: BTreeSet<String> = BTreeSet::new();
+    for line in workload.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if ["ready", "faulted"].contains(&v["event"].as_str().unwrap_or("")) {
+            for m in v["mappings"].as_array().into_iter().flatten() {
+                want.insert(m["vaddr"].as_str().unwrap_or("").to_owned());
+            }
+        }
+    }
+    let n = want.len() as u64;
+    let mut p = Vec::new();
+    let live = report["mappings"].as_u64();
+    let installed = report["stats"]["mappings_installed"].as_u64();
+    if live != Some(n) {
+        p.push(format!(
+            "the workload holds {n} mappings, the report has {live:?} live mappings"
+        ));
+    }
+    if installed != Some(n) {
+        p.push(format!(
+            "the workload made {n} mappings, the report counts {installed:?} installs"
         ));
     }
     p

@@ -98,6 +98,44 @@ fi
 fi
 "#
             ),
+            // The workload first; refscope attaches while it holds.
+            Kind::Attach => format!(
+                r#"mkdir -p /share/{name}
+rm -f /tmp/wready /tmp/release
+refscope-workload --timeout 600 {wl} --ready-file /tmp/wready --hold-until /tmp/release > /tmp/wl.json 2> /tmp/wl.err &
+WL=$!
+wait_for /tmp/wready 120
+if start_recording {name}; then
+    stop_recording {name}
+fi
+touch /tmp/release
+wait $WL
+echo $? > /share/{name}/workload.status
+cp /tmp/wl.json /tmp/wl.err /share/{name}/
+"#
+            ),
+            // refscope attaches (and takes its snapshot) while the workload
+            // keeps faulting pages in; it stops faulting once refscope is
+            // ready, and holds its mappings until the recording is saved.
+            Kind::AttachChurn => format!(
+                r#"mkdir -p /share/{name}
+rm -f /tmp/wready /tmp/release /tmp/stopfault
+refscope-workload --timeout 600 {wl} --stop-file /tmp/stopfault --ready-file /tmp/wready --hold-until /tmp/release > /tmp/wl.json 2> /tmp/wl.err &
+WL=$!
+wait_for /tmp/wready 120
+if start_recording {name}; then
+    sleep 0.5
+    touch /tmp/stopfault
+    i=0
+    while ! grep -q '"faulted"' /tmp/wl.json && [ "$i" -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    stop_recording {name}
+fi
+touch /tmp/stopfault /tmp/release
+wait $WL
+echo $? > /share/{name}/workload.status
+cp /tmp/wl.json /tmp/wl.err /share/{name}/
+"#
+            ),
         }
 }
 

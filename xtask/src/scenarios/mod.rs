@@ -117,7 +117,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<CaseResult>> {
         let mut boots: BTreeMap<(table::Boot, String), Vec<&Case>> = BTreeMap::new();
         for c in cases {
             let key = match c.kind {
-                Kind::Simple | Kind::Command => String::new(),
+                Kind::Simple | Kind::Command | Kind::Attach | Kind::AttachChurn => String::new(),
                 Kind::Unplug => c.name.clone(),
             };
             boots.entry((c.boot.clone(), key)).or_default().push(c);

@@ -21,6 +21,12 @@ pub enum Kind {
     Unplug,
     /// Run `workload` as a shell command (no recording); check its output.
     Command,
+    /// Start the workload first; attach refscope while it holds its
+    /// mappings (the attach-time snapshot must find them).
+    Attach,
+    /// Start the workload first and attach while it keeps faulting pages in
+    /// (`snapshot-churn`): no mapping missed, none counted twice.
+    AttachChurn,
 }
 
 /// How the guest is set up for a case.
@@ -80,6 +86,11 @@ pub struct Case {
     /// events (address space of the workload, virtual address, pfn).
     #[serde(default)]
     pub check_mappings: bool,
+    /// With `check_mappings`: the report's live mappings at the end and the
+    /// mappings it saw installed both equal the workload's (each mapping
+    /// counted exactly once, whether the snapshot or a probe saw it).
+    #[serde(default)]
+    pub exact_mappings: bool,
     /// Kernel tag -> what must be seen there.
     pub kernels: BTreeMap<String, Expect>,
 }
@@ -103,6 +114,9 @@ pub struct Expect {
     /// (a run forced to lose events must never assert a false positive).
     #[serde(default)]
     pub uncertain_ok: bool,
+    /// Findings marked as present when refscope attached.
+    #[serde(default)]
+    pub at_attach: Option<Count>,
     /// `command` cases: substrings the output must contain.
     #[serde(default)]
     pub stdout: Vec<String>,
