@@ -137,7 +137,13 @@ impl<'de> Deserialize<'de> for Comm {
                 f.write_str("a command name")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Comm, E> {
-                Ok(Comm::from_bytes(v.as_bytes()))
+                // At most 16 bytes, cut at a character boundary: a name
+                // written and read back stays the same.
+                let mut end = v.len().min(16);
+                while !v.is_char_boundary(end) {
+                    end -= 1;
+                }
+                Ok(Comm::from_bytes(&v.as_bytes()[..end]))
             }
         }
         d.deserialize_str(V)
@@ -415,6 +421,16 @@ mod tests {
             Comm::from_bytes(b"0123456789abcdefXYZ").as_str(),
             "0123456789abcdef"
         );
+    }
+
+    #[test]
+    fn comm_read_from_a_trace_is_cut_at_a_character_boundary() {
+        // From the event_decoder fuzz target: a name cut inside a UTF-8
+        // sequence changed every time it was written and read back.
+        let c: Comm = serde_json::from_str("\"            \u{fffd}\u{fffd}\"").unwrap();
+        assert_eq!(c.as_str(), "            \u{fffd}");
+        let again: Comm = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
     }
 
     #[test]
