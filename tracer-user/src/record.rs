@@ -260,7 +260,8 @@ impl<W: Write> seed::Sink for SeedSink<'_, W> {
 }
 
 /// Write new findings to the trace (flushed: they must survive a crash
-/// right after) and print them.
+/// right after) and print them (those about mappings present at attach
+/// only as a count, unless they are errors).
 fn emit_findings<W: Write>(
     writer: &mut TraceWriter<W>,
     findings: &[Finding],
@@ -269,12 +270,23 @@ fn emit_findings<W: Write>(
     if findings.is_empty() {
         return Ok(());
     }
+    let mut at_attach = 0;
     for f in findings {
         writer.finding(f)?;
-        if !quiet || f.severity == Severity::Error {
+        // Findings about mappings that predate refscope come all at once
+        // (one per mapping on pre-6.15 kernels): counted, not listed.
+        if f.at_attach && f.severity != Severity::Error {
+            at_attach += 1;
+        } else if !quiet || f.severity == Severity::Error {
             eprintln!("{}", output::finding_line(f));
         }
     }
     writer.flush()?;
+    if at_attach > 0 && !quiet {
+        eprintln!(
+            "refscope: {at_attach} finding(s) about mappings present at attach, not listed here \
+             (`refscope report` shows them)"
+        );
+    }
     Ok(())
 }
