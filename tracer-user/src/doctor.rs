@@ -58,6 +58,7 @@ struct Report {
     refcount_model: Option<String>,
     refcount_model_source: Option<String>,
     kallsyms: Check,
+    iomem: Check,
     devices: Vec<Device>,
     hooks: Vec<HookStatus>,
     load: Check,
@@ -156,7 +157,15 @@ fn diagnose() -> Report {
         .map(|d| d.devices.clone())
         .unwrap_or_default();
 
-    for c in [&btf, &privileges, &ring_buffer, &kallsyms] {
+    // record and live refuse to run without device addresses.
+    let iomem = match &found {
+        Some(d) if d.addresses_hidden => Check::bad(
+            "/proc/iomem shows zero addresses: finding device memory needs CAP_SYS_ADMIN (run with sudo)",
+        ),
+        Some(d) => Check::ok(format!("{} device memory range(s)", d.filter_ranges.len())),
+        None => Check::bad("/proc/iomem is unreadable"),
+    };
+    for c in [&btf, &privileges, &ring_buffer, &kallsyms, &iomem] {
         if !c.ok {
             problems.push(c.detail.clone());
         }
@@ -207,7 +216,8 @@ fn diagnose() -> Report {
                             } else {
                                 first
                             };
-                            if any_map {
+                            let locked = facts.lockdown.as_deref() == Some("confidentiality");
+                            if any_map && !locked {
                                 Check::warn(format!(
                                     "{} attached, {} failed: {}",
                                     p.attached.len(),
@@ -222,10 +232,15 @@ fn diagnose() -> Report {
                                         fails.len() + p.attached.len()
                                     ),
                                     facts.kprobes,
+                                    facts.lockdown.as_deref(),
                                 ))
                             }
                         }
-                        Err(e) => Check::bad(explain_refusal(&format!("{e:#}"), facts.kprobes)),
+                        Err(e) => Check::bad(explain_refusal(
+                            &format!("{e:#}"),
+                            facts.kprobes,
+                            facts.lockdown.as_deref(),
+                        )),
                     }
                 }
             }
@@ -250,6 +265,7 @@ fn diagnose() -> Report {
         refcount_model: model.map(|m| m.as_str().to_owned()),
         refcount_model_source: model_source,
         kallsyms,
+        iomem,
         devices: device_list,
         hooks,
         load,
@@ -258,12 +274,22 @@ fn diagnose() -> Report {
     }
 }
 
-/// Say what a load/attach failure means, not just its errno.
-fn explain_refusal(err: &str, kprobes: bool) -> String {
+/// Say what a load/attach failure means, not just its errno (`record` and
+/// `live` say the same when they cannot trace). `lockdown` is the active
+/// lockdown mode.
+pub fn explain_refusal(err: &str, kprobes: bool, lockdown: Option<&str>) -> String {
     let eperm = err.contains("Operation not permitted")
         || err.contains("EPERM")
         || err.contains("os error 1)");
-    if eperm {
+    if lockdown == Some("confidentiality") {
+        // The verifier then knows no bpf_probe_read_kernel: EINVAL, not EPERM.
+        format!(
+            "kernel lockdown is in confidentiality mode: BPF programs may not read kernel memory \
+             (bpf_probe_read_kernel), and refscope reads every struct page with it. refscope cannot \
+             trace until the machine boots without it (the lockdown= kernel parameter, or Secure \
+             Boot's lockdown; it cannot be lifted at run time). ({err})"
+        )
+    } else if eperm {
         format!(
             "the kernel refuses to load tracing (fentry/fexit) programs: EPERM before the verifier ran \
              (lockdown or a BPF LSM policy){}. refscope cannot trace on this kernel. ({err})",
@@ -292,6 +318,7 @@ fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         ("ftrace", &r.ftrace),
         ("ring buffer", &r.ring_buffer),
         ("kallsyms", &r.kallsyms),
+        ("iomem", &r.iomem),
     ] {
         writeln!(out, "  [{}] {name:<12} {}", mark(c), c.detail)?;
     }

@@ -75,10 +75,32 @@ impl Facts {
     /// The first reason tracing cannot start, with what to do about it.
     pub fn blocker(&self) -> Option<String> {
         if !self.privileged() {
+            use kernel::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYSLOG, has_cap};
+            let names = [
+                (CAP_BPF, "CAP_BPF"),
+                (CAP_PERFMON, "CAP_PERFMON"),
+                (CAP_SYSLOG, "CAP_SYSLOG"),
+                (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+            ];
+            let list = |held: bool| {
+                names
+                    .iter()
+                    .filter(|(c, _)| has_cap(self.caps, *c) == held)
+                    .map(|(_, n)| *n)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let have = list(true);
             return Some(format!(
                 "refscope needs root, or CAP_BPF + CAP_PERFMON + CAP_SYSLOG (and CAP_SYS_ADMIN to read /proc/iomem); \
-                 this process (uid {}) has none of them: run it with sudo",
-                self.euid
+                 this process (uid {}) {}lacks {}: run it with sudo",
+                self.euid,
+                if have.is_empty() {
+                    String::new()
+                } else {
+                    format!("has {have} but ")
+                },
+                list(false)
             ));
         }
         if let Err(e) = &self.btf {
@@ -162,6 +184,27 @@ impl Session {
             );
         }
         let probes = loader::load(&plan, &cfg, opts.ringbuf_size, &found.filter_ranges)?;
+        let locked = facts.lockdown.as_deref() == Some("confidentiality");
+        if (probes.attached.is_empty() || locked)
+            && let Some(f) = probes.failures.first()
+        {
+            // This kernel refuses tracing: one reason and what to do, not
+            // a warning per program.
+            bail!(
+                "{}",
+                crate::doctor::explain_refusal(
+                    &format!(
+                        "{} of {} programs refused; {}: {}",
+                        probes.failures.len(),
+                        probes.failures.len() + probes.attached.len(),
+                        f.program,
+                        f.error.lines().last().unwrap_or_default()
+                    ),
+                    facts.kprobes,
+                    facts.lockdown.as_deref(),
+                )
+            );
+        }
         for f in &probes.failures {
             log::warn!(
                 "could not attach {} ({}): {}",

@@ -78,9 +78,22 @@ pub fn tracefs() -> Option<&'static Path> {
 /// `available_filter_functions`: functions fentry/kprobes can attach to.
 /// `Err` when it cannot be read (no tracefs, lockdown, no privileges).
 pub fn filter_functions() -> io::Result<HashSet<String>> {
-    let dir = tracefs()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "tracefs is not mounted"))?;
-    let text = fs::read_to_string(dir.join("available_filter_functions"))?;
+    let file = match tracefs() {
+        Some(dir) => dir.join("available_filter_functions"),
+        // Mounted but closed to us (not root): say so, not "not mounted".
+        None if fs::read_dir("/sys/kernel/tracing")
+            .is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied) =>
+        {
+            Path::new("/sys/kernel/tracing/available_filter_functions").to_path_buf()
+        }
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "tracefs is not mounted",
+            ));
+        }
+    };
+    let text = fs::read_to_string(file)?;
     Ok(parse_filter_functions(&text))
 }
 
@@ -104,15 +117,35 @@ pub fn kprobe_blacklist() -> HashSet<String> {
         .unwrap_or_default()
 }
 
-/// Whether the kernel was built with kprobes (and kprobe events).
+/// Whether the kernel was built with kprobes (and kprobe events). Without
+/// root, tracefs and debugfs are closed: then the symbol table (whose names
+/// anyone may read) tells, rather than "no kprobes".
 pub fn kprobes_available() -> bool {
     tracefs().is_some_and(|t| t.join("kprobe_events").exists())
         || Path::new("/sys/kernel/debug/kprobes").exists()
+        || fs::read_to_string("/proc/kallsyms").is_ok_and(|k| has_kprobes_symbol(&k))
+}
+
+/// Whether a kallsyms text has `register_kprobe` (CONFIG_KPROBES).
+fn has_kprobes_symbol(kallsyms: &str) -> bool {
+    kallsyms
+        .lines()
+        .any(|l| l.split_ascii_whitespace().nth(2) == Some("register_kprobe"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kprobes_are_found_in_kallsyms_without_root() {
+        // What a user without root reads: names, zero addresses.
+        let k = "0000000000000000 T register_kprobe\n0000000000000000 T register_kprobes\n";
+        assert!(has_kprobes_symbol(k));
+        assert!(!has_kprobes_symbol(
+            "0000000000000000 T register_kprobes_x\n"
+        ));
+    }
 
     #[test]
     fn parsing() {
