@@ -166,6 +166,20 @@ const CASES: &[Case] = &[
         check: timed_out,
     },
     Case {
+        name: "6.12: signals, SIGKILL, full disk",
+        kernel: "6.12",
+        configure: super::hardening::long_timeout,
+        script: super::hardening::SIGNALS,
+        check: super::hardening::signals_checked,
+    },
+    Case {
+        name: "7.3: no root, caps, BTF; lockdown",
+        kernel: "7.3",
+        configure: super::hardening::long_timeout,
+        script: super::hardening::PRIVILEGES,
+        check: super::hardening::privileges_checked,
+    },
+    Case {
         name: "7.3: unplug oops (expected)",
         kernel: "7.3",
         configure: no_change,

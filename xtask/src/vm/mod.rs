@@ -17,6 +17,7 @@ mod apt;
 mod console;
 mod guest;
 pub mod guest_tests;
+mod hardening;
 mod kernels;
 mod modules;
 mod newc;
@@ -434,7 +435,7 @@ fn boot(cfg: &VmConfig, kernel: &Kernel, accel: Accel) -> anyhow::Result<VmOutco
         );
     }
     let mut binaries = strip_debug(&cfg.binaries, &run_dir)?;
-    binaries.push(tools::vm_touch()?);
+    binaries.extend(tools::all()?);
     let initramfs = run_dir.join("initramfs.cpio");
     guest::write_initramfs(
         &guest::Contents {

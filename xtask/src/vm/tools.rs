@@ -10,10 +10,23 @@ use super::apt::sha256;
 use crate::util::{self, TARGET, step};
 
 const VM_TOUCH: &str = include_str!("vm-touch.rs");
+const VM_PTY: &str = include_str!("vm-pty.rs");
+const VM_RUNAS: &str = include_str!("vm-runas.rs");
 
 /// `/bin/vm-touch` (see vm-touch.rs).
 pub fn vm_touch() -> anyhow::Result<PathBuf> {
     build("vm-touch", VM_TOUCH)
+}
+
+/// Every helper, for the guest's `/bin`: vm-touch, vm-pty (a command on a
+/// pseudo-terminal of its own) and vm-runas (as another user, with chosen
+/// capabilities).
+pub fn all() -> anyhow::Result<Vec<PathBuf>> {
+    Ok(vec![
+        vm_touch()?,
+        build("vm-pty", VM_PTY)?,
+        build("vm-runas", VM_RUNAS)?,
+    ])
 }
 
 fn build(name: &str, source: &str) -> anyhow::Result<PathBuf> {
