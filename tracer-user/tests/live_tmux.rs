@@ -336,3 +336,67 @@ fn not_a_terminal_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refscope live needs a terminal"), "{err}");
 }
+
+/// `live --replay` of files that are not (usable) traces: an error naming
+/// the file, the line and the problem, exit status 1, no panic, and the
+/// terminal left alone. (A bad line in the middle: see
+/// corrupt_trace_is_reported_with_its_line; report and export get the
+/// full list in tests/bad_input.rs.)
+#[test]
+fn replay_of_bad_files_names_file_line_and_problem() {
+    let dir = temp_dir("badfiles");
+    let (_, trace) = synth_trace(&dir);
+    let good = std::fs::read_to_string(&trace).expect("read");
+    let cases: Vec<(&str, Vec<u8>, String)> = vec![
+        (
+            "empty.jsonl",
+            Vec::new(),
+            "empty file: not a refscope trace".into(),
+        ),
+        (
+            "notes.txt",
+            b"hello\n".to_vec(),
+            "line 1: not a refscope trace".into(),
+        ),
+        (
+            "v7.jsonl",
+            good.replacen("\"version\":1", "\"version\":7", 1)
+                .into_bytes(),
+            "line 1: trace format version 7 is not supported".into(),
+        ),
+        (
+            "binary.bin",
+            (0..3000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+            "line 1: not a refscope trace".into(),
+        ),
+        ("missing.jsonl", Vec::new(), "cannot open".into()),
+    ];
+    let mut script = String::new();
+    for (name, bytes, _) in &cases {
+        let path = dir.join(name);
+        if *name != "missing.jsonl" {
+            std::fs::write(&path, bytes).expect("write");
+        }
+        script.push_str(&format!(
+            "{} 2>'{d}/{name}.err'; echo $? >'{d}/{name}.status'; ",
+            live_command(&path, ""),
+            d = dir.display()
+        ));
+    }
+    script.push_str("true");
+    let t = Tmux::start("badfiles", &script, (120, 40));
+    let screen = t.wait_for("every replay to exit", |s| s.contains("refscope-end"));
+    assert_restored(&screen);
+    for (name, _, expect) in &cases {
+        let status = std::fs::read_to_string(dir.join(format!("{name}.status"))).expect("status");
+        let err = std::fs::read_to_string(dir.join(format!("{name}.err"))).expect("stderr");
+        assert_eq!(status.trim(), "1", "{name}: {err}");
+        assert!(
+            err.starts_with("refscope: error: ")
+                && err.contains(name)
+                && err.contains(expect.as_str()),
+            "{name}: expected {expect:?}:\n{err}"
+        );
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+}
