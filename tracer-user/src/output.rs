@@ -247,3 +247,19 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// One line about a loss record, for stderr and the live view's log.
+pub fn loss_line(l: &refscope_core::trace::Loss) -> String {
+    if l.cpu == crate::session::MISSES_CPU {
+        format!(
+            "{} events skipped by the kernel: a program was already running on its CPU \
+             (BPF recursion guard)",
+            l.count
+        )
+    } else {
+        format!(
+            "lost {} events on CPU {} (ring buffer full; raise --ringbuf-size)",
+            l.count, l.cpu
+        )
+    }
+}

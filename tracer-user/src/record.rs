@@ -133,7 +133,7 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
                 }
                 log::debug!("ring {:?} after read: {stop:?}", ring.get_ref().state());
                 sink.findings();
-                sink.losses(&drops);
+                sink.losses(&drops, guard.recursion_misses());
                 sink.flush();
                 if sink.error.is_some() { break "error"; }
                 if deadline.is_some_and(|d| Instant::now() >= d) { break "duration"; }
@@ -146,7 +146,7 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
 
     // Drain what is left in the ring buffer.
     ring.get_mut().read(|bytes| sink.record(bytes));
-    sink.losses(&drops);
+    sink.losses(&drops, guard.recursion_misses());
     // Detach before the footer: nothing after it is recorded anyway.
     drop(ring);
     drop(guard);
@@ -216,13 +216,10 @@ impl<W: Write> Sink<W> {
     }
 
     /// Loss records for new kernel-side drops.
-    fn losses(&mut self, drops: &PerCpuArray<MapData, DropStats>) {
-        for loss in self.pipeline.poll_drops(drops) {
+    fn losses(&mut self, drops: &PerCpuArray<MapData, DropStats>, misses: u64) {
+        for loss in self.pipeline.poll_drops(drops, misses) {
             if !self.quiet {
-                eprintln!(
-                    "refscope: lost {} events on CPU {} (ring buffer full; raise --ringbuf-size)",
-                    loss.count, loss.cpu
-                );
+                eprintln!("refscope: {}", output::loss_line(&loss));
             }
             if self.error.is_none()
                 && let Err(e) = self.writer.loss(&loss)

@@ -418,7 +418,14 @@ pub struct Pipeline {
     pub analyzer: Analyzer,
     pub decode_errors: u64,
     last_drops: Vec<DropStats>,
+    /// Recursion-guard misses accounted so far, and when they were polled.
+    misses_seen: u64,
+    misses_polled_t: u64,
 }
+
+/// The `cpu` of a loss record for events the kernel skipped because the
+/// program was already running on that CPU (not attributable to one CPU).
+pub const MISSES_CPU: u32 = u32::MAX;
 
 impl Pipeline {
     pub fn new(
@@ -433,6 +440,8 @@ impl Pipeline {
             analyzer: analyzer_for(header, timeline),
             decode_errors: 0,
             last_drops: Vec::new(),
+            misses_seen: 0,
+            misses_polled_t: clock_ns(libc::CLOCK_MONOTONIC),
         }
     }
 
@@ -460,16 +469,35 @@ impl Pipeline {
         Some(ev)
     }
 
-    /// New drops since the last call, one loss record per CPU that dropped.
-    pub fn poll_drops(&mut self, drops: &PerCpuArray<MapData, DropStats>) -> Vec<Loss> {
+    /// New losses since the last call: one loss record per CPU whose ring
+    /// buffer reservations failed, and one (CPU [`MISSES_CPU`]) for runs the
+    /// kernel's recursion guard skipped (`misses`: the running total).
+    pub fn poll_drops(
+        &mut self,
+        drops: &PerCpuArray<MapData, DropStats>,
+        misses: u64,
+    ) -> Vec<Loss> {
+        let mut out = Vec::new();
+        let now_t = clock_ns(libc::CLOCK_MONOTONIC);
+        if misses > self.misses_seen {
+            let loss = Loss {
+                cpu: MISSES_CPU,
+                count: misses - self.misses_seen,
+                first_t: self.misses_polled_t,
+                last_t: now_t,
+            };
+            self.analyzer.apply_loss(&loss);
+            out.push(loss);
+            self.misses_seen = misses;
+        }
+        self.misses_polled_t = now_t;
         let Ok(per_cpu) = drops.get(&0, 0) else {
-            return Vec::new();
+            return out;
         };
         let now: Vec<DropStats> = per_cpu.iter().copied().collect();
         if self.last_drops.len() < now.len() {
             self.last_drops.resize(now.len(), DropStats::default());
         }
-        let mut out = Vec::new();
         for (cpu, (cur, last)) in now.iter().zip(self.last_drops.iter()).enumerate() {
             if cur.dropped > last.dropped {
                 let loss = Loss {

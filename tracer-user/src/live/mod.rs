@@ -52,7 +52,7 @@ use crate::{
     cli::LiveArgs,
     hash::AddrMapper,
     output::{self, create_output},
-    probe::loader::{self, Probes},
+    probe::loader::{self, Attached, Probes},
     session::{self, Pipeline, Session, clock_ns},
 };
 
@@ -238,6 +238,8 @@ impl Recording {
 struct Kernel {
     drops: PerCpuArray<MapData, DropStats>,
     stats_at: Option<Instant>,
+    /// The programs: dropping it detaches them.
+    attached: Attached,
 }
 
 /// The I/O the owner loop does around the app.
@@ -274,16 +276,13 @@ impl Io {
 
     fn tick(&mut self, app: &mut App) {
         if let Some(k) = &mut self.kernel {
-            let losses = app.pipeline_mut().poll_drops(&k.drops);
+            let misses = k.attached.recursion_misses();
+            let losses = app.pipeline_mut().poll_drops(&k.drops, misses);
             if !losses.is_empty() {
                 app.on_data_changed();
             }
             for l in &losses {
-                log::warn!(
-                    "lost {} events on CPU {} (ring buffer full; raise --ringbuf-size)",
-                    l.count,
-                    l.cpu
-                );
+                log::warn!("{}", output::loss_line(l));
                 if let Some(r) = &mut self.recording {
                     r.loss(l);
                 }
@@ -576,7 +575,7 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
     let Probes {
         events,
         drops,
-        guard: mut attached,
+        guard: attached,
         ..
     } = probes;
     let path = args.output.as_ref().map(|p| p.display().to_string());
@@ -599,6 +598,7 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         kernel: Some(Kernel {
             drops,
             stats_at: None,
+            attached,
         }),
     };
     let rt = runtime()?;
@@ -612,6 +612,7 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
             .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
         // Mappings that exist already (before the screen is taken over, so
         // its progress shows on the terminal).
+        let mut kernel = io.kernel.take().expect("live has a kernel");
         let mut seed_sink = SeedSink {
             ring: ring.get_mut(),
             app: &mut app,
@@ -619,13 +620,14 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
             pending: event::RawBatch::default(),
         };
         session::attach_snapshot(
-            &mut attached,
+            &mut kernel.attached,
             &args.trace,
             &device_ranges,
             &mut seed_sink,
             true,
         );
         seed_sink.flush();
+        io.kernel = Some(kernel);
         let (stop_ring, stop_rx) = oneshot::channel();
         let mut reader = tokio::spawn(event::read_ring(ring, data_tx, stop_rx));
         let stop: StopFlag = Arc::new(AtomicBool::new(false));
@@ -673,7 +675,6 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         io.tick(&mut app);
         // Detach before the footer: nothing after it is recorded anyway.
         io.kernel = None;
-        drop(attached);
         let end_t = clock_ns(libc::CLOCK_MONOTONIC);
         app.pipeline_mut().analyzer.finish(end_t);
         event::join_within(input, Duration::from_millis(500));

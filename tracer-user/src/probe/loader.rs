@@ -1,7 +1,7 @@
 //! Loading the eBPF object and attaching what the plan chose. The only
 //! module (with `reader`) that touches aya.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -77,10 +77,74 @@ pub struct Attached {
 }
 
 impl Attached {
+    /// Runs of our programs the kernel skipped because the same program was
+    /// already running on that CPU (`recursion_misses`, 5.12+): events that
+    /// were never produced, so neither the drop counters nor the sequence
+    /// numbers see them.
+    pub fn recursion_misses(&self) -> u64 {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .filter_map(|fd| prog_info(fd.as_fd()))
+            .map(|info| {
+                log::trace!(
+                    "program info: {} runs, {} ns, {} recursion misses",
+                    info.run_cnt,
+                    info.run_time_ns,
+                    info.recursion_misses
+                );
+                info.recursion_misses
+            })
+            .sum()
+    }
+
     /// The attach-time snapshot's programs, loaded into this object.
     pub fn seed_kernel(&mut self) -> Result<super::seed::SeedKernel<'_>, super::seed::SeedError> {
         super::seed::SeedKernel::load(&mut self.ebpf)
     }
+}
+
+/// The start of `struct bpf_prog_info` (include/uapi/linux/bpf.h) up to
+/// `recursion_misses`: the kernel fills as much as we ask for. aya does not
+/// expose that field.
+#[repr(C)]
+#[derive(Default)]
+struct ProgInfoPrefix {
+    _before_run_time: [u64; 24],
+    run_time_ns: u64,
+    run_cnt: u64,
+    recursion_misses: u64,
+}
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// `BPF_OBJ_GET_INFO_BY_FD` on a program (None on old kernels or errors).
+fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<ProgInfoPrefix> {
+    use std::os::fd::AsRawFd as _;
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = ProgInfoPrefix::default();
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<ProgInfoPrefix>() as u32,
+        info: (&raw mut info) as u64,
+    };
+    // SAFETY: attr and info outlive the call; the kernel writes at most
+    // `info_len` bytes to `info` and updates `info_len`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw mut attr,
+            size_of::<InfoAttr>(),
+        )
+    };
+    // A kernel older than the field leaves it short (and zero).
+    (r == 0).then_some(info)
 }
 
 /// Ring buffer sizes must be a power of two and a multiple of the page size.
