@@ -10,6 +10,7 @@ mod demo;
 mod fuzz;
 mod scenarios;
 mod setup;
+mod soak;
 mod test;
 mod util;
 mod vm;
@@ -44,6 +45,9 @@ enum Cmd {
     /// Fuzz the trace reader and the event decoder (cargo-fuzz, nightly)
     /// for a bounded time each; crashes go to fuzz/regressions/.
     Fuzz(fuzz::Options),
+    /// Memory over a long recording: >= 10 minutes of DAX churn in a
+    /// guest, refscope's RSS sampled, a plateau required (not in `test`).
+    Soak(soak::Options),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Cmd::Clippy(o) => clippy::run_clippy(o),
         Cmd::Scenarios(o) => scenarios::run_cli(o),
         Cmd::Fuzz(o) => fuzz::run_fuzz(o),
+        Cmd::Soak(o) => soak::run_soak(o),
         // Its exit status is the guest command's.
         Cmd::Vm(o) => match vm::run_cli(o) {
             Ok(code) => return code,

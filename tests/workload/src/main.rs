@@ -186,6 +186,7 @@ mod tests {
         assert!(parse(&["fault-bench", "--size", "64", "--rounds", "2"]).is_ok());
         assert!(parse(&["fault-bench", "--size", "1G"]).is_ok());
         assert!(parse(&["churn", "--seconds", "1.5"]).is_ok());
+        assert!(parse(&["churn", "--pause", "50ms"]).is_ok());
         assert!(
             parse(&[
                 "truncate-mapped",

@@ -29,6 +29,10 @@ pub struct Churn {
     /// Also pin the mapping's first page with process_vm_readv each time.
     #[arg(long)]
     pub pin: bool,
+    /// Sleep this long after each cycle (e.g. `50ms`): a steady rate for
+    /// soaks, instead of as fast as possible.
+    #[arg(long, default_value = "0", value_parser = parse_secs, value_name = "SECS")]
+    pub pause: f64,
     #[command(flatten)]
     pub touch: TouchMode,
     #[command(flatten)]
@@ -64,6 +68,9 @@ pub fn churn(ctx: &Ctx, a: &Churn) -> anyhow::Result<()> {
         }
         m.unmap().context("munmap")?;
         iters += 1;
+        if a.pause > 0.0 {
+            std::thread::sleep(std::time::Duration::from_secs_f64(a.pause));
+        }
         if iters == 1 {
             ctx.ready(
                 ctx.line("ready")
