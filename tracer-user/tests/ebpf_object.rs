@@ -1,0 +1,135 @@
+//! The eBPF side never writes kernel memory and reads it only through the
+//! probe-read helpers: every helper call in the object refscope embeds
+//! (the one build.rs leaves in OUT_DIR) must be on the audited list below,
+//! and there must be no kfunc call. Loads and stores the verifier checks
+//! itself (stack, map values, ring-buffer records) need no list: tracing
+//! programs cannot store through kernel pointers, and refscope reads hook
+//! arguments as integers (bpf_get_func_arg), never as BTF pointers it
+//! could load through directly.
+
+const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/refscope-ebpf"));
+
+/// Helpers that read kernel memory only through the probe-read helpers,
+/// or touch only refscope's own maps and ring buffer, or the context.
+/// A helper added to the programs must be added here after checking it.
+const AUDITED: &[(i32, &str)] = &[
+    (1, "map_lookup_elem"),
+    (2, "map_update_elem"),
+    (3, "map_delete_elem"),
+    (5, "ktime_get_ns"),
+    (8, "get_smp_processor_id"),
+    (14, "get_current_pid_tgid"),
+    (16, "get_current_comm"),
+    // The task pointer is only ever read with probe_read_kernel.
+    (35, "get_current_task"),
+    (67, "get_stack"),
+    (113, "probe_read_kernel"),
+    (115, "probe_read_kernel_str"),
+    // The attach snapshot's task iterator writes to its own seq_file.
+    (127, "seq_write"),
+    (130, "ringbuf_output"),
+    (131, "ringbuf_reserve"),
+    (132, "ringbuf_submit"),
+    (133, "ringbuf_discard"),
+    (183, "get_func_arg"),
+    (184, "get_func_ret"),
+    (185, "get_func_arg_cnt"),
+];
+
+/// Helpers that write memory or change kernel behaviour: named in the
+/// failure message if they ever appear.
+const WRITERS: &[(i32, &str)] = &[
+    (36, "probe_write_user"),
+    (58, "override_return"),
+    (109, "send_signal"),
+    (117, "send_signal_thread"),
+    (
+        158,
+        "get_current_task_btf (direct loads through a BTF pointer)",
+    ),
+];
+
+fn u16_at(b: &[u8], o: usize) -> usize {
+    usize::from(u16::from_le_bytes([b[o], b[o + 1]]))
+}
+fn u64_at(b: &[u8], o: usize) -> usize {
+    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes")) as usize
+}
+
+/// `(section name, helper id or -kfunc pseudo-call)` of every call.
+fn calls(elf: &[u8]) -> Vec<(String, i32, bool)> {
+    assert_eq!(&elf[..4], b"\x7fELF", "not an ELF object");
+    assert_eq!(elf[4], 2, "not ELF64");
+    let (shoff, shentsize, shnum, shstrndx) = (
+        u64_at(elf, 0x28),
+        u16_at(elf, 0x3a),
+        u16_at(elf, 0x3c),
+        u16_at(elf, 0x3e),
+    );
+    let section = |i: usize| &elf[shoff + i * shentsize..shoff + (i + 1) * shentsize];
+    let strtab = u64_at(section(shstrndx), 0x18);
+    let mut out = Vec::new();
+    for i in 0..shnum {
+        let s = section(i);
+        let sh_type = u32::from_le_bytes(s[4..8].try_into().expect("4 bytes"));
+        let flags = u64_at(s, 8);
+        // SHT_PROGBITS with SHF_EXECINSTR: program code.
+        if sh_type != 1 || flags & 4 == 0 {
+            continue;
+        }
+        let name_off = strtab + u32::from_le_bytes(s[0..4].try_into().expect("4 bytes")) as usize;
+        let name_end = name_off + elf[name_off..].iter().position(|&b| b == 0).expect("NUL");
+        let name = String::from_utf8_lossy(&elf[name_off..name_end]).into_owned();
+        let code = &elf[u64_at(s, 0x18)..u64_at(s, 0x18) + u64_at(s, 0x20)];
+        let mut pc = 0;
+        while pc + 8 <= code.len() {
+            let op = code[pc];
+            let src = code[pc + 1] >> 4;
+            let imm = i32::from_le_bytes(code[pc + 4..pc + 8].try_into().expect("4 bytes"));
+            if op == 0x85 {
+                // BPF_JMP | BPF_CALL: src 0 helper, 1 bpf-to-bpf, 2 kfunc.
+                match src {
+                    0 => out.push((name.clone(), imm, false)),
+                    2 => out.push((name.clone(), imm, true)),
+                    _ => {}
+                }
+            }
+            // BPF_LD | BPF_IMM | BPF_DW takes two slots.
+            pc += if op == 0x18 { 16 } else { 8 };
+        }
+    }
+    out
+}
+
+#[test]
+fn the_ebpf_programs_only_call_audited_helpers() {
+    assert!(
+        !OBJECT.is_empty(),
+        "refscope was built without its eBPF programs (no bpf-linker): run `cargo xtask setup` \
+         and rebuild; this test audits the object"
+    );
+    let calls = calls(OBJECT);
+    assert!(
+        calls.iter().any(|(_, id, _)| *id == 113),
+        "no probe_read_kernel call found: the parser is broken"
+    );
+    let mut bad = Vec::new();
+    for (section, id, kfunc) in &calls {
+        if *kfunc {
+            bad.push(format!("{section}: a kfunc call (btf id {id})"));
+        } else if !AUDITED.iter().any(|(a, _)| a == id) {
+            let name = WRITERS
+                .iter()
+                .find(|(w, _)| w == id)
+                .map_or("not audited", |(_, n)| n);
+            bad.push(format!("{section}: helper {id} ({name})"));
+        }
+    }
+    bad.sort();
+    bad.dedup();
+    assert!(
+        bad.is_empty(),
+        "unaudited calls in the eBPF object:\n{}",
+        bad.join("\n")
+    );
+}
