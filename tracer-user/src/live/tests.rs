@@ -621,3 +621,35 @@ fn table_selection_follows_its_page_or_stays_on_top() {
     assert_eq!(app.pages_list().selected, 0);
     assert_eq!(app.rows()[0], BASE_PFN + 0x3f1);
 }
+
+#[test]
+fn the_header_shows_pages_evicted_at_the_cap() {
+    let s = synth();
+    let header = s.header();
+    let mut pipeline = Pipeline::new(&header, 64, AddrMapper::new(true), None);
+    pipeline.analyzer.set_max_pages(8);
+    let mode = Mode::Replay {
+        file: "synth.jsonl".into(),
+        speed: 0.0,
+        total_bytes: 1 << 20,
+    };
+    let look = Look {
+        ascii: false,
+        color: true,
+    };
+    let mut app = App::new(pipeline, header, mode, look);
+    app.on_resize(120, 40);
+    s.generate(&mut |item| match item {
+        Item::Event(e) => app.on_events(slice::from_ref(e), e.t),
+        Item::Loss(l) => app.on_losses(slice::from_ref(l)),
+    });
+    app.on_tick(std::time::Duration::from_secs(1), None);
+    let evicted = app.analyzer().stats().pages_evicted;
+    assert!(evicted > 0, "the synthetic trace has more than 8 pages");
+    let screen = text(&draw(&app));
+    let line = screen.lines().nth(1).unwrap_or_default();
+    assert!(line.contains(&format!("evicted {evicted}")), "{screen}");
+    // Without evictions, nothing is said.
+    let plain = text(&draw(&replayed((120, 40))));
+    assert!(!plain.contains("evicted"), "{plain}");
+}
