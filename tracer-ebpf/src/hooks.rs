@@ -251,10 +251,15 @@ pub fn grab_exit<C: EbpfContext>(
             return;
         }
     }
-    let Some(stash) = stash_take(spec.hook) else {
-        return;
+    // The entry's stash; if it is gone (the LRU stash evicted it, or the
+    // insert failed) an fexit still has the arguments: the event goes out
+    // without its entry refcount rather than not at all.
+    let (stash_args, ref_before) = match (stash_take(spec.hook), args) {
+        (Some(s), _) => (s.args, s.ref_before),
+        (None, Some(a)) if current_passes_filter(&current_comm()) => (*a, REF_UNKNOWN),
+        _ => return,
     };
-    let a = &stash.args;
+    let a = &stash_args;
     let Some((pfn, head)) = device_page(a[0]) else {
         return;
     };
@@ -269,7 +274,7 @@ pub fn grab_exit<C: EbpfContext>(
         Some(i) => a[i] as i32,
         None => 1,
     };
-    ev.ref_before = stash.ref_before;
+    ev.ref_before = ref_before;
     ev.ref_after = refcount(head);
     ev.flags |= ref_flags(ev.ref_before, ev.ref_after);
     ev.ret = ret as i64;
@@ -368,10 +373,14 @@ pub fn put_exit(spec: &PutSpec, args: Option<&Args>, ret: Option<u64>, kprobe: b
     {
         return;
     }
-    let Some(stash) = stash_take(spec.hook) else {
-        return;
+    // As in `grab_exit`: without the stash an fexit still reports the put,
+    // unless the entry skipped it on purpose (nested in another hooked put).
+    let (stash_args, ref_before) = match (stash_take(spec.hook), args) {
+        (Some(s), _) => (s.args, s.ref_before),
+        (None, Some(a)) if !spec.nested_in.iter().any(|&o| stash_present(o)) => (*a, REF_UNKNOWN),
+        _ => return,
     };
-    let a = &stash.args;
+    let a = &stash_args;
     let Some((pfn, head)) = device_page(a[0]) else {
         return;
     };
@@ -389,7 +398,7 @@ pub fn put_exit(spec: &PutSpec, args: Option<&Args>, ret: Option<u64>, kprobe: b
         PutFlags::FollPin => u64::from(conf!(foll_pin)),
         PutFlags::None => 0,
     };
-    ev.ref_before = stash.ref_before;
+    ev.ref_before = ref_before;
     ev.ref_after = refcount(head);
     ev.flags |= ref_flags(ev.ref_before, ev.ref_after);
     match ret {
