@@ -62,6 +62,9 @@ struct Report {
     devices: Vec<Device>,
     hooks: Vec<HookStatus>,
     load: Check,
+    /// The attach-time snapshot's programs (a warning when they fail:
+    /// tracing works, pre-existing mappings are not seen).
+    snapshot: Check,
     ok: bool,
     problems: Vec<String>,
 }
@@ -177,6 +180,7 @@ fn diagnose() -> Report {
     }
 
     // The real test: load the object and attach the plan, then detach.
+    let mut snapshot = Check::warn("not attempted: the programs did not load");
     let load = match (&plan, facts.blocker()) {
         (_, Some(why)) => Check::bad(format!("not attempted: {why}")),
         (None, None) => Check::bad("not attempted: no plan"),
@@ -188,7 +192,11 @@ fn diagnose() -> Report {
                 Err(e) => Check::bad(format!("not attempted: {e}")),
                 Ok(cfg) => {
                     let ranges = found.map(|d| d.filter_ranges).unwrap_or_default();
-                    match loader::load(plan, &cfg, 1 << 20, &ranges) {
+                    let mut loaded = loader::load(plan, &cfg, 1 << 20, &ranges);
+                    if let Ok(p) = &mut loaded {
+                        snapshot = snapshot_check(p);
+                    }
+                    match loaded {
                         Ok(p) if p.failures.is_empty() => {
                             Check::ok(format!("{} programs loaded and attached", p.attached.len()))
                         }
@@ -269,8 +277,27 @@ fn diagnose() -> Report {
         devices: device_list,
         hooks,
         load,
+        snapshot,
         ok,
         problems,
+    }
+}
+
+/// Load the attach snapshot's programs into `p` and run the task iterator.
+fn snapshot_check(p: &mut loader::Probes) -> Check {
+    match p.guard.seed_kernel() {
+        Err(e) => Check::warn(format!(
+            "{e}: mappings that exist before refscope attaches will not be seen"
+        )),
+        Ok(mut k) => match crate::seed::Kernel::task_mms(&mut k) {
+            Ok(m) => Check::ok(format!(
+                "task iterator and page reader load; {} address spaces listed",
+                m.len()
+            )),
+            Err(e) => Check::warn(format!(
+                "{e}: mappings that exist before refscope attaches will not be seen"
+            )),
+        },
     }
 }
 
@@ -378,6 +405,13 @@ fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         mark(&r.load),
         "load",
         r.load.detail
+    )?;
+    writeln!(
+        out,
+        "  [{}] {:<12} {}",
+        mark(&r.snapshot),
+        "snapshot",
+        r.snapshot.detail
     )?;
     if r.ok {
         writeln!(out, "refscope can trace on this kernel.")?;
