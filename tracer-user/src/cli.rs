@@ -86,11 +86,19 @@ pub struct TraceOpts {
     /// are forgotten (and counted as evicted), so memory stays bounded.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PAGES, value_parser = parse_max_pages)]
     pub max_pages: usize,
+
+    /// Findings kept at most (with their timelines); later ones are only
+    /// counted, so memory stays bounded on kernels where every mapping is
+    /// a finding.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FINDINGS)]
+    pub max_findings: usize,
 }
 
 /// `--max-pages` by default (what the caps cost in memory:
 /// docs/reliability.md).
 pub const DEFAULT_MAX_PAGES: usize = 1_000_000;
+/// `--max-findings` by default.
+pub const DEFAULT_MAX_FINDINGS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AttachMode {
@@ -187,6 +195,10 @@ pub struct ReportArgs {
     /// any trace.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PAGES, value_parser = parse_max_pages)]
     pub max_pages: usize,
+
+    /// Findings kept at most (as for `record`); later ones are only counted.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FINDINGS)]
+    pub max_findings: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -37,8 +37,14 @@ pub struct Analysed {
 }
 
 /// Read and analyse `path`, showing progress on a terminal for large files;
-/// at most `max_pages` pages are tracked (`--max-pages`).
-pub fn analyse(path: &Path, timeline: usize, max_pages: usize) -> anyhow::Result<Analysed> {
+/// at most `max_pages` pages and `max_findings` findings are kept
+/// (`--max-pages`, `--max-findings`).
+pub fn analyse(
+    path: &Path,
+    timeline: usize,
+    max_pages: usize,
+    max_findings: usize,
+) -> anyhow::Result<Analysed> {
     let name = path.display().to_string();
     let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -46,6 +52,7 @@ pub fn analyse(path: &Path, timeline: usize, max_pages: usize) -> anyhow::Result
     let header = reader.header().clone();
     let mut analyzer = analyzer_for(&header, timeline);
     analyzer.set_max_pages(max_pages);
+    analyzer.set_max_findings(max_findings);
     let mut progress = Progress::new(size);
     let mut events = 0u64;
     let mut end_t = 0;
@@ -85,7 +92,7 @@ pub fn analyse(path: &Path, timeline: usize, max_pages: usize) -> anyhow::Result
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let rules = parse_rules(&args.rules)?;
-    let a = analyse(&args.file, args.timeline, args.max_pages)?;
+    let a = analyse(&args.file, args.timeline, args.max_pages, args.max_findings)?;
     let name = args.file.display();
     if let Some(reason) = a
         .end_reason

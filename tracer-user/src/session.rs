@@ -248,6 +248,7 @@ impl Session {
         };
         let mut pipeline = Pipeline::new(&header, opts.timeline, mapper, facts.kallsyms.ok());
         pipeline.analyzer.set_max_pages(opts.max_pages);
+        pipeline.analyzer.set_max_findings(opts.max_findings);
         Ok(Session {
             header,
             probes,

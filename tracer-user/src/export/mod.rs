@@ -271,7 +271,12 @@ pub fn filter_for(args: &ExportArgs, header: &Header) -> anyhow::Result<Filter> 
         bail!("--pfn-range: START {lo:#x} is after END {hi:#x}");
     }
     if !rules.is_empty() {
-        let a = report::analyse(&args.file, 0, crate::cli::DEFAULT_MAX_PAGES)?;
+        let a = report::analyse(
+            &args.file,
+            0,
+            crate::cli::DEFAULT_MAX_PAGES,
+            crate::cli::DEFAULT_MAX_FINDINGS,
+        )?;
         let pages: HashSet<u64> = a
             .analyzer
             .findings()
@@ -515,7 +520,13 @@ mod tests {
 
     #[test]
     fn findings_are_those_of_report() {
-        let a = report::analyse(&fixture(), 64, crate::cli::DEFAULT_MAX_PAGES).unwrap();
+        let a = report::analyse(
+            &fixture(),
+            64,
+            crate::cli::DEFAULT_MAX_PAGES,
+            crate::cli::DEFAULT_MAX_FINDINGS,
+        )
+        .unwrap();
         let (reader, size) = open(&fixture()).unwrap();
         let header = reader.header().clone();
         struct Collect(Vec<Finding>);

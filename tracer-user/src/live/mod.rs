@@ -483,6 +483,7 @@ fn run_replay(args: &LiveArgs, path: &Path) -> anyhow::Result<ExitCode> {
     let header = reader.header().clone();
     let mut pipeline = Pipeline::new(&header, args.trace.timeline, AddrMapper::new(true), None);
     pipeline.analyzer.set_max_pages(args.trace.max_pages);
+    pipeline.analyzer.set_max_findings(args.trace.max_findings);
     let mode = Mode::Replay {
         file: name,
         speed: args.speed,

@@ -240,6 +240,12 @@ impl Analyzer {
         self.cfg.max_pages = max_pages.max(1);
     }
 
+    /// Change the findings cap (`--max-findings`): later findings are only
+    /// counted (`Stats::findings_dropped`).
+    pub fn set_max_findings(&mut self, max_findings: usize) {
+        self.cfg.max_findings = max_findings;
+    }
+
     /// Register device memory known before any event (trace header).
     pub fn add_device(&mut self, dev: &Device) {
         self.pgmaps.push(Pgmap {
