@@ -7,7 +7,7 @@
 //!   `report` reads with a warning; a full disk (a 64 KiB tmpfs) mid-
 //!   recording a clear error, a clean stop and a readable trace; a
 //!   read-only output directory an error before attaching; and nothing
-//!   stays attached afterwards.
+//!   stays attached afterwards. Every trace has hashed kernel addresses.
 //! - 7.3, [`PRIVILEGES`]: record, live and doctor as a user without root,
 //!   with only CAP_BPF + CAP_PERFMON, without CAP_SYS_ADMIN, without BTF,
 //!   with kptr_restrict=2, and under lockdown=confidentiality: each must
@@ -227,6 +227,9 @@ fn check_trace(share: &Path, name: &str, end: End) -> Result<(), String> {
     }
     let mut events = 0u64;
     let mut footer = None;
+    // Kernel addresses are hashed by default: struct page ids must not
+    // look like vmemmap addresses (0xffff...), as raw ones all would.
+    let (mut pages, mut kernel_like) = (0u64, 0u64);
     for (i, line) in complete.lines().enumerate() {
         let v: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| format!("{name}: line {}: not JSON ({e}): {line:.100}", i + 1))?;
@@ -235,6 +238,16 @@ fn check_trace(share: &Path, name: &str, end: End) -> Result<(), String> {
             return Err(format!(
                 "{name}: line 1 is not a refscope header: {line:.100}"
             ));
+        }
+        if i == 0 && v["kernel_addresses"] != "hashed" {
+            return Err(format!(
+                "{name}: the header says kernel_addresses {}, not hashed",
+                v["kernel_addresses"]
+            ));
+        }
+        if let Some(page) = v["page"].as_str() {
+            pages += 1;
+            kernel_like += u64::from(page.starts_with("0xffff"));
         }
         if footer.is_some() {
             return Err(format!("{name}: line {} after the footer", i + 1));
@@ -247,6 +260,11 @@ fn check_trace(share: &Path, name: &str, end: End) -> Result<(), String> {
     }
     if events == 0 {
         return Err(format!("{name}: no event was recorded"));
+    }
+    if pages == 0 || kernel_like * 2 > pages {
+        return Err(format!(
+            "{name}: {kernel_like} of {pages} struct page ids look like raw kernel addresses"
+        ));
     }
     match (end, &footer) {
         (End::Signal, Some(f)) if f["end_reason"] == "signal" && f["events"] == events => {}
