@@ -347,7 +347,7 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
         .trim()
         .parse()
         .map_err(|e| format!("`{s}` is not a number of seconds: {e}"))?;
-    if !(d > 0.0) || Duration::try_from_secs_f64(d).is_err() {
+    if d.is_nan() || d <= 0.0 || Duration::try_from_secs_f64(d).is_err() {
         return Err(format!(
             "`{s}` is not a usable duration: give a positive number of seconds"
         ));
@@ -361,7 +361,7 @@ pub fn parse_offset(s: &str) -> Result<f64, String> {
         .trim()
         .parse()
         .map_err(|e| format!("`{s}` is not a number of seconds: {e}"))?;
-    if !(d >= 0.0 && d.is_finite()) {
+    if d.is_nan() || d < 0.0 || d.is_infinite() {
         return Err(format!("`{s}` is not a non-negative number of seconds"));
     }
     Ok(d)

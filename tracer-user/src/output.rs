@@ -163,6 +163,22 @@ pub fn caps_line(a: &Analyzer) -> Option<String> {
     (!parts.is_empty()).then(|| format!("memory caps: {}", parts.join("; ")))
 }
 
+/// One line about a loss record, for stderr and the live view's log.
+pub fn loss_line(l: &refscope_core::trace::Loss) -> String {
+    if l.cpu == crate::session::MISSES_CPU {
+        format!(
+            "{} events skipped by the kernel: a program was already running on its CPU \
+             (BPF recursion guard)",
+            l.count
+        )
+    } else {
+        format!(
+            "lost {} events on CPU {} (ring buffer full; raise --ringbuf-size)",
+            l.count, l.cpu
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::{FileTypeExt as _, PermissionsExt};
@@ -245,21 +261,5 @@ mod tests {
         assert!(write_ready_file(&link).is_err());
         assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
         fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
-/// One line about a loss record, for stderr and the live view's log.
-pub fn loss_line(l: &refscope_core::trace::Loss) -> String {
-    if l.cpu == crate::session::MISSES_CPU {
-        format!(
-            "{} events skipped by the kernel: a program was already running on its CPU \
-             (BPF recursion guard)",
-            l.count
-        )
-    } else {
-        format!(
-            "lost {} events on CPU {} (ring buffer full; raise --ringbuf-size)",
-            l.count, l.cpu
-        )
     }
 }

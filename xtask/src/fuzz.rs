@@ -184,10 +184,10 @@ fn fuzz_one(root: &Path, fuzz_dir: &Path, target: &str, opts: &Options) -> anyho
         if let Some(p) = line.split("Test unit written to ").nth(1) {
             crash_file = Some(PathBuf::from(p.trim()));
         }
-        if line.contains("panicked at") || line.contains("ERROR: libFuzzer") || !detail.is_empty() {
-            if detail.len() < 40 {
-                detail.push(line);
-            }
+        let crash_output =
+            line.contains("panicked at") || line.contains("ERROR: libFuzzer") || !detail.is_empty();
+        if crash_output && detail.len() < 40 {
+            detail.push(line);
         }
     }
     let status = child.wait()?;

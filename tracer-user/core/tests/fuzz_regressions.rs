@@ -77,7 +77,7 @@ fn unknown_flag_bits_are_dropped_at_decode() {
     let bytes = unsafe {
         std::slice::from_raw_parts(
             (&raw as *const RawEvent).cast::<u8>(),
-            std::mem::size_of::<RawEvent>(),
+            size_of::<RawEvent>(),
         )
     };
     let decoded = refscope_core::abi::decode(bytes).expect("a valid record");
