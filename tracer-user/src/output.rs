@@ -150,7 +150,7 @@ pub fn caps_line(a: &Analyzer) -> Option<String> {
     }
     if s.findings_dropped > 0 {
         parts.push(format!(
-            "{} findings past the first {} only counted",
+            "{} findings raised past the --max-findings cap of {} were only counted",
             s.findings_dropped, cfg.max_findings
         ));
     }
