@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod build;
 mod clippy;
 mod demo;
@@ -42,6 +43,10 @@ enum Cmd {
     /// The end-to-end truth table: scenarios x kernels, checked against
     /// tests/scenarios.json (--table rewrites the README table).
     Scenarios(scenarios::Options),
+    /// Benchmarks: tracing overhead in a guest (vs untraced and tracefs
+    /// kprobes), pipeline capacity, host-side throughput and memory
+    /// (docs/benchmarks.md). Not part of `test`.
+    Bench(bench::Options),
     /// Fuzz the trace reader and the event decoder (cargo-fuzz, nightly)
     /// for a bounded time each; crashes go to fuzz/regressions/.
     Fuzz(fuzz::Options),
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
         Cmd::Test(o) => test::run_test(o),
         Cmd::Clippy(o) => clippy::run_clippy(o),
         Cmd::Scenarios(o) => scenarios::run_cli(o),
+        Cmd::Bench(o) => bench::run_bench(o),
         Cmd::Fuzz(o) => fuzz::run_fuzz(o),
         Cmd::Soak(o) => soak::run_soak(o),
         // Its exit status is the guest command's.

@@ -1,0 +1,721 @@
+//! From measurements to the published numbers: ratios with their spread,
+//! the in-kernel cost, capacity, the issue's goals, and the markdown table.
+
+use std::{collections::BTreeSet, fmt::Write as _};
+
+use serde::Serialize;
+
+use super::{
+    guest::{self, GuestData, Mode},
+    host::HostData,
+    stats::{self, Spread},
+};
+
+/// Throughput of one workload under each mode, relative to untraced.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverheadRow {
+    pub workload: String,
+    pub about: String,
+    pub device: bool,
+    pub unit: String,
+    /// Untraced units per second in the guest (TCG: only for scale).
+    pub untraced_per_sec: Option<Spread>,
+    /// Per repetition: traced rate / untraced rate of the same repetition.
+    pub ratios: Vec<(Mode, Option<Spread>)>,
+}
+
+impl OverheadRow {
+    pub fn ratio(&self, mode: Mode) -> Option<Spread> {
+        self.ratios
+            .iter()
+            .find(|(m, _)| *m == mode)
+            .and_then(|r| r.1)
+    }
+}
+
+/// In-kernel cost of refscope's programs on one workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct BpfRow {
+    pub workload: String,
+    pub mode: Mode,
+    pub unit: String,
+    pub programs: u64,
+    /// Program runs per unit of work (fault, pin, exec), all repetitions.
+    pub runs_per_unit: f64,
+    /// Mean run time of a program per repetition, from the kernel's
+    /// statistics (TCG: inflated, and by host contention too).
+    pub ns_per_run: Option<Spread>,
+    /// Per repetition: BPF time per unit of work over the untraced time of
+    /// a unit (best round).
+    pub share_of_untraced: Option<Spread>,
+    /// Per repetition: BPF time per unit over the time tracing added to a
+    /// unit (repetitions where it added time).
+    pub share_of_added: Option<Spread>,
+    pub recursion_misses: f64,
+}
+
+/// What the capacity test showed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capacity {
+    /// Highest producer rate of a ladder step with no loss (TCG events/s).
+    pub max_lossless_rate: Option<f64>,
+    pub max_lossless_step: Option<String>,
+    /// The same over the untraced rate one CPU faults DAX pages at.
+    pub max_lossless_vs_untraced: Option<f64>,
+    /// Whether the lossless ladder ran out of producers before it lost.
+    pub no_loss_at_top: bool,
+    pub overflow_lost: Option<u64>,
+    /// refscope exited 0 after the overflow.
+    pub overflow_survived: bool,
+    /// Definite findings in the overflow run of rules with no definite
+    /// finding in the lossless reference run.
+    pub false_definite: Vec<String>,
+    pub overflow_uncertain: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Goal {
+    pub what: String,
+    pub target: String,
+    pub measured: String,
+    /// None: not measured in this run.
+    pub met: Option<bool>,
+}
+
+/// The guest's numbers.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestSummary {
+    pub overhead: Vec<OverheadRow>,
+    pub bpf: Vec<BpfRow>,
+    /// Per mode: median events and losses of the tracer sessions, attach
+    /// seconds, failed sessions.
+    pub sessions: Vec<SessionRow>,
+    pub capacity: Option<Capacity>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRow {
+    pub mode: Mode,
+    pub sessions: usize,
+    pub failed: usize,
+    pub events: Option<Spread>,
+    pub lost: u64,
+    pub attach_secs: Option<Spread>,
+}
+
+pub fn summarize_guest(g: &GuestData, plan: &guest::Plan) -> GuestSummary {
+    let rate = |rep: usize, mode: Mode, w: &str| {
+        g.runs
+            .iter()
+            .find(|r| r.rep == rep && r.mode == mode && r.workload == w && r.ok)
+            .and_then(|r| r.per_sec)
+    };
+    let mut overhead = Vec::new();
+    let mut bpf = Vec::new();
+    for w in &plan.workloads {
+        let untraced: Vec<f64> = (1..=plan.reps)
+            .filter_map(|rep| rate(rep, Mode::Untraced, w.name))
+            .collect();
+        let mut ratios = Vec::new();
+        for &mode in plan.modes.iter().filter(|m| **m != Mode::Untraced) {
+            let r: Vec<f64> = (1..=plan.reps)
+                .filter_map(|rep| {
+                    Some(rate(rep, mode, w.name)? / rate(rep, Mode::Untraced, w.name)?)
+                })
+                .collect();
+            ratios.push((mode, stats::spread(&r)));
+            if !mode.is_refscope() {
+                continue;
+            }
+            let mut units = 0.0;
+            let mut cnt = 0.0;
+            let mut miss = 0.0;
+            let mut progs = 0;
+            let (mut ns_run, mut share_un, mut share_add) = (Vec::new(), Vec::new(), Vec::new());
+            for rep in 1..=plan.reps {
+                let Some(r) = g.runs.iter().find(|r| {
+                    r.rep == rep && r.mode == mode && r.workload == w.name && r.ok && r.units > 0.0
+                }) else {
+                    continue;
+                };
+                let Some(b) = r.bpf else { continue };
+                units += r.units;
+                cnt += b.run_cnt;
+                miss += b.recursion_misses;
+                progs = progs.max(b.programs);
+                if b.run_cnt > 0.0 {
+                    ns_run.push(b.run_time_ns / b.run_cnt);
+                }
+                let bpf_per_unit = b.run_time_ns / r.units;
+                if let Some(u) = rate(rep, Mode::Untraced, w.name) {
+                    let untraced_ns = 1e9 / u;
+                    share_un.push(bpf_per_unit / untraced_ns);
+                    if let Some(t) = r.per_sec {
+                        let added = 1e9 / t - untraced_ns;
+                        if added > 0.0 {
+                            share_add.push(bpf_per_unit / added);
+                        }
+                    }
+                }
+            }
+            if units > 0.0 {
+                bpf.push(BpfRow {
+                    workload: w.name.into(),
+                    mode,
+                    unit: w.unit.into(),
+                    programs: progs,
+                    runs_per_unit: cnt / units,
+                    ns_per_run: stats::spread(&ns_run),
+                    share_of_untraced: stats::spread(&share_un),
+                    share_of_added: stats::spread(&share_add),
+                    recursion_misses: miss,
+                });
+            }
+        }
+        overhead.push(OverheadRow {
+            workload: w.name.into(),
+            about: w.about.into(),
+            device: w.device,
+            unit: w.unit.into(),
+            untraced_per_sec: stats::spread(&untraced),
+            ratios,
+        });
+    }
+    let sessions = plan
+        .modes
+        .iter()
+        .filter(|m| **m != Mode::Untraced)
+        .map(|&mode| {
+            let s: Vec<&guest::Session> = g.sessions.iter().filter(|s| s.mode == mode).collect();
+            let ok: Vec<&&guest::Session> = s
+                .iter()
+                .filter(|s| s.status == Some(0) && s.events.is_some())
+                .collect();
+            SessionRow {
+                mode,
+                sessions: s.len(),
+                failed: s.len() - ok.len(),
+                events: stats::spread(
+                    &ok.iter()
+                        .filter_map(|s| s.events.map(|e| e as f64))
+                        .collect::<Vec<_>>(),
+                ),
+                lost: ok.iter().filter_map(|s| s.lost).sum(),
+                attach_secs: stats::spread(
+                    &s.iter().filter_map(|s| s.attach_secs).collect::<Vec<_>>(),
+                ),
+            }
+        })
+        .collect();
+    GuestSummary {
+        overhead,
+        bpf,
+        sessions,
+        capacity: plan.capacity.then(|| capacity(g)),
+    }
+}
+
+fn capacity(g: &GuestData) -> Capacity {
+    let ladder: Vec<&guest::CapResult> = g
+        .capacity
+        .iter()
+        .filter(|c| c.ring == guest::LADDER_RING)
+        .collect();
+    let lossless = ladder
+        .iter()
+        .filter(|c| c.lost == Some(0) && c.status == Some(0) && c.producers_ok)
+        .filter_map(|c| Some((c.rate?, c.name.clone())))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let no_loss_at_top = ladder
+        .last()
+        .is_some_and(|c| c.lost == Some(0) && c.status == Some(0));
+    let step = |name: &str| g.capacity.iter().find(|c| c.name == name);
+    let definite = |c: Option<&guest::CapResult>| -> BTreeSet<String> {
+        c.and_then(|c| c.findings.as_ref())
+            .map(|f| {
+                f.iter()
+                    .filter(|(_, s)| s.get("definite").copied().unwrap_or(0) > 0)
+                    .map(|(r, _)| r.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let reference = definite(step(guest::REFERENCE_STEP));
+    let over = step(guest::OVERFLOW_STEP);
+    let false_definite = definite(over)
+        .into_iter()
+        .filter(|r| !reference.contains(r))
+        .collect();
+    Capacity {
+        max_lossless_rate: lossless.as_ref().map(|l| l.0),
+        max_lossless_step: lossless.as_ref().map(|l| l.1.clone()),
+        max_lossless_vs_untraced: match (&lossless, g.untraced_rate) {
+            (Some(l), Some(u)) if u > 0.0 => Some(l.0 / u),
+            _ => None,
+        },
+        no_loss_at_top,
+        overflow_lost: over.and_then(|c| c.lost),
+        overflow_survived: over.is_some_and(|c| c.status == Some(0) && c.events.is_some()),
+        false_definite,
+        overflow_uncertain: over
+            .and_then(|c| c.findings.as_ref())
+            .map(|f| {
+                f.values()
+                    .map(|s| s.get("uncertain").copied().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0),
+    }
+}
+
+/// The issue's goals against this run.
+pub fn goals(g: Option<&GuestSummary>, h: Option<&HostData>) -> Vec<Goal> {
+    let mut out = Vec::new();
+    let row = |name: &str| g.and_then(|g| g.overhead.iter().find(|r| r.workload == name));
+    let ratio_goal = |out: &mut Vec<Goal>, what: &str, wl: &str, min: f64| {
+        let s = row(wl).and_then(|r| r.ratio(Mode::Fentry));
+        out.push(Goal {
+            what: format!("{what} (`{wl}`, fentry / untraced)"),
+            target: format!(">= {min:.2}"),
+            measured: s.map_or("not measured".into(), |s| s.show(2)),
+            met: s.map(|s| s.median >= min),
+        });
+    };
+    ratio_goal(
+        &mut out,
+        "overhead on the fault-heavy workload",
+        "dax-faults",
+        0.95,
+    );
+    for wl in ["dax-faults", "dax-pins"] {
+        let f = row(wl).and_then(|r| r.ratio(Mode::Fentry));
+        let t = row(wl).and_then(|r| r.ratio(Mode::Tracefs));
+        out.push(Goal {
+            what: format!("lower overhead than tracefs kprobe events (`{wl}`)"),
+            target: "fentry ratio > tracefs ratio (by 0.01 or more)".into(),
+            measured: match (f, t) {
+                (Some(f), Some(t)) => format!("{:.2} vs {:.2}", f.median, t.median),
+                _ => "not measured".into(),
+            },
+            // A tie is not "lower overhead".
+            met: f.zip(t).map(|(f, t)| f.median >= t.median + 0.01),
+        });
+    }
+    ratio_goal(&mut out, "unrelated workload", "anon-faults", 0.99);
+    ratio_goal(&mut out, "unrelated workload", "exec-loop", 0.99);
+    if let Some(c) = g.and_then(|g| g.capacity.as_ref()) {
+        out.push(Goal {
+            what: "past capacity: losses counted, no crash, no false definite finding".into(),
+            target: "lost > 0, exit 0, none".into(),
+            measured: format!(
+                "lost {}, {}, {}",
+                c.overflow_lost.map_or("?".into(), |l| l.to_string()),
+                if c.overflow_survived {
+                    "exit 0"
+                } else {
+                    "FAILED"
+                },
+                if c.false_definite.is_empty() {
+                    "none".to_owned()
+                } else {
+                    c.false_definite.join(", ")
+                }
+            ),
+            met: Some(
+                c.overflow_lost.is_some_and(|l| l > 0)
+                    && c.overflow_survived
+                    && c.false_definite.is_empty(),
+            ),
+        });
+    }
+    let crit = |model: &str| {
+        h.and_then(|h| {
+            h.criterion
+                .iter()
+                .find(|c| c.group == model && c.bench == "decode+analyze")
+        })
+    };
+    for model in ["idle_one", "refcounted"] {
+        let c = crit(model);
+        out.push(Goal {
+            what: format!("decode + analysis on one core ({model} model)"),
+            target: ">= 5 M events/s".into(),
+            measured: c.map_or("not measured".into(), |c| {
+                format!("{:.2} M events/s", c.per_sec / 1e6)
+            }),
+            met: c.map(|c| c.per_sec >= 5e6),
+        });
+    }
+    let rep = h.and_then(|h| h.report.iter().find(|r| r.what == super::host::REPORT_TEXT));
+    out.push(Goal {
+        what: "`refscope report` throughput (per CPU second)".into(),
+        target: ">= 200 MB/s".into(),
+        measured: rep.map_or("not measured".into(), |r| {
+            format!("{:.0} MB/s", r.mb_per_sec)
+        }),
+        met: rep.map(|r| r.mb_per_sec >= 200.0),
+    });
+    let page = h.and_then(|h| {
+        h.pages
+            .iter()
+            .find(|p| p.variant == super::host::PAGES_STATE)
+    });
+    out.push(Goal {
+        what: "state per tracked page besides timelines (peak RSS)".into(),
+        target: "<= 64 bytes".into(),
+        measured: page.map_or("not measured".into(), |p| {
+            format!("{:.0} bytes", p.bytes_per_page)
+        }),
+        met: page.map(|p| p.bytes_per_page <= 64.0),
+    });
+    out
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not run",
+    }
+}
+
+fn si(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn pct(x: Option<Spread>) -> String {
+    x.map_or("-".into(), |x| {
+        let p = |v: f64| format!("{:.0}%", v * 100.0);
+        if x.n == 1 {
+            p(x.median)
+        } else {
+            format!("{} [{}–{}]", p(x.median), p(x.min), p(x.max))
+        }
+    })
+}
+
+/// The markdown published in docs/benchmarks.md and target/bench/.
+pub fn markdown(
+    goals: &[Goal],
+    g: Option<(&GuestSummary, &GuestData)>,
+    h: Option<&HostData>,
+) -> String {
+    let mut s = String::new();
+    s.push_str("#### Goals\n\n| goal | target | measured | |\n|---|---|---|---|\n");
+    for goal in goals {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            goal.what,
+            goal.target,
+            goal.measured,
+            verdict(goal.met)
+        );
+    }
+    if let Some((sum, data)) = g {
+        guest_tables(&mut s, sum, data);
+    }
+    if let Some(h) = h {
+        host_tables(&mut s, h);
+    }
+    s
+}
+
+fn guest_tables(s: &mut String, sum: &GuestSummary, data: &GuestData) {
+    let modes: Vec<Mode> = sum
+        .overhead
+        .first()
+        .map(|r| r.ratios.iter().map(|(m, _)| *m).collect())
+        .unwrap_or_default();
+    let _ = write!(
+        s,
+        "\n#### Overhead in the guest (kernel {}; throughput relative to untraced, median [min–max] over repetitions)\n\n| workload | untraced rate (TCG, for scale) |",
+        data.kernel_release
+    );
+    for m in &modes {
+        let _ = write!(s, " {} |", m.describe());
+    }
+    let _ = write!(s, "\n|---|---|{}\n", "---|".repeat(modes.len()));
+    for r in &sum.overhead {
+        let _ = write!(
+            s,
+            "| `{}`: {} | {} |",
+            r.workload,
+            r.about,
+            r.untraced_per_sec
+                .map_or("-".into(), |u| format!("{} {}/s", si(u.median), r.unit))
+        );
+        for m in &modes {
+            let _ = write!(s, " {} |", r.ratio(*m).map_or("-".into(), |x| x.show(2)));
+        }
+        s.push('\n');
+    }
+    s.push_str(
+        "\n#### In-kernel cost of refscope's programs (kernel BPF run-time statistics, all repetitions)\n\n\
+         | workload | mode | programs | runs per unit | ns per run (TCG) | BPF time per unit / untraced unit | BPF share of the added time | recursion misses |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for b in &sum.bpf {
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {:.2} per {} | {} | {} | {} | {:.0} |",
+            b.workload,
+            b.mode.name(),
+            b.programs,
+            b.runs_per_unit,
+            b.unit.trim_end_matches('s'),
+            b.ns_per_run.map_or("-".into(), |x| x.show(0)),
+            pct(b.share_of_untraced),
+            pct(b.share_of_added),
+            b.recursion_misses
+        );
+    }
+    s.push_str(
+        "\n#### Tracer sessions (one per repetition and mode, all four workloads)\n\n\
+         | mode | sessions | failed | events per session | lost | attach time (TCG) |\n|---|---|---|---|---|---|\n",
+    );
+    for r in &sum.sessions {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.mode.name(),
+            r.sessions,
+            r.failed,
+            r.events.map_or("-".into(), |e| si(e.median)),
+            r.lost,
+            r.attach_secs
+                .map_or("-".into(), |a| format!("{:.1} s", a.median))
+        );
+    }
+    if !data.capacity.is_empty() {
+        let _ = write!(
+            s,
+            "\n#### Pipeline capacity in the guest (`refscope record`, fentry; untraced fault rate {} faults/s)\n\n\
+             | step | ring buffer | producers | event rate (TCG) | x untraced fault rate | lost | exit | definite findings | uncertain findings |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+            data.untraced_rate.map_or("?".into(), si)
+        );
+        for c in &data.capacity {
+            let (def, unc) = match &c.findings {
+                Some(f) => {
+                    let by = |st: &str| {
+                        let v: Vec<String> = f
+                            .iter()
+                            .filter_map(|(r, m)| m.get(st).map(|n| format!("{r} {n}")))
+                            .collect();
+                        if v.is_empty() {
+                            "none".into()
+                        } else {
+                            v.join(", ")
+                        }
+                    };
+                    (by("definite"), by("uncertain"))
+                }
+                None => ("-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                c.name,
+                c.ring,
+                c.producers,
+                c.rate.map_or("-".into(), |r| format!("{}/s", si(r))),
+                match (c.rate, data.untraced_rate) {
+                    (Some(r), Some(u)) if u > 0.0 => format!("{:.2}", r / u),
+                    _ => "-".into(),
+                },
+                c.lost.map_or("-".into(), |l| l.to_string()),
+                c.status.map_or("-".into(), |x| x.to_string()),
+                def,
+                unc
+            );
+        }
+    }
+}
+
+fn host_tables(s: &mut String, h: &HostData) {
+    if !h.criterion.is_empty() {
+        s.push_str(
+            "\n#### Host: userspace pipeline on one core (criterion, `tracer-user/core/benches/analysis.rs`)\n\n\
+             | model | stage | events/s (median) | range |\n|---|---|---|---|\n",
+        );
+        for c in &h.criterion {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {}–{} |",
+                c.group,
+                c.bench,
+                si(c.per_sec),
+                si(c.per_sec_low),
+                si(c.per_sec_high)
+            );
+        }
+    }
+    if !h.report.is_empty() {
+        s.push_str(
+            "\n#### Host: `refscope report` and `export` (rates per CPU second, wall time alongside; peak RSS from wait4)\n\n\
+             | run | trace | events | CPU time | wall time | MB/s | events/s | peak RSS |\n|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in h.report.iter().chain(&h.export) {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} MB | {} | {:.1} s | {:.1} s | {:.0} | {} | {:.0} MiB |",
+                r.what,
+                r.trace_bytes as f64 / 1e6,
+                si(r.events as f64),
+                r.cpu_secs,
+                r.secs,
+                r.mb_per_sec,
+                si(r.events_per_sec),
+                r.max_rss_kib as f64 / 1024.0
+            );
+        }
+    }
+    if !h.pages.is_empty() {
+        s.push_str(
+            "\n#### Host: memory per tracked page (`refscope report` peak RSS, difference between two trace sizes)\n\n\
+             | state | pages | peak RSS | pages | peak RSS | bytes per page |\n|---|---|---|---|---|---|\n",
+        );
+        for p in &h.pages {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} MiB | {} | {:.0} MiB | {:.0} |",
+                p.variant,
+                si(p.pages_small as f64),
+                p.rss_small_kib as f64 / 1024.0,
+                si(p.pages_big as f64),
+                p.rss_big_kib as f64 / 1024.0,
+                p.bytes_per_page
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::bench::guest::{BpfDelta, CapResult, Plan, Run, workloads};
+
+    fn run(rep: usize, mode: Mode, w: &str, per_sec: f64, bpf: Option<BpfDelta>) -> Run {
+        Run {
+            rep,
+            mode,
+            workload: w.into(),
+            ok: true,
+            per_sec: Some(per_sec),
+            units: 1000.0,
+            bpf,
+        }
+    }
+
+    fn cap(name: &str, ring: &str, rate: f64, lost: u64, definite: &[&str]) -> CapResult {
+        let mut f: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for r in definite {
+            f.entry((*r).into())
+                .or_default()
+                .insert("definite".into(), 3);
+        }
+        CapResult {
+            name: name.into(),
+            ring: ring.into(),
+            producers: 1,
+            producers_ok: true,
+            status: Some(0),
+            events: Some(1000),
+            lost: Some(lost),
+            window_secs: Some(1.0),
+            rate: Some(rate),
+            findings: (!definite.is_empty()).then_some(f),
+        }
+    }
+
+    #[test]
+    fn ratios_costs_capacity_and_goals() {
+        let plan = Plan {
+            reps: 2,
+            modes: vec![Mode::Untraced, Mode::Fentry, Mode::Tracefs],
+            workloads: workloads(true)[..1].to_vec(),
+            capacity: true,
+            cap_secs: 1.0,
+        };
+        let b = BpfDelta {
+            programs: 25,
+            run_time_ns: 2_000_000.0,
+            run_cnt: 1000.0,
+            recursion_misses: 0.0,
+        };
+        let data = GuestData {
+            kernel_release: "6.12".into(),
+            hooks: vec![],
+            tracefs_probes: Some(30),
+            runs: vec![
+                run(1, Mode::Untraced, "dax-faults", 1000.0, None),
+                run(1, Mode::Fentry, "dax-faults", 500.0, Some(b)),
+                run(1, Mode::Tracefs, "dax-faults", 400.0, None),
+                run(2, Mode::Untraced, "dax-faults", 800.0, None),
+                run(2, Mode::Fentry, "dax-faults", 600.0, Some(b)),
+                run(2, Mode::Tracefs, "dax-faults", 400.0, None),
+            ],
+            sessions: vec![],
+            untraced_rate: Some(1000.0),
+            capacity: vec![
+                cap("paced-10", guest::LADDER_RING, 250.0, 0, &[]),
+                cap("flat-1cpu", guest::LADDER_RING, 600.0, 0, &[]),
+                cap("flat-2cpu", guest::LADDER_RING, 900.0, 10, &[]),
+                cap(
+                    guest::REFERENCE_STEP,
+                    "16M",
+                    900.0,
+                    0,
+                    &["zero_ref_mapping"],
+                ),
+                cap(
+                    guest::OVERFLOW_STEP,
+                    guest::OVERFLOW_RING,
+                    900.0,
+                    500,
+                    &["zero_ref_mapping", "pin_leak"],
+                ),
+            ],
+            complete: true,
+        };
+        let sum = summarize_guest(&data, &plan);
+        let row = &sum.overhead[0];
+        // Ratios per repetition: 0.5 and 0.75.
+        let f = row.ratio(Mode::Fentry).unwrap();
+        assert_eq!((f.median, f.min, f.max), (0.625, 0.5, 0.75));
+        assert_eq!(row.ratio(Mode::Tracefs).unwrap().median, 0.45);
+        let bpf = &sum.bpf[0];
+        assert_eq!(bpf.runs_per_unit, 1.0);
+        assert_eq!(bpf.ns_per_run.unwrap().median, 2000.0);
+        // BPF: 2 ms per 1000 units, 2 µs per unit; untraced units take 1
+        // and 1.25 ms; tracing added 1 and 0.42 ms.
+        let un = bpf.share_of_untraced.unwrap();
+        assert!((un.min - 0.0016).abs() < 1e-9 && (un.max - 0.002).abs() < 1e-9);
+        let add = bpf.share_of_added.unwrap();
+        assert!((add.min - 0.002).abs() < 1e-9 && (add.max - 0.0048).abs() < 1e-9);
+        let c = sum.capacity.as_ref().unwrap();
+        assert_eq!(c.max_lossless_rate, Some(600.0));
+        assert_eq!(c.max_lossless_step.as_deref(), Some("flat-1cpu"));
+        assert!(!c.no_loss_at_top);
+        assert_eq!(c.false_definite, vec!["pin_leak".to_owned()]);
+        let goals = goals(Some(&sum), None);
+        let by = |w: &str| goals.iter().find(|g| g.what.contains(w)).unwrap();
+        assert_eq!(by("fault-heavy").met, Some(false));
+        assert_eq!(by("tracefs kprobe events (`dax-faults`)").met, Some(true));
+        assert_eq!(by("past capacity").met, Some(false));
+        assert_eq!(by("report").met, None);
+        let md = markdown(&goals, Some((&sum, &data)), None);
+        assert!(md.contains("| `dax-faults`: "));
+        assert!(md.contains("0.62 [0.50–0.75]"));
+        assert!(md.contains("**missed**"));
+    }
+}
