@@ -315,12 +315,14 @@ impl Analyzer {
             .collect();
         for ((pfn, mm), h) in held {
             let status = self.status_since(h.first_t, end_t);
-            let explanation = format!(
-                "{} still held {} pin(s) on pfn {pfn:#x} at the end of the trace, taken {:.3}s before",
-                describe_proc(h.pid, &h.comm),
-                h.pins,
-                end_t.saturating_sub(h.first_t) as f64 / 1e9,
-            );
+            let explanation = || {
+                format!(
+                    "{} still held {} pin(s) on pfn {pfn:#x} at the end of the trace, taken {:.3}s before",
+                    describe_proc(h.pid, &h.comm),
+                    h.pins,
+                    end_t.saturating_sub(h.first_t) as f64 / 1e9,
+                )
+            };
             self.raise(Raise {
                 rule: RuleId::PinLeak,
                 severity: Some(Severity::Info),
@@ -573,7 +575,7 @@ impl Analyzer {
 
     // --------------------------------------------------------- findings --
 
-    fn raise(&mut self, r: Raise) -> Option<usize> {
+    fn raise<F: FnOnce() -> String>(&mut self, r: Raise<F>) -> Option<usize> {
         match self.dedupe.entry(r.key) {
             Entry::Occupied(e) => {
                 let f = &mut self.findings[*e.get()];
@@ -604,7 +606,7 @@ impl Analyzer {
             pid: r.pid,
             comm: r.comm,
             t_ns: r.t,
-            explanation: r.explanation,
+            explanation: (r.explanation)(),
             at_attach: r.at_attach,
             occurrences: 1,
             timeline,
@@ -674,23 +676,25 @@ impl Analyzer {
             && raw.wrapping_sub(bias).wrapping_sub(transient) <= 0
         {
             let what = if ev.order > 0 { "PMD" } else { "PTE" };
-            let explanation = format!(
-                "{} installed a {what} at {} for pfn {pfn:#x} while its _refcount was {raw} \
+            let explanation = || {
+                format!(
+                    "{} installed a {what} at {} for pfn {pfn:#x} while its _refcount was {raw} \
                  (logical {}, idle bias {bias}{}): the mapping holds no page reference{}.",
-                describe_proc(ev.pid, &ev.comm),
-                ev.vaddr,
-                raw.wrapping_sub(bias).wrapping_sub(transient),
-                if transient > 0 {
-                    ", minus the fault's temporary reference"
-                } else {
-                    ""
-                },
-                if at_attach {
-                    " (present when refscope attached)"
-                } else {
-                    ""
-                },
-            );
+                    describe_proc(ev.pid, &ev.comm),
+                    ev.vaddr,
+                    raw.wrapping_sub(bias).wrapping_sub(transient),
+                    if transient > 0 {
+                        ", minus the fault's temporary reference"
+                    } else {
+                        ""
+                    },
+                    if at_attach {
+                        " (present when refscope attached)"
+                    } else {
+                        ""
+                    },
+                )
+            };
             self.raise(Raise {
                 rule: RuleId::ZeroRefMapping,
                 severity: None,
@@ -721,17 +725,19 @@ impl Analyzer {
             .filter(|g| g.state != PgmapState::Live)
             .map(|g| (g.name.clone(), g.state));
         if let Some((name, state)) = removing {
-            let explanation = format!(
-                "{} mapped pfn {pfn:#x} at {} after removal of its device {} had {}.",
-                describe_proc(ev.pid, &ev.comm),
-                ev.vaddr,
-                display_name(&name),
-                if state == PgmapState::Removed {
-                    "completed"
-                } else {
-                    "started"
-                },
-            );
+            let explanation = || {
+                format!(
+                    "{} mapped pfn {pfn:#x} at {} after removal of its device {} had {}.",
+                    describe_proc(ev.pid, &ev.comm),
+                    ev.vaddr,
+                    display_name(&name),
+                    if state == PgmapState::Removed {
+                        "completed"
+                    } else {
+                        "started"
+                    },
+                )
+            };
             let idx = self.raise(Raise {
                 rule: RuleId::MappedAfterUnplug,
                 severity: None,
@@ -867,12 +873,14 @@ impl Analyzer {
             if h.pins == 0 {
                 continue;
             }
-            let explanation = format!(
-                "{} exited still holding {} pin(s) on pfn {pfn:#x}, taken {:.3}s before.",
-                describe_proc(h.pid, &h.comm),
-                h.pins,
-                ev.t.saturating_sub(h.first_t) as f64 / 1e9,
-            );
+            let explanation = || {
+                format!(
+                    "{} exited still holding {} pin(s) on pfn {pfn:#x}, taken {:.3}s before.",
+                    describe_proc(h.pid, &h.comm),
+                    h.pins,
+                    ev.t.saturating_sub(h.first_t) as f64 / 1e9,
+                )
+            };
             let status = self.status_since(h.first_t, ev.t);
             self.raise(Raise {
                 rule: RuleId::PinLeak,
@@ -917,12 +925,14 @@ impl Analyzer {
         if let Some(b) = before
             && b.wrapping_sub(bias) <= 0
         {
-            let explanation = format!(
-                "{} took a {} on pfn {pfn:#x} whose _refcount was {b} before the call (logical {}, idle bias {bias}).",
-                describe_proc(ev.pid, &ev.comm),
-                label.as_str().replace('_', " "),
-                b.wrapping_sub(bias),
-            );
+            let explanation = || {
+                format!(
+                    "{} took a {} on pfn {pfn:#x} whose _refcount was {b} before the call (logical {}, idle bias {bias}).",
+                    describe_proc(ev.pid, &ev.comm),
+                    label.as_str().replace('_', " "),
+                    b.wrapping_sub(bias),
+                )
+            };
             self.raise(Raise {
                 rule: RuleId::PinOnIdlePage,
                 severity: None,
@@ -940,11 +950,13 @@ impl Analyzer {
             });
         }
         if kind.longterm && ty == PgmapType::FsDax {
-            let explanation = format!(
-                "{} obtained a FOLL_LONGTERM {} on FS-DAX pfn {pfn:#x}.",
-                describe_proc(ev.pid, &ev.comm),
-                if kind.pin { "pin" } else { "reference" },
-            );
+            let explanation = || {
+                format!(
+                    "{} obtained a FOLL_LONGTERM {} on FS-DAX pfn {pfn:#x}.",
+                    describe_proc(ev.pid, &ev.comm),
+                    if kind.pin { "pin" } else { "reference" },
+                )
+            };
             self.raise(Raise {
                 rule: RuleId::LongtermPinFsdax,
                 severity: None,
@@ -1046,10 +1058,12 @@ impl Analyzer {
         if self.mapped(pfn) {
             self.freed_while_mapped(pfn, ev, format!("its _refcount fell to {after}"));
         } else if after < bias || after < 0 {
-            let explanation = format!(
-                "{} dropped pfn {pfn:#x}'s _refcount to {after}, below its idle value {bias}.",
-                describe_proc(ev.pid, &ev.comm),
-            );
+            let explanation = || {
+                format!(
+                    "{} dropped pfn {pfn:#x}'s _refcount to {after}, below its idle value {bias}.",
+                    describe_proc(ev.pid, &ev.comm),
+                )
+            };
             self.raise(Raise {
                 rule: RuleId::RefcountUnderflow,
                 severity: None,
@@ -1098,13 +1112,15 @@ impl Analyzer {
         }
         page.page_flags |= PAGE_FREED_REPORTED;
         for ((mm, vaddr), m) in self.mappings_of(pfn) {
-            let explanation = format!(
-                "pfn {pfn:#x} was released ({how}, in {}) while {} still mapped it at {:#x} (installed {:.3}s before).",
-                describe_proc(ev.pid, &ev.comm),
-                describe_proc(m.pid, &m.comm),
-                vaddr,
-                ev.t.saturating_sub(m.t) as f64 / 1e9,
-            );
+            let explanation = || {
+                format!(
+                    "pfn {pfn:#x} was released ({how}, in {}) while {} still mapped it at {:#x} (installed {:.3}s before).",
+                    describe_proc(ev.pid, &ev.comm),
+                    describe_proc(m.pid, &m.comm),
+                    vaddr,
+                    ev.t.saturating_sub(m.t) as f64 / 1e9,
+                )
+            };
             let status = self.status_since(m.t, ev.t);
             self.raise(Raise {
                 rule: RuleId::FreedWhileMapped,
@@ -1189,13 +1205,15 @@ impl Analyzer {
             let mut e = ev.clone();
             e.pfn = m.pfn;
             self.touch(m.pfn, &e, None);
-            let explanation = format!(
-                "memunmap_pages started for device {} (pfns {lo:#x}-{:#x}) while {} still mapped pfn {:#x} at {vaddr:#x}.",
-                display_name(&name),
-                hi.saturating_sub(1),
-                describe_proc(m.pid, &m.comm),
-                m.pfn,
-            );
+            let explanation = || {
+                format!(
+                    "memunmap_pages started for device {} (pfns {lo:#x}-{:#x}) while {} still mapped pfn {:#x} at {vaddr:#x}.",
+                    display_name(&name),
+                    hi.saturating_sub(1),
+                    describe_proc(m.pid, &m.comm),
+                    m.pfn,
+                )
+            };
             let status = self.status_since(m.t, ev.t);
             let idx = self.raise(Raise {
                 rule: RuleId::MappedAfterUnplug,
@@ -1226,12 +1244,14 @@ impl Analyzer {
             .map(|(k, h)| (*k, h.clone()))
             .collect();
         for ((pfn, mm), h) in pinned {
-            let explanation = format!(
-                "memunmap_pages started for device {} while {} held {} pin(s) on pfn {pfn:#x}.",
-                display_name(&name),
-                describe_proc(h.pid, &h.comm),
-                h.pins,
-            );
+            let explanation = || {
+                format!(
+                    "memunmap_pages started for device {} while {} held {} pin(s) on pfn {pfn:#x}.",
+                    display_name(&name),
+                    describe_proc(h.pid, &h.comm),
+                    h.pins,
+                )
+            };
             let status = self.status_since(h.first_t, ev.t);
             self.raise(Raise {
                 rule: RuleId::PinnedAtUnplug,
@@ -1288,7 +1308,10 @@ impl Analyzer {
 }
 
 /// Arguments of [`Analyzer::raise`].
-struct Raise {
+/// `explanation` is only called for a finding that is kept: most raises
+/// repeat a known finding (or come past the cap), and formatting was most
+/// of the hot path's cost.
+struct Raise<F: FnOnce() -> String> {
     rule: RuleId,
     /// Overrides the rule's default severity.
     severity: Option<Severity>,
@@ -1302,7 +1325,7 @@ struct Raise {
     t: u64,
     status: Status,
     at_attach: bool,
-    explanation: String,
+    explanation: F,
 }
 
 fn describe_proc(pid: u32, comm: &Comm) -> String {
