@@ -210,6 +210,11 @@ pub struct Analyzer {
     last_t: u64,
     /// Addresses spaces (and who owned them) seen at attach time.
     finished: bool,
+    /// Page count at which eviction is tried again: when it could not free
+    /// enough (live pages are never evicted), not before the table grew by
+    /// another tenth of the cap, so a table full of live pages is not
+    /// rescanned on every event.
+    evict_retry_at: usize,
 }
 
 impl Analyzer {
@@ -228,6 +233,7 @@ impl Analyzer {
             stats: Stats::default(),
             last_t: 0,
             finished: false,
+            evict_retry_at: 0,
         }
     }
 
@@ -287,8 +293,9 @@ impl Analyzer {
             EventKind::CopyRange => self.on_copy_range(ev),
             EventKind::GupRefused => self.stats.gup_refused += 1,
         }
-        if self.pages.len() > self.cfg.max_pages {
+        if self.pages.len() > self.cfg.max_pages && self.pages.len() >= self.evict_retry_at {
             self.evict();
+            self.evict_retry_at = self.pages.len() + (self.cfg.max_pages / 10).max(1);
         }
     }
 

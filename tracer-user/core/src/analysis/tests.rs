@@ -627,6 +627,26 @@ fn idle_pages_are_evicted_past_the_cap_but_mapped_ones_stay() {
 }
 
 #[test]
+fn a_table_full_of_mapped_pages_is_not_rescanned_on_every_event() {
+    let mut cfg = Config::new(RefcountModel::Refcounted);
+    cfg.max_pages = 100;
+    let mut t = Trace::new(RefcountModel::Refcounted);
+    t.an = Analyzer::new(cfg);
+    for i in 0..150 {
+        t.map(MM_A, VA + i * 4096, BASE + i, 0, 2);
+    }
+    assert_eq!(t.an.page_count(), 150, "mapped pages are never evicted");
+    assert_eq!(t.an.stats().pages_evicted, 0);
+    // Idle pages beyond that are evicted once the table has grown by a
+    // tenth of the cap since the last (fruitless) try, not on each event.
+    for i in 0..30 {
+        t.put(BASE + 1000 + i, 1);
+    }
+    assert!(t.an.stats().pages_evicted > 0);
+    assert!(t.an.page_count() < 180);
+}
+
+#[test]
 fn new_findings_are_drained_once() {
     let mut t = Trace::new(RefcountModel::IdleOne);
     t.map(MM_A, VA, BASE, 0, 1);
