@@ -211,7 +211,11 @@ def main():
             left = os.path.exists(out) and (os.path.isfile(out) or os.listdir(out))
             errs += expect(not left, f"a partial {fmt} output was left behind after the error")
         p = r.refscope_run("export", FIXTURE, "--format", "jsonl", "-o", r.path("y"), "--rule", "nope", ok=False)
-        errs += expect(p.returncode == 1 and "unknown rule `nope`" in p.stderr, f"unknown rule: {p.stderr.strip()}")
+        # A clap-style usage error (exit 2) that lists the rules.
+        errs += expect(
+            p.returncode == 2 and "invalid value 'nope' for '--rule <ID>'" in p.stderr and "pin_leak" in p.stderr,
+            f"unknown rule: {p.stderr.strip()}",
+        )
         return errs
     r.case("errors: unknown format, unwritable or existing output, corrupt input, unknown rule", errors)
 

@@ -639,10 +639,21 @@ fn the_header_shows_pages_evicted_at_the_cap() {
     };
     let mut app = App::new(pipeline, header, mode, look);
     app.on_resize(120, 40);
+    let mut end_t = 0;
     s.generate(&mut |item| match item {
-        Item::Event(e) => app.on_events(slice::from_ref(e), e.t),
+        Item::Event(e) => {
+            end_t = e.t;
+            app.on_events(slice::from_ref(e), e.t);
+        }
         Item::Loss(l) => app.on_losses(slice::from_ref(l)),
     });
+    // Pages seen once and left idle: past the cap they are forgotten.
+    for i in 0..32 {
+        let mut e = Event::new(EventKind::Free, HookId::FreeZoneDevicePage);
+        e.t = end_t + 1 + i;
+        e.pfn = BASE_PFN + 0x10000 + i;
+        app.on_events(slice::from_ref(&e), e.t);
+    }
     app.on_tick(std::time::Duration::from_secs(1), None);
     let evicted = app.analyzer().stats().pages_evicted;
     assert!(evicted > 0, "the synthetic trace has more than 8 pages");
