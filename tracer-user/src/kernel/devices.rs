@@ -159,7 +159,10 @@ mod tests {
         });
         assert_eq!(d.filter_ranges, vec![(0x40000, 0x60000)]);
         assert_eq!(d.devices.len(), 1, "{:?}", d.devices);
-        assert_eq!((d.devices[0].pfn_start, d.devices[0].pfn_end), (0x40a00, 0x60000));
+        assert_eq!(
+            (d.devices[0].pfn_start, d.devices[0].pfn_end),
+            (0x40a00, 0x60000)
+        );
         assert_eq!(d.devices[0].pgmap_type, PgmapType::Generic);
     }
 
