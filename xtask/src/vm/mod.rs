@@ -379,7 +379,7 @@ pub fn run(cfg: &VmConfig) -> anyhow::Result<VmOutcome> {
         Some(headline) => {
             // Under TCG a guest kernel very rarely faults while it boots
             // (seen: an int3 hit in enqueue_timer while text was being
-            // patched, 2 of ~60 boots); nothing of ours has run yet. Boot
+            // patched, in 2 of 9 runs of one test); nothing of ours has run yet. Boot
             // once more, and say so; a second crash is reported as it is.
             note(format!(
                 "{}: the guest kernel crashed while booting, before the command ran ({headline}); \
