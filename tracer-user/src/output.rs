@@ -129,6 +129,36 @@ pub fn summary(a: &Analyzer, events: u64, decode_errors: u64, path: &Path, quiet
     }
 }
 
+/// Warn about how a trace ended, before `report` or `export` use it:
+/// a recording stopped by an error, or a trace without footer. `verb` is
+/// what was done with it ("analysed", "exported").
+pub fn trace_end_warnings(
+    name: &Path,
+    end_reason: Option<&str>,
+    has_footer: bool,
+    truncated_at: Option<u64>,
+    verb: &str,
+) {
+    let name = name.display();
+    if let Some(reason) = end_reason.and_then(|r| r.strip_prefix("error: ")) {
+        eprintln!(
+            "refscope: warning: the recording of {name} stopped on an error ({reason}); \
+             {verb} everything it holds"
+        );
+    }
+    if !has_footer {
+        match truncated_at {
+            Some(line) => eprintln!(
+                "refscope: warning: {name} ends in an incomplete line {line} and has no footer \
+                 (the recording was killed, or its disk filled up); {verb} everything before it"
+            ),
+            None => eprintln!(
+                "refscope: warning: {name} has no footer (the recording did not stop cleanly); {verb} all of it"
+            ),
+        }
+    }
+}
+
 /// What the memory caps cost, if anything: pages forgotten at
 /// `--max-pages`, timeline events dropped at `--timeline`, findings not
 /// kept, events no kernel produces.

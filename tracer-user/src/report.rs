@@ -18,7 +18,7 @@ use refscope_core::{
 };
 use serde::Serialize;
 
-use crate::{cli::ReportArgs, session::analyzer_for};
+use crate::{cli::ReportArgs, output, session::analyzer_for};
 
 /// Findings printed per rule in text mode (all are in `--json`).
 const TEXT_FINDINGS_PER_RULE: usize = 20;
@@ -93,28 +93,13 @@ pub fn analyse(
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let rules = parse_rules(&args.rules)?;
     let a = analyse(&args.file, args.timeline, args.max_pages, args.max_findings)?;
-    let name = args.file.display();
-    if let Some(reason) = a
-        .end_reason
-        .as_deref()
-        .and_then(|r| r.strip_prefix("error: "))
-    {
-        eprintln!(
-            "refscope: warning: the recording of {name} stopped on an error ({reason}); \
-             analysed everything it holds"
-        );
-    }
-    if !a.has_footer {
-        match a.truncated_at {
-            Some(line) => eprintln!(
-                "refscope: warning: {name} ends in an incomplete line {line} and has no footer \
-                 (the recording was killed, or its disk filled up); analysed everything before it"
-            ),
-            None => eprintln!(
-                "refscope: warning: {name} has no footer (the recording did not stop cleanly); analysed all of it"
-            ),
-        }
-    }
+    output::trace_end_warnings(
+        &args.file,
+        a.end_reason.as_deref(),
+        a.has_footer,
+        a.truncated_at,
+        "analysed",
+    );
     let findings: Vec<&Finding> = a
         .analyzer
         .findings()
@@ -223,7 +208,7 @@ fn write_text(out: &mut impl Write, a: &Analysed, findings: &[&Finding]) -> std:
             ", trace incomplete"
         }
     )?;
-    if let Some(line) = crate::output::caps_line(&a.analyzer) {
+    if let Some(line) = output::caps_line(&a.analyzer) {
         writeln!(out, "{line}")?;
     }
     let hooks: Vec<String> = h

@@ -41,7 +41,7 @@ use self::{
 };
 use crate::{
     cli::{ExportArgs, ExportFormat},
-    output::create_output,
+    output::{self, create_output},
     report,
     session::analyzer_for,
 };
@@ -379,28 +379,13 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             (totals, what)
         }
     };
-    let name = args.file.display();
-    if let Some(reason) = totals
-        .end_reason
-        .as_deref()
-        .and_then(|r| r.strip_prefix("error: "))
-    {
-        eprintln!(
-            "refscope: warning: the recording of {name} stopped on an error ({reason}); \
-             exported everything it holds"
-        );
-    }
-    if !totals.has_footer {
-        match totals.truncated_at {
-            Some(line) => eprintln!(
-                "refscope: warning: {name} ends in an incomplete line {line} and has no footer \
-                 (the recording was killed, or its disk filled up); exported everything before it"
-            ),
-            None => eprintln!(
-                "refscope: warning: {name} has no footer (the recording did not stop cleanly); exported all of it"
-            ),
-        }
-    }
+    output::trace_end_warnings(
+        &args.file,
+        totals.end_reason.as_deref(),
+        totals.has_footer,
+        totals.truncated_at,
+        "exported",
+    );
     eprintln!(
         "refscope: exported {} of {} events ({} findings in the trace): {what}",
         totals.selected, totals.events, totals.findings
