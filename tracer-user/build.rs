@@ -5,8 +5,12 @@
 //! `cargo xtask setup` installs it). Without it the build still succeeds
 //! (so `cargo check`, `cargo clippy` and rust-analyzer work on a machine
 //! without the eBPF toolchain), with a warning, and the resulting binary
-//! refuses to trace with an error that says how to fix it.
+//! refuses to trace with an error that says how to fix it, and says so in
+//! `--version` and in the first line of `record`, `live` and `doctor`.
 //! `REFSCOPE_SKIP_EBPF=1` skips the eBPF build on purpose.
+//! `REFSCOPE_REQUIRE_EBPF=1` (set by every `cargo xtask` build) makes a
+//! missing bpf-linker an error instead: no xtask path produces a refscope
+//! that cannot trace.
 
 use std::{
     env,
@@ -21,6 +25,7 @@ const OBJECT: &str = "refscope-ebpf";
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=REFSCOPE_SKIP_EBPF");
+    println!("cargo:rerun-if-env-changed=REFSCOPE_REQUIRE_EBPF");
     println!("cargo:rerun-if-env-changed=REFSCOPE_CACHE_DIR");
     println!("cargo:rerun-if-env-changed=PATH");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?);
@@ -63,12 +68,30 @@ fn main() -> anyhow::Result<()> {
     if !object.exists() {
         return Err(anyhow!("the eBPF build produced no {}", object.display()));
     }
+    println!(
+        "cargo:rustc-env=REFSCOPE_VERSION={}",
+        env::var("CARGO_PKG_VERSION")?
+    );
     Ok(())
 }
 
-/// Leave an empty object: the binary reports it at run time.
+/// Leave an empty object: the binary reports it at run time. Unless the
+/// programs are required, in which case this is the build's error.
 fn stub(object: &Path, why: &str) -> anyhow::Result<()> {
+    if env::var("REFSCOPE_REQUIRE_EBPF").is_ok_and(|v| v == "1" || v == "true") {
+        return Err(anyhow!(
+            "refscope's eBPF programs cannot be built: {why}. \
+             (REFSCOPE_REQUIRE_EBPF is set: `cargo xtask` never builds a refscope that cannot trace; \
+             `cargo xtask setup` installs bpf-linker, or drop --no-setup)"
+        ));
+    }
     println!("cargo:warning=refscope is built WITHOUT its eBPF programs: {why}");
+    // `--version` and the tracing commands say so (src/probe/mod.rs).
+    println!("cargo:rustc-env=REFSCOPE_NO_EBPF={why}");
+    println!(
+        "cargo:rustc-env=REFSCOPE_VERSION={} (built WITHOUT its eBPF programs: it cannot trace)",
+        env::var("CARGO_PKG_VERSION")?
+    );
     fs::write(object, b"").with_context(|| format!("failed to write {}", object.display()))
 }
 

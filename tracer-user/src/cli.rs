@@ -12,7 +12,7 @@ use refscope_core::analysis::RuleId;
 #[derive(Debug, Parser)]
 #[command(
     name = "refscope",
-    version,
+    version = env!("REFSCOPE_VERSION"),
     about = "Live eBPF tracer of page reference counts for device memory (FS-DAX, device-dax, ZONE_DEVICE)",
     long_about = "refscope shows, for each device page (FS-DAX on pmem/CXL, device-dax, other \
                   ZONE_DEVICE memory), who mapped it, who pinned it, its reference count at each \

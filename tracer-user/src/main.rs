@@ -17,6 +17,14 @@ fn main() -> ExitCode {
         Command::Live(_) => live::init_logging(cli.verbose),
         _ => init_logging(cli.verbose),
     }
+    let traces = match &cli.command {
+        Command::Record(_) | Command::Doctor(_) => true,
+        Command::Live(args) => args.replay.is_none(),
+        Command::Report(_) | Command::Export(_) => false,
+    };
+    if traces && let Some(notice) = refscope::probe::no_programs_notice() {
+        eprintln!("{notice}");
+    }
     let result = match cli.command {
         Command::Live(args) => live::run(args),
         Command::Record(args) => record::run(args),

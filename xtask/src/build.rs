@@ -1,21 +1,24 @@
 //! `cargo xtask build`: the static `refscope` and workload binaries (with the
 //! eBPF object embedded), for the host and the guest alike.
+//!
+//! No xtask path produces a refscope without its eBPF programs: every cargo
+//! run here sets `REFSCOPE_REQUIRE_EBPF=1`, which turns tracer-user's
+//! build-script fallback (an empty object, for `cargo check` and clippy on a
+//! machine without bpf-linker) into an error, and every refscope a guest is
+//! given is checked ([`check_programs`]).
 
-use std::{path::PathBuf, process::Command};
-
-use clap::Parser;
-
-use crate::{
-    setup,
-    util::{TARGET, run, step, workspace_root},
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
 };
 
+use anyhow::{Context as _, bail};
+use clap::Parser;
+
+use crate::util::{self, TARGET, run, step, workspace_root};
+
 #[derive(Debug, Parser)]
-pub struct Options {
-    /// Do not run `setup` first.
-    #[arg(long)]
-    pub no_setup: bool,
-}
+pub struct Options {}
 
 /// The built binaries.
 pub struct Built {
@@ -23,14 +26,12 @@ pub struct Built {
     pub workload: PathBuf,
 }
 
-pub fn run_build(opts: &Options) -> anyhow::Result<Built> {
-    if !opts.no_setup {
-        setup::run_setup(&setup::Options { no_apt: false })?;
-    }
+pub fn run_build(_: &Options) -> anyhow::Result<Built> {
     build()
 }
 
-/// `cargo <args> --release --target TARGET` with static linking.
+/// `cargo <args> --release --target TARGET` with static linking, the eBPF
+/// programs required.
 pub fn cargo(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(workspace_root())
@@ -39,7 +40,8 @@ pub fn cargo(args: &[&str]) -> Command {
         .env(
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
             "-C target-feature=+crt-static",
-        );
+        )
+        .env("REFSCOPE_REQUIRE_EBPF", "1");
     cmd
 }
 
@@ -53,9 +55,33 @@ pub fn build() -> anyhow::Result<Built> {
         "-p",
         "refscope-workload",
     ]))?;
-    let dir = workspace_root().join("target").join(TARGET).join("release");
-    Ok(Built {
+    let dir = util::release_dir();
+    let built = Built {
         refscope: dir.join("refscope"),
         workload: dir.join("refscope-workload"),
-    })
+    };
+    check_programs(&built.refscope)?;
+    Ok(built)
+}
+
+/// What a refscope built without its eBPF programs says in `--version`
+/// (tracer-user/build.rs).
+pub const NO_PROGRAMS_MARK: &str = "WITHOUT its eBPF programs";
+
+/// Fail unless `refscope` has its eBPF programs embedded (asked of the
+/// binary itself: it is static and runs on the host).
+pub fn check_programs(refscope: &Path) -> anyhow::Result<()> {
+    let out = util::output(Command::new(refscope).arg("--version"))
+        .with_context(|| format!("cannot run {} --version", refscope.display()))?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    if version.contains(NO_PROGRAMS_MARK) {
+        bail!(
+            "{} was built without its eBPF programs ({}): it cannot trace. \
+             Rebuild it with `cargo xtask build` (which installs bpf-linker first), \
+             not with a plain `cargo build` on a machine without bpf-linker",
+            refscope.display(),
+            version.trim()
+        );
+    }
+    Ok(())
 }

@@ -62,7 +62,7 @@ pub fn run_fuzz(opts: &Options) -> anyhow::Result<()> {
     util::run(nightly_fuzz(&fuzz_dir).args(["build", "--debug-assertions"]))?;
     let mut runs = Vec::new();
     for t in &targets {
-        runs.push(fuzz_one(&root, &fuzz_dir, t, opts)?);
+        runs.push(fuzz_one(&fuzz_dir, t, opts)?);
     }
 
     eprintln!();
@@ -130,15 +130,17 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     .context("cargo xtask fuzz needs cargo-fuzz")
 }
 
-fn fuzz_one(root: &Path, fuzz_dir: &Path, target: &str, opts: &Options) -> anyhow::Result<Run> {
+fn fuzz_one(fuzz_dir: &Path, target: &str, opts: &Options) -> anyhow::Result<Run> {
     step(format!("fuzzing {target} for {} s", opts.secs));
     // The growing corpus stays out of the repository; the seeds and past
     // crashes are read from it every run.
-    let corpus = root.join("target/fuzz/corpus").join(target);
+    let corpus = util::target_dir().join("fuzz/corpus").join(target);
     fs::create_dir_all(&corpus)?;
     let seeds = fuzz_dir.join("seeds").join(target);
     let regressions = fuzz_dir.join("regressions").join(target);
-    let log_path = root.join("target/fuzz").join(format!("{target}.log"));
+    let log_path = util::target_dir()
+        .join("fuzz")
+        .join(format!("{target}.log"));
     let mut log = fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
     let t = Instant::now();

@@ -17,8 +17,22 @@ mod util;
 mod vm;
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "Build, test and demo refscope")]
+#[command(
+    name = "cargo xtask",
+    about = "Build, test and demo refscope",
+    after_help = "Every subcommand that builds refscope or boots a guest first installs what it \
+                  needs, idempotently and quietly when all is there: Debian packages (apt-get, \
+                  with sudo when not root: QEMU, busybox, kmod, mkfs tools, tmux, python3-venv), \
+                  the nightly's rust-src, bpf-linker built against the nightly's LLVM (minutes, \
+                  once), and, for `test`, a Python venv for the export readers. Guest kernels are \
+                  downloaded (pinned, SHA-256 checked) the first time a guest boots them. \
+                  Everything goes under ~/.cache/refscope (REFSCOPE_CACHE_DIR overrides it). \
+                  --no-setup skips the installs, for the inner loop."
+)]
 struct Cli {
+    /// Do not install anything first (setup's checks are skipped too).
+    #[arg(long, global = true)]
+    no_setup: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -55,8 +69,35 @@ enum Cmd {
     Soak(soak::Options),
 }
 
+impl Cmd {
+    /// What must be installed before this subcommand runs. The one place
+    /// that decides it: a subcommand that builds refscope needs bpf-linker
+    /// (no xtask path builds refscope without its eBPF programs), one that
+    /// boots a guest needs the Debian packages too.
+    fn needs(&self) -> setup::Needs {
+        use setup::Needs;
+        match self {
+            // `setup` installs everything itself (it has --no-apt).
+            Cmd::Setup(_) => Needs::default(),
+            Cmd::Test(_) => Needs::ALL,
+            Cmd::Build(_) | Cmd::Clippy(_) => Needs::BUILD,
+            Cmd::Vm(_) | Cmd::Demo(_) | Cmd::Scenarios(_) | Cmd::Bench(_) | Cmd::Soak(_) => {
+                Needs::GUEST
+            }
+            Cmd::Fuzz(_) => Needs::NIGHTLY,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !cli.no_setup
+        && let Err(err) = setup::ensure(cli.command.needs())
+    {
+        eprintln!("xtask: error: {err:#}");
+        eprintln!("xtask: (installing what this command needs failed; see above)");
+        return ExitCode::FAILURE;
+    }
     let result = match &cli.command {
         Cmd::Setup(o) => setup::run_setup(o),
         Cmd::Build(o) => build::run_build(o).map(|b| {

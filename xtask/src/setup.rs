@@ -6,14 +6,15 @@
 
 use std::{
     fs,
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 
-use crate::util::{self, cache_dir, note, output, run, stdout_of, step};
+use crate::util::{self, Progress, Unit, cache_dir, note, output, run, stdout_of, step};
 
 /// Debian packages the build, the VM harness and the tests use.
 pub const APT_PACKAGES: &[(&str, &str)] = &[
@@ -42,6 +43,10 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
 
 /// The bpf-linker release refscope builds with.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Crates `cargo install` compiles for it, and how long that took on a
+/// 2-core machine: the progress line's estimate before it has a rate.
+const BPF_LINKER_CRATES: u64 = 100;
+const BPF_LINKER_BUILD_TIME: std::time::Duration = std::time::Duration::from_secs(240);
 
 #[derive(Debug, Parser)]
 pub struct Options {
@@ -50,13 +55,72 @@ pub struct Options {
     pub no_apt: bool,
 }
 
+/// What a subcommand needs installed before it runs. `main` decides this
+/// once per subcommand ([`crate::Cmd::needs`]); nothing else calls setup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// The Debian packages of [`APT_PACKAGES`] (QEMU, busybox, mkfs, ...).
+    pub apt: bool,
+    /// The nightly toolchain with rust-src.
+    pub nightly: bool,
+    /// bpf-linker (implies `nightly`): building refscope with its programs.
+    pub bpf_linker: bool,
+    /// The export tests' Python venv.
+    pub python: bool,
+}
+
+impl Needs {
+    /// Everything: `setup` and `test`.
+    pub const ALL: Self = Self {
+        apt: true,
+        nightly: true,
+        bpf_linker: true,
+        python: true,
+    };
+    /// Building refscope with its eBPF programs.
+    pub const BUILD: Self = Self {
+        apt: false,
+        nightly: true,
+        bpf_linker: true,
+        python: false,
+    };
+    /// Building refscope and booting guests.
+    pub const GUEST: Self = Self {
+        apt: true,
+        ..Self::BUILD
+    };
+    /// The nightly toolchain alone (fuzzing).
+    pub const NIGHTLY: Self = Self {
+        apt: false,
+        nightly: true,
+        bpf_linker: false,
+        python: false,
+    };
+}
+
+/// `cargo xtask setup`.
 pub fn run_setup(opts: &Options) -> anyhow::Result<()> {
-    if !opts.no_apt {
+    ensure(Needs {
+        apt: !opts.no_apt,
+        ..Needs::ALL
+    })
+}
+
+/// Install what `needs` asks for: idempotent, silent when all is present,
+/// one progress line per step that has work to do.
+pub fn ensure(needs: Needs) -> anyhow::Result<()> {
+    if needs.apt {
         apt_packages()?;
     }
-    rust_toolchains()?;
-    bpf_linker()?;
-    python_venv()?;
+    if needs.nightly || needs.bpf_linker {
+        rust_toolchains()?;
+    }
+    if needs.bpf_linker {
+        bpf_linker()?;
+    }
+    if needs.python {
+        python_venv()?;
+    }
     Ok(())
 }
 
@@ -294,20 +358,46 @@ fn bpf_linker() -> anyhow::Result<()> {
     .args(["--no-default-features", "--features"])
     .arg(format!("llvm-{}", nightly.llvm_major))
     .env("LLVM_PREFIX", &prefix)
-    // Quiet unless it fails: cargo install is long-winded.
-    .env("CARGO_TERM_PROGRESS_WHEN", "never");
-    let out = cmd
-        .output()
+    // cargo install is long-winded: its "Compiling" lines feed the
+    // progress line instead, and the tail is shown if it fails.
+    .env("CARGO_TERM_PROGRESS_WHEN", "never")
+    .env("CARGO_TERM_COLOR", "never")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
         .with_context(|| format!("failed to run {}", util::display(&cmd)))?;
-    if !out.status.success() {
+    let mut progress = Progress::new(
+        "bpf-linker",
+        Unit::Items("crates compiled"),
+        BPF_LINKER_BUILD_TIME,
+    );
+    let mut tail_lines = std::collections::VecDeque::new();
+    let mut compiled = 0;
+    for line in BufReader::new(child.stderr.take().context("no stderr pipe")?)
+        .lines()
+        .map_while(Result::ok)
+    {
+        if line.trim_start().starts_with("Compiling ") {
+            compiled += 1;
+            progress.update(compiled, Some(BPF_LINKER_CRATES.max(compiled + 1)));
+        }
+        if tail_lines.len() == 30 {
+            tail_lines.pop_front();
+        }
+        tail_lines.push_back(line);
+    }
+    let status = child.wait().context("waiting for cargo install")?;
+    if !status.success() {
         bail!(
-            "building bpf-linker failed ({}):\n{}\n\
+            "building bpf-linker failed ({status}):\n{}\n\
              It builds against the nightly's libLLVM; if the nightly's LLVM major is newer than \
              bpf-linker {BPF_LINKER_VERSION} supports, pin an older nightly or raise BPF_LINKER_VERSION in xtask/src/setup.rs.",
-            out.status,
-            tail(&String::from_utf8_lossy(&out.stderr), 30)
+            Vec::from(tail_lines).join("\n")
         );
     }
+    progress.finish();
     output(Command::new(&bin).arg("--version"))
         .context("the freshly built bpf-linker does not run")?;
     point_link(&current, &name)
@@ -321,9 +411,4 @@ fn point_link(link: &Path, target: &str) -> anyhow::Result<()> {
     let _ = fs::remove_file(link);
     std::os::unix::fs::symlink(target, link)
         .with_context(|| format!("failed to link {} -> {target}", link.display()))
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

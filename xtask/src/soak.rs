@@ -152,7 +152,7 @@ pub fn run_soak(opts: &Options) -> anyhow::Result<()> {
     let failed = outcome.verdict(false).err();
     let samples = parse_samples(&fs::read_to_string(share.join("rss.tsv")).unwrap_or_default());
     let read = |f: &str| fs::read_to_string(share.join(f)).unwrap_or_default();
-    let out_dir = util::workspace_root().join("target/soak");
+    let out_dir = util::target_dir().join("soak");
     fs::create_dir_all(&out_dir)?;
     for f in ["rss.tsv", "summary.txt", "footer.json", "churn.err"] {
         let _ = fs::copy(share.join(f), out_dir.join(f));
@@ -214,10 +214,7 @@ fn replay(opts: &Options, trace: &std::path::Path) -> anyhow::Result<Vec<(u64, u
         process::{Command, Stdio},
     };
     step("replaying the trace through refscope report on the host, sampling its RSS");
-    let bin = util::workspace_root()
-        .join("target")
-        .join(util::TARGET)
-        .join("release/refscope");
+    let bin = util::release_dir().join("refscope");
     let mut child = Command::new(bin)
         .args(["report", "/dev/stdin", "--json"])
         .args(["--max-pages", &opts.max_pages.to_string()])

@@ -9,9 +9,6 @@ use crate::{build, setup, util::step};
 
 #[derive(Debug, Parser)]
 pub struct Options {
-    /// Do not run `setup` first.
-    #[arg(long)]
-    pub no_setup: bool,
     /// Run only the guest tests of the VM harness whose name contains this
     /// (the other groups are not run).
     #[arg(long, value_name = "SUBSTR")]
@@ -29,9 +26,6 @@ struct Outcome {
 }
 
 pub fn run_test(opts: &Options) -> anyhow::Result<()> {
-    if !opts.no_setup {
-        setup::run_setup(&setup::Options { no_apt: false })?;
-    }
     let mut outcomes = Vec::new();
     if let Some(filter) = &opts.vm_only {
         vm_group(&mut outcomes, Some(filter));
@@ -112,7 +106,7 @@ fn export_group(outcomes: &mut Vec<Outcome>) {
 fn export_tests() -> anyhow::Result<()> {
     use anyhow::Context as _;
 
-    use crate::util::{TARGET, output, run, workspace_root};
+    use crate::util::{output, run, workspace_root};
 
     let venv = setup::python_venv_dir()?;
     let python = venv.join("bin/python");
@@ -144,7 +138,7 @@ fn export_tests() -> anyhow::Result<()> {
         "synth_events",
     ]))?;
     let root = workspace_root();
-    let bin = root.join("target").join(TARGET).join("release");
+    let bin = crate::util::release_dir();
     run(std::process::Command::new(&python)
         .arg(root.join("tests/export/run.py"))
         .arg("--refscope")
@@ -152,7 +146,7 @@ fn export_tests() -> anyhow::Result<()> {
         .arg("--synth")
         .arg(bin.join("examples/synth_events"))
         .arg("--workdir")
-        .arg(root.join("target/export-tests")))
+        .arg(crate::util::target_dir().join("export-tests")))
 }
 
 /// Group "vm": the VM harness's guest tests (one outcome per boot).

@@ -28,6 +28,39 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Cargo's target directory, as cargo itself resolves it (CARGO_TARGET_DIR,
+/// `build.target-dir` in a config file, else `<workspace>/target`): asked of
+/// `cargo metadata` once, so xtask finds what cargo built wherever that is.
+pub fn target_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let asked = Command::new(env!("CARGO"))
+            .current_dir(workspace_root())
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--offline",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| v["target_directory"].as_str().map(PathBuf::from));
+        asked.unwrap_or_else(|| match env::var_os("CARGO_TARGET_DIR") {
+            Some(d) => workspace_root().join(d),
+            None => workspace_root().join("target"),
+        })
+    })
+}
+
+/// Where `build::cargo` puts release binaries for [`TARGET`].
+pub fn release_dir() -> PathBuf {
+    target_dir().join(TARGET).join("release")
+}
+
 /// Where tools and downloads are cached: `$REFSCOPE_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/refscope`, else `~/.cache/refscope`.
 pub fn cache_dir() -> anyhow::Result<PathBuf> {
@@ -123,4 +156,148 @@ pub fn have(program: &str) -> bool {
 /// Whether we run in CI (`CI=true`).
 pub fn in_ci() -> bool {
     env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A progress line for a step that takes minutes (a download, a build):
+/// what is done, of how much, and an estimate of the time left. On a
+/// terminal it redraws one line; otherwise (CI, logs) it prints a line at
+/// most every `LOG_EVERY`, so a log shows that something is happening
+/// without drowning in it.
+pub struct Progress {
+    what: String,
+    unit: Unit,
+    start: std::time::Instant,
+    last: Option<std::time::Instant>,
+    /// A guess of the whole duration, for when no fraction is known yet.
+    expected: std::time::Duration,
+    tty: bool,
+}
+
+/// How a [`Progress`] counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Unit {
+    Bytes,
+    Items(&'static str),
+}
+
+impl Progress {
+    const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+    const TTY_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+    pub fn new(what: impl Into<String>, unit: Unit, expected: std::time::Duration) -> Self {
+        use std::io::IsTerminal as _;
+        Self {
+            what: what.into(),
+            unit,
+            start: std::time::Instant::now(),
+            last: None,
+            expected,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Report `done` of `total` (if known); prints only when it is time to.
+    pub fn update(&mut self, done: u64, total: Option<u64>) {
+        let now = std::time::Instant::now();
+        let every = if self.tty {
+            Self::TTY_EVERY
+        } else {
+            Self::LOG_EVERY
+        };
+        if self.last.is_some_and(|l| now - l < every) {
+            return;
+        }
+        self.last = Some(now);
+        let line = self.line(done, total, now - self.start);
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[K    {line}");
+        } else {
+            let _ = writeln!(err, "    {line}");
+        }
+        let _ = err.flush();
+    }
+
+    /// End the line (on a terminal) with how long it took.
+    pub fn finish(&self) {
+        let secs = self.start.elapsed().as_secs_f64();
+        let mut err = std::io::stderr().lock();
+        if self.tty && self.last.is_some() {
+            let _ = write!(err, "\r\x1b[K");
+        }
+        let _ = writeln!(err, "    {}: done in {}", self.what, duration(secs));
+    }
+
+    fn line(&self, done: u64, total: Option<u64>, elapsed: std::time::Duration) -> String {
+        let amount = |n: u64| match self.unit {
+            Unit::Bytes => format!("{:.1} MB", n as f64 / 1e6),
+            Unit::Items(_) => n.to_string(),
+        };
+        let counted = match (self.unit, total) {
+            (Unit::Items(what), Some(t)) => format!("{}/{} {what}", amount(done), amount(t)),
+            (Unit::Items(what), None) => format!("{} {what}", amount(done)),
+            (Unit::Bytes, Some(t)) => format!("{} of {}", amount(done), amount(t)),
+            (Unit::Bytes, None) => amount(done),
+        };
+        let secs = elapsed.as_secs_f64();
+        let left = match total {
+            // Past a few percent, the measured rate is the better guess.
+            Some(t) if t > 0 && done * 20 >= t => {
+                Some(secs * (t.saturating_sub(done)) as f64 / done as f64)
+            }
+            _ => Some(self.expected.as_secs_f64() - secs).filter(|s| *s > 0.0),
+        };
+        match left {
+            Some(l) => format!(
+                "{}: {counted}, {} so far, about {} left",
+                self.what,
+                duration(secs),
+                duration(l)
+            ),
+            None => format!("{}: {counted}, {} so far", self.what, duration(secs)),
+        }
+    }
+}
+
+/// `75 s`, `3 min 5 s`.
+pub fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s < 90 {
+        format!("{s} s")
+    } else {
+        format!("{} min {} s", s / 60, s % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn progress(unit: Unit) -> Progress {
+        Progress {
+            what: "x".into(),
+            unit,
+            start: std::time::Instant::now(),
+            last: None,
+            expected: Duration::from_secs(200),
+            tty: false,
+        }
+    }
+
+    #[test]
+    fn estimates_from_the_rate_once_it_is_known() {
+        let p = progress(Unit::Bytes);
+        // 25 MB of 100 MB in 10 s: 30 s left.
+        let l = p.line(25_000_000, Some(100_000_000), Duration::from_secs(10));
+        assert_eq!(l, "x: 25.0 MB of 100.0 MB, 10 s so far, about 30 s left");
+        // Too early to trust the rate: the expected duration speaks.
+        let l = p.line(1, Some(100_000_000), Duration::from_secs(20));
+        assert!(l.ends_with("about 3 min 0 s left"), "{l}");
+        // Past the expected duration with nothing known: no estimate.
+        let p = progress(Unit::Items("crates"));
+        let l = p.line(3, None, Duration::from_secs(300));
+        assert_eq!(l, "x: 3 crates, 5 min 0 s so far");
+    }
 }

@@ -24,7 +24,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/re
 pub enum LoadError {
     /// The binary was built without its eBPF programs.
     #[error(
-        "this refscope binary was built without its eBPF programs (bpf-linker was missing at build time): run `cargo xtask setup` and rebuild"
+        "this refscope binary was built without its eBPF programs ({}): build it with `cargo xtask build`, or run `cargo xtask setup` and rebuild",
+        super::BUILT_WITHOUT_PROGRAMS.unwrap_or("reason unknown")
     )]
     NoObject,
     /// The kernel refused the object (maps, BTF, globals).

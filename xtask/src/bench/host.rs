@@ -157,10 +157,7 @@ fn size_of(p: &Path) -> u64 {
 }
 
 fn bin_dir() -> PathBuf {
-    util::workspace_root()
-        .join("target")
-        .join(TARGET)
-        .join("release")
+    util::release_dir()
 }
 
 /// Run everything; a failing part is recorded and the others still run.

@@ -111,7 +111,7 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let load_start = loadavg();
     let root = util::workspace_root();
-    let out_dir = root.join("target/bench");
+    let out_dir = util::target_dir().join("bench");
     fs::create_dir_all(&out_dir)?;
     let command = std::iter::once("cargo xtask bench".to_owned())
         .chain(std::env::args().skip(2))
@@ -238,7 +238,8 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<()> {
         .to_owned();
     let header = header(&machine, &command, &date, total_secs);
     let full = format!("{header}\n{md}");
-    fs::write(out_dir.join("bench.md"), &full).context("cannot write target/bench/bench.md")?;
+    fs::write(out_dir.join("bench.md"), &full)
+        .with_context(|| format!("cannot write {}", out_dir.join("bench.md").display()))?;
     let out = Output {
         command: command.clone(),
         date,
@@ -259,10 +260,11 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<()> {
         out_dir.join("bench.json"),
         serde_json::to_string_pretty(&out)?,
     )
-    .context("cannot write target/bench/bench.json")?;
+    .with_context(|| format!("cannot write {}", out_dir.join("bench.json").display()))?;
     println!("{full}");
     step(format!(
-        "wrote target/bench/bench.md and target/bench/bench.json ({:.0} s in all)",
+        "wrote bench.md and bench.json in {} ({:.0} s in all)",
+        out_dir.display(),
         total_secs
     ));
     if opts.docs {

@@ -142,8 +142,8 @@ fn run_boot(
         names.join(", ")
     ));
     let t = Instant::now();
-    let share = util::workspace_root()
-        .join("target/scenarios")
+    let share = util::target_dir()
+        .join("scenarios")
         .join(format!(
             "{kernel}-{}",
             boot.to_string().replace([' ', ','], "-")

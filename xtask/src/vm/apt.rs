@@ -12,12 +12,13 @@ use std::{
     io::Read as _,
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 use sha2::{Digest as _, Sha256};
 
-use crate::util::{self, note, step};
+use crate::util::{self, Progress, Unit, note, step};
 
 /// The keyring that signs Debian's archive (package `debian-archive-keyring`).
 pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
@@ -29,6 +30,10 @@ pub struct Package {
     pub name: String,
     pub version: String,
     pub sha256: String,
+    /// Bytes (the Size field of the archive's Packages index): the
+    /// download's progress line and its estimate.
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 impl Package {
@@ -170,23 +175,20 @@ impl Apt {
         let _ = fs::remove_dir_all(&partial);
         fs::create_dir_all(&partial)
             .with_context(|| format!("failed to create {}", partial.display()))?;
-        step(format!("downloading {}={}", pkg.name, pkg.version));
+        step(format!(
+            "downloading {}={}{} (once; cached)",
+            pkg.name,
+            pkg.version,
+            pkg.size
+                .map(|s| format!(", {:.0} MB", s as f64 / 1e6))
+                .unwrap_or_default()
+        ));
         let spec = format!("{}={}", pkg.name, pkg.version);
-        let mut result = util::output(
-            self.apt_get()
-                .arg("download")
-                .arg(&spec)
-                .current_dir(&partial),
-        );
+        let mut result = self.download(&spec, &partial, pkg.size);
         if result.is_err() && !self.updated {
             // The lists may predate the pinned version: refresh once, retry.
             self.update()?;
-            result = util::output(
-                self.apt_get()
-                    .arg("download")
-                    .arg(&spec)
-                    .current_dir(&partial),
-            );
+            result = self.download(&spec, &partial, pkg.size);
         }
         if let Err(err) = result {
             bail!(
@@ -221,6 +223,62 @@ impl Apt {
         let _ = fs::remove_dir_all(&partial);
         Ok(dest)
     }
+}
+
+impl Apt {
+    /// `apt-get download spec` into `dir`, with a progress line from the
+    /// bytes arriving there (apt's own is silent without a terminal).
+    fn download(&self, spec: &str, dir: &Path, size: Option<u64>) -> anyhow::Result<()> {
+        let log_path = dir.with_extension("log");
+        let log = fs::File::create(&log_path)
+            .with_context(|| format!("failed to create {}", log_path.display()))?;
+        let mut cmd = self.apt_get();
+        cmd.arg("download")
+            .arg(spec)
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("failed to run {}", util::display(&cmd)))?;
+        // About 4 MB/s from Debian's mirrors, as seen here.
+        let guess = Duration::from_secs(size.map_or(60, |s| s / 4_000_000 + 5));
+        let mut progress = Progress::new(spec.to_owned(), Unit::Bytes, guess);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            progress.update(bytes_under(dir), size);
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        let text = fs::read_to_string(&log_path).unwrap_or_default();
+        let _ = fs::remove_file(&log_path);
+        if !status.success() {
+            bail!(
+                "{} failed: {status}\n{}",
+                util::display(&cmd),
+                text.trim_end()
+            );
+        }
+        progress.finish();
+        Ok(())
+    }
+}
+
+/// Bytes in the files under `dir` (one level of subdirectories, where apt
+/// keeps partial downloads).
+fn bytes_under(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_under(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Lowercase hex SHA-256 of a file.
@@ -260,6 +318,7 @@ mod tests {
             name: "linux-image-6.12.117+deb12-amd64".into(),
             version: "6.12.117-1~deb12u1".into(),
             sha256: String::new(),
+            size: None,
         };
         assert_eq!(
             p.file_name(),

@@ -184,10 +184,7 @@ pub fn long_timeout(cfg: &mut VmConfig) {
 
 /// The refscope the guest ran (static: it runs on the host too).
 fn refscope() -> PathBuf {
-    util::workspace_root()
-        .join("target")
-        .join(util::TARGET)
-        .join("release/refscope")
+    util::release_dir().join("refscope")
 }
 
 fn read(share: &Path, name: &str) -> String {

@@ -755,7 +755,8 @@ pub struct Options {
     /// Show the kernel console while the guest runs (on stderr).
     #[arg(long)]
     pub console: bool,
-    /// Do not build refscope and the workload first; use what is in target/.
+    /// Do not build refscope and the workload first; use what the target
+    /// directory has.
     #[arg(long)]
     pub no_build: bool,
     /// The command to run in the guest; none starts a shell on the console.
@@ -918,30 +919,27 @@ pub fn default_kernel() -> anyhow::Result<String> {
     Ok(KernelList::load()?.default)
 }
 
-/// refscope and the workload for /bin, built unless `no_build`.
+/// refscope and the workload for /bin, built unless `no_build`. Either
+/// way the refscope must have its eBPF programs ([`build::check_programs`]).
 pub fn guest_binaries(no_build: bool) -> anyhow::Result<Vec<PathBuf>> {
     if !no_build {
-        let b = build::build().context(
-            "building refscope for the guest failed (use --no-build to boot with what target/ has)",
-        )?;
+        let b = build::build().context("building refscope for the guest failed")?;
         return Ok(vec![b.refscope, b.workload]);
     }
-    let dir = util::workspace_root()
-        .join("target")
-        .join(util::TARGET)
-        .join("release");
+    let dir = util::release_dir();
     let mut found = Vec::new();
     for name in ["refscope", "refscope-workload"] {
         let p = dir.join(name);
-        if p.is_file() {
-            found.push(p);
-        } else {
-            note(format!(
-                "--no-build: {} is not built; the guest has no {name}",
+        if !p.is_file() {
+            bail!(
+                "--no-build: {} is not built; run without --no-build (or `cargo xtask build`)",
                 p.display()
-            ));
+            );
         }
+        found.push(p);
     }
+    build::check_programs(&found[0])
+        .context("--no-build: the refscope in the target directory cannot trace")?;
     Ok(found)
 }
 
