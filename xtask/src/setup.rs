@@ -6,9 +6,8 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use anyhow::{Context as _, bail};
@@ -213,9 +212,24 @@ fn apt_packages() -> anyhow::Result<()> {
     };
     run(&mut apt(&["update", "-qq"]))
         .context("apt-get update failed; check network access to deb.debian.org")?;
-    let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
+    let mut install = apt(&["install", "-y", "--no-install-recommends"]);
     install.args(&missing);
-    run(&mut install).context("apt-get install failed (see its output above)")?;
+    let mut progress = Progress::new(
+        "apt-get install",
+        Unit::Items("packages set up"),
+        std::time::Duration::from_secs(90),
+    );
+    // "0 upgraded, 41 newly installed, ..." then a "Setting up" per package.
+    util::run_with_progress(&mut install, &mut progress, |line, done, total| {
+        if let Some((n, _)) = line.split_once(" newly installed")
+            && let Some(n) = n.rsplit(' ').next().and_then(|n| n.parse().ok())
+        {
+            *total = Some(n);
+        } else if line.starts_with("Setting up ") {
+            *done += 1;
+        }
+    })
+    .context("apt-get install failed")?;
     Ok(())
 }
 
@@ -361,43 +375,25 @@ fn bpf_linker() -> anyhow::Result<()> {
     // cargo install is long-winded: its "Compiling" lines feed the
     // progress line instead, and the tail is shown if it fails.
     .env("CARGO_TERM_PROGRESS_WHEN", "never")
-    .env("CARGO_TERM_COLOR", "never")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("failed to run {}", util::display(&cmd)))?;
+    .env("CARGO_TERM_COLOR", "never");
     let mut progress = Progress::new(
         "bpf-linker",
         Unit::Items("crates compiled"),
         BPF_LINKER_BUILD_TIME,
     );
-    let mut tail_lines = std::collections::VecDeque::new();
-    let mut compiled = 0;
-    for line in BufReader::new(child.stderr.take().context("no stderr pipe")?)
-        .lines()
-        .map_while(Result::ok)
-    {
+    util::run_with_progress(&mut cmd, &mut progress, |line, done, total| {
         if line.trim_start().starts_with("Compiling ") {
-            compiled += 1;
-            progress.update(compiled, Some(BPF_LINKER_CRATES.max(compiled + 1)));
+            *done += 1;
+            *total = Some(BPF_LINKER_CRATES.max(*done + 1));
         }
-        if tail_lines.len() == 30 {
-            tail_lines.pop_front();
-        }
-        tail_lines.push_back(line);
-    }
-    let status = child.wait().context("waiting for cargo install")?;
-    if !status.success() {
-        bail!(
-            "building bpf-linker failed ({status}):\n{}\n\
-             It builds against the nightly's libLLVM; if the nightly's LLVM major is newer than \
-             bpf-linker {BPF_LINKER_VERSION} supports, pin an older nightly or raise BPF_LINKER_VERSION in xtask/src/setup.rs.",
-            Vec::from(tail_lines).join("\n")
-        );
-    }
-    progress.finish();
+    })
+    .with_context(|| {
+        format!(
+            "building bpf-linker failed. It builds against the nightly's libLLVM; if the \
+             nightly's LLVM major is newer than bpf-linker {BPF_LINKER_VERSION} supports, pin an \
+             older nightly or raise BPF_LINKER_VERSION in xtask/src/setup.rs"
+        )
+    })?;
     output(Command::new(&bin).arg("--version"))
         .context("the freshly built bpf-linker does not run")?;
     point_link(&current, &name)
@@ -411,4 +407,22 @@ fn point_link(link: &Path, target: &str) -> anyhow::Result<()> {
     let _ = fs::remove_file(link);
     std::os::unix::fs::symlink(target, link)
         .with_context(|| format!("failed to link {} -> {target}", link.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// README, docs/vm.md and `cargo xtask --help` say what installs what:
+    /// every Debian package setup installs is named in docs/vm.md.
+    #[test]
+    fn docs_name_every_package_setup_installs() {
+        let vm = fs::read_to_string(util::workspace_root().join("docs/vm.md")).unwrap();
+        for (pkg, _) in APT_PACKAGES {
+            assert!(
+                vm.contains(&format!("`{pkg}`")),
+                "docs/vm.md does not name the Debian package `{pkg}` that setup installs"
+            );
+        }
+    }
 }

@@ -16,6 +16,9 @@ pub struct Options {
     /// Run only the export group (the other groups are not run).
     #[arg(long, conflicts_with = "vm_only")]
     pub export_only: bool,
+    /// Run only the demo group (the other groups are not run).
+    #[arg(long, conflicts_with_all = ["vm_only", "export_only"])]
+    pub demo_only: bool,
 }
 
 struct Outcome {
@@ -33,6 +36,10 @@ pub fn run_test(opts: &Options) -> anyhow::Result<()> {
     }
     if opts.export_only {
         export_group(&mut outcomes);
+        return summary(&outcomes);
+    }
+    if opts.demo_only {
+        demo_group(&mut outcomes);
         return summary(&outcomes);
     }
 
@@ -53,6 +60,8 @@ pub fn run_test(opts: &Options) -> anyhow::Result<()> {
     });
 
     export_group(&mut outcomes);
+
+    demo_group(&mut outcomes);
 
     vm_group(&mut outcomes, None);
 
@@ -147,6 +156,34 @@ fn export_tests() -> anyhow::Result<()> {
         .arg(bin.join("examples/synth_events"))
         .arg("--workdir")
         .arg(crate::util::target_dir().join("export-tests")))
+}
+
+/// Group "demo": the README's first command, `cargo xtask demo`, on the
+/// default kernel: its record-and-report path, checked against the `demo`
+/// case of tests/scenarios.json and its printed report against the same.
+fn demo_group(outcomes: &mut Vec<Outcome>) {
+    step("the README's first command: cargo xtask demo's record and report (group demo)");
+    let t = Instant::now();
+    let result = (|| -> anyhow::Result<(String, Result<(), String>)> {
+        let kernel = crate::vm::default_kernel()?;
+        let binaries = crate::vm::guest_binaries(false)?;
+        let demo = crate::demo::record_and_report(&kernel, binaries, false)?;
+        Ok((kernel.clone(), crate::demo::check(&demo, &kernel)))
+    })();
+    let (name, ok, detail) = match result {
+        Ok((kernel, checked)) => (
+            format!("demo on {kernel}"),
+            checked.is_ok(),
+            checked.err().unwrap_or_default(),
+        ),
+        Err(e) => ("demo".to_owned(), false, format!("{e:#}")),
+    };
+    outcomes.push(Outcome {
+        name,
+        ok,
+        detail,
+        secs: t.elapsed().as_secs_f64(),
+    });
 }
 
 /// Group "vm": the VM harness's guest tests (one outcome per boot).

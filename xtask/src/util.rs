@@ -301,3 +301,48 @@ mod tests {
         assert_eq!(l, "x: 3 crates, 5 min 0 s so far");
     }
 }
+
+/// Run `cmd` with its output (stdout and stderr together) feeding a
+/// progress line instead of the terminal: `scan` sees each line and
+/// advances `done` or sets `total`. On failure the error carries the
+/// output's last 40 lines.
+pub fn run_with_progress(
+    cmd: &mut Command,
+    progress: &mut Progress,
+    mut scan: impl FnMut(&str, &mut u64, &mut Option<u64>),
+) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let (reader, writer) = std::io::pipe().context("cannot create a pipe")?;
+    cmd.stdin(Stdio::null())
+        .stdout(writer.try_clone().context("cannot clone a pipe")?)
+        .stderr(writer);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("failed to run {}", display(cmd)))?;
+    // The Command holds the pipe's write end: drop it there, or the read
+    // below never sees the end of the output.
+    let shown = display(cmd);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let (mut done, mut total) = (0, None);
+    let mut tail = std::collections::VecDeque::new();
+    for line in std::io::BufReader::new(reader)
+        .lines()
+        .map_while(Result::ok)
+    {
+        scan(&line, &mut done, &mut total);
+        progress.update(done, total);
+        if tail.len() == 40 {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    let status = child.wait().context("waiting for a child process")?;
+    if !status.success() {
+        bail!(
+            "{shown} failed: {status}; its last output:\n{}",
+            Vec::from(tail).join("\n")
+        );
+    }
+    progress.finish();
+    Ok(())
+}

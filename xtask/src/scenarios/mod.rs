@@ -19,7 +19,8 @@ use anyhow::Context as _;
 use clap::Parser;
 
 pub use check::Observed;
-use table::{Case, Kind};
+use table::Kind;
+pub use table::{Case, Count};
 
 use crate::{
     util::{self, note, step},
@@ -58,6 +59,33 @@ pub struct CaseResult {
 
 pub fn table_path() -> PathBuf {
     util::workspace_root().join("tests/scenarios.json")
+}
+
+/// One case of tests/scenarios.json, by name.
+pub fn case(name: &str) -> anyhow::Result<Case> {
+    table::load(&table_path())?
+        .cases
+        .into_iter()
+        .find(|c| c.name == name)
+        .with_context(|| format!("tests/scenarios.json has no case `{name}`"))
+}
+
+/// Check what a run of `case` on `kernel` left in `dir` (the layout the
+/// suite's guest script writes) against the case's expectations.
+pub fn check_case(
+    case: &Case,
+    kernel: &str,
+    dir: &Path,
+    refscope: &Path,
+    oops: bool,
+) -> Result<Observed, String> {
+    if !case.kernels.contains_key(kernel) {
+        return Err(format!(
+            "case `{}` has no expectations for {kernel}",
+            case.name
+        ));
+    }
+    check::check(case, kernel, dir, refscope, oops)
 }
 
 /// `cargo xtask scenarios`.
