@@ -240,12 +240,19 @@ impl Progress {
             (Unit::Bytes, None) => amount(done),
         };
         let secs = elapsed.as_secs_f64();
+        let by_guess = Some(self.expected.as_secs_f64() - secs).filter(|s| *s > 0.0);
         let left = match total {
-            // Past a few percent, the measured rate is the better guess.
+            // Past a few percent, the measured rate is the better guess for
+            // bytes. Items (crates) are uneven, the last ones the slowest:
+            // the guess stays a floor.
             Some(t) if t > 0 && done * 20 >= t => {
-                Some(secs * (t.saturating_sub(done)) as f64 / done as f64)
+                let by_rate = secs * (t.saturating_sub(done)) as f64 / done as f64;
+                match self.unit {
+                    Unit::Bytes => Some(by_rate),
+                    Unit::Items(_) => Some(by_rate.max(by_guess.unwrap_or(0.0))),
+                }
             }
-            _ => Some(self.expected.as_secs_f64() - secs).filter(|s| *s > 0.0),
+            _ => by_guess,
         };
         match left {
             Some(l) => format!(
@@ -299,6 +306,9 @@ mod tests {
         let p = progress(Unit::Items("crates"));
         let l = p.line(3, None, Duration::from_secs(300));
         assert_eq!(l, "x: 3 crates, 5 min 0 s so far");
+        // Items: the expected duration is a floor under the rate.
+        let l = p.line(50, Some(100), Duration::from_secs(20));
+        assert!(l.ends_with("about 3 min 0 s left"), "{l}");
     }
 }
 
@@ -323,18 +333,34 @@ pub fn run_with_progress(
     // below never sees the end of the output.
     let shown = display(cmd);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    // Lines arrive on a thread; the loop below also ticks without them, so
+    // a long quiet stretch (one big crate compiling) still shows the time.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(reader)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let (mut done, mut total) = (0, None);
     let mut tail = std::collections::VecDeque::new();
-    for line in std::io::BufReader::new(reader)
-        .lines()
-        .map_while(Result::ok)
-    {
-        scan(&line, &mut done, &mut total);
-        progress.update(done, total);
-        if tail.len() == 40 {
-            tail.pop_front();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(line) => {
+                scan(&line, &mut done, &mut total);
+                if tail.len() == 40 {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        tail.push_back(line);
+        progress.update(done, total);
     }
     let status = child.wait().context("waiting for a child process")?;
     if !status.success() {
