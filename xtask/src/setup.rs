@@ -44,8 +44,8 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Crates `cargo install` compiles for it, and how long that took on a
 /// 2-core machine: the progress line's estimate before it has a rate.
-const BPF_LINKER_CRATES: u64 = 100;
-const BPF_LINKER_BUILD_TIME: std::time::Duration = std::time::Duration::from_secs(240);
+const BPF_LINKER_CRATES: u64 = 65;
+const BPF_LINKER_BUILD_TIME: std::time::Duration = std::time::Duration::from_secs(150);
 
 #[derive(Debug, Parser)]
 pub struct Options {
