@@ -49,6 +49,12 @@ fn main() -> anyhow::Result<()> {
     }
     // SAFETY: build scripts are single-threaded at this point.
     unsafe { env::set_var("PATH", path) };
+    // aya-build turns every line its cargo prints on stderr into a
+    // `cargo:warning`, which cargo shows again on every later build: quiet
+    // that cargo, so warnings mean warnings (compiler diagnostics still come
+    // through, from its JSON messages).
+    // SAFETY: as above.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
 
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let ebpf_dir = manifest_dir.join("../tracer-ebpf");
