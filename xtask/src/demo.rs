@@ -263,10 +263,10 @@ fn summary(demo: &Demo, kernel: &str) -> anyhow::Result<String> {
             .arg(&trace),
     )?;
     let report: Value = serde_json::from_slice(&out.stdout).context("report --json")?;
-    Ok(summary_text(&report, kernel, &demo.dir))
+    Ok(summary_text(&report, kernel, &demo.dir, &demo.refscope))
 }
 
-fn summary_text(report: &Value, kernel: &str, dir: &Path) -> String {
+fn summary_text(report: &Value, kernel: &str, dir: &Path, refscope: &Path) -> String {
     let mut s = String::new();
     let model = report["refcount_model"].as_str().unwrap_or("?");
     let _ = writeln!(s, "\n== What you just saw");
@@ -351,8 +351,9 @@ fn summary_text(report: &Value, kernel: &str, dir: &Path) -> String {
     );
     let _ = writeln!(
         s,
-        "  refscope report {}   the trace, again (--json for scripts)",
-        dir.join("t.jsonl").display()
+        "  {} report {}\n                                      the trace, again (--json for scripts)",
+        relative(refscope).display(),
+        relative(&dir.join("t.jsonl")).display()
     );
     let _ = writeln!(s, "  On a DAX host (README, \"On a real host\"):");
     let _ = writeln!(
@@ -368,6 +369,14 @@ fn summary_text(report: &Value, kernel: &str, dir: &Path) -> String {
         "  docs/rules.md explains every rule with a real example."
     );
     s
+}
+
+/// `path` relative to the current directory when it is under it.
+fn relative(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
 }
 
 /// Wrap at 92 columns.
@@ -460,7 +469,7 @@ mod tests {
                 {"rule": "zero_ref_mapping", "severity": "warning"}
             ]
         });
-        let s = summary_text(&report, "6.12", Path::new("/t"));
+        let s = summary_text(&report, "6.12", Path::new("/t"), Path::new("/r"));
         assert!(
             s.contains("2 zero_ref_mapping (warning)\n    Why it matters."),
             "{s}"
