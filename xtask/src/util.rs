@@ -183,6 +183,7 @@ pub enum Unit {
 impl Progress {
     const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
     const TTY_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+    const QUIET_START: std::time::Duration = std::time::Duration::from_secs(2);
 
     pub fn new(what: impl Into<String>, unit: Unit, expected: std::time::Duration) -> Self {
         use std::io::IsTerminal as _;
@@ -199,6 +200,10 @@ impl Progress {
     /// Report `done` of `total` (if known); prints only when it is time to.
     pub fn update(&mut self, done: u64, total: Option<u64>) {
         let now = std::time::Instant::now();
+        // A step done within a couple of seconds needs no progress line.
+        if now - self.start < Self::QUIET_START {
+            return;
+        }
         let every = if self.tty {
             Self::TTY_EVERY
         } else {
