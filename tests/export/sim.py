@@ -159,7 +159,13 @@ class Lifetimes:
             src = e["src_mm"]
             for key in sorted(k2 for k2 in self.maps if k2[0] == src and e["vaddr"] <= k2[1] < e["vaddr_end"]):
                 m = self.maps[key]
+                if m["order"] > 0:
+                    continue  # copy_huge_pmd leaves DAX PMDs to the child's faults
                 self._begin_map((e["mm"], key[1]), {"pfn": m["pfn"], "order": m["order"], "pid": e["pid"], "t": e["t"]})
+        elif k == "task_new":
+            for key, m in self.maps.items():
+                if key[0] == e["mm"]:
+                    m["pid"] = e["pid"]
         elif k == "gup_get":
             if failed:
                 return

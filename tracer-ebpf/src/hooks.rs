@@ -574,6 +574,36 @@ pub fn copy_page_range_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
     submit(ev);
 }
 
+/// `wake_up_new_task(p)`: a new task starts. When it is a new process (not
+/// a thread) with an address space of its own that fork filled with device
+/// mappings (`copy_page_range` tracked it), say whose it is: the copies were
+/// made in the parent's context, before the child had a pid.
+#[inline(always)]
+pub fn wake_up_new_task_entry(a: &Args, kprobe: bool) {
+    let task = a[0];
+    let mm = read_u64(task + conf!(task_mm_off) as u64).unwrap_or(0);
+    // Cheapest test first: most new tasks have an mm nobody tracks.
+    if !is_tracked_mm(mm) || mm == current_mm() {
+        // vfork and CLONE_VM share the parent's mm: nothing changes hands.
+        return;
+    }
+    let tgid = read_u32(task + conf!(task_tgid_off) as u64).unwrap_or(0);
+    let pid = read_u32(task + conf!(task_pid_off) as u64).unwrap_or(0);
+    if tgid == 0 || pid != tgid {
+        return;
+    }
+    let mut ev = new_event(
+        EventKind::TaskNew,
+        HookId::WakeUpNewTask,
+        kprobe,
+        current_comm(),
+    );
+    ev.mm = mm;
+    ev.tgid = tgid;
+    ev.tid = pid;
+    submit(ev);
+}
+
 /// `check_vma_flags(vma, gup_flags)` returned: report FOLL_LONGTERM
 /// refusals (-EOPNOTSUPP) in tracked address spaces.
 #[inline(always)]

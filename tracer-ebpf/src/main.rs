@@ -535,6 +535,15 @@ entry_hook!(1, exit_mmap_fentry, exit_mmap_kprobe, |a, k| {
     hooks::exit_mmap_entry(&a, k)
 });
 
+// wake_up_new_task(struct task_struct *p)
+
+entry_hook!(
+    1,
+    wake_up_new_task_fentry,
+    wake_up_new_task_kprobe,
+    |a, k| { hooks::wake_up_new_task_entry(&a, k) }
+);
+
 // ---------------------------------------------------------------- devices --
 
 // memremap_pages(struct dev_pagemap *pgmap, int nid) -> void *

@@ -18,7 +18,7 @@
 use core::mem::size_of;
 
 /// Bumped on any change to the layout or meaning of the types in this crate.
-pub const ABI_VERSION: u16 = 2;
+pub const ABI_VERSION: u16 = 3;
 
 /// Length of `task_struct::comm`.
 pub const COMM_LEN: usize = 16;
@@ -118,6 +118,11 @@ named_enum! {
         /// GUP refused a FOLL_LONGTERM pin (`check_vma_flags` returned
         /// -EOPNOTSUPP): `arg_flags` are the GUP flags, `vaddr` the VMA start.
         GupRefused = 16 => "gup_refused",
+        /// A new process (`tgid`, not a thread) starts with address space
+        /// `mm`, which fork filled with copies of device mappings
+        /// (`wake_up_new_task`): the copies belong to it, not to the parent
+        /// whose context the copy ran in.
+        TaskNew = 17 => "task_new",
         /// Userspace only: a mapping that existed when refscope attached.
         AttachMap = 32 => "attach_map",
     }
@@ -155,6 +160,7 @@ named_enum! {
         MovePageTables = 27 => "move_page_tables",
         CopyPageRange = 28 => "copy_page_range",
         CheckVmaFlags = 29 => "check_vma_flags",
+        WakeUpNewTask = 30 => "wake_up_new_task",
         /// Userspace only: the attach-time snapshot.
         Snapshot = 64 => "snapshot",
     }

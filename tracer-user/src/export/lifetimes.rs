@@ -168,6 +168,13 @@ impl Lifetimes {
             }
             EventKind::Remap => self.remap(ev, out),
             EventKind::CopyRange => self.copy_range(ev, out),
+            // The copies fork made in the parent's context are the child's.
+            EventKind::TaskNew => {
+                for (_, m) in self.maps.range_mut((ev.mm.0, 0)..=(ev.mm.0, u64::MAX)) {
+                    m.pid = ev.pid;
+                    m.comm = ev.comm;
+                }
+            }
             EventKind::GupGet => self.gup_get(ev, out),
             EventKind::GupPut => {
                 let pin = self.gup.decode(ev.arg_flags.0).pin;
@@ -278,6 +285,8 @@ impl Lifetimes {
         let copied: Vec<MapLife> = self
             .maps
             .range((src, ev.vaddr.0)..(src, ev.vaddr_end.0))
+            // copy_huge_pmd leaves DAX PMDs to the child's own faults.
+            .filter(|(_, m)| m.order == 0)
             .map(|(_, m)| m.clone())
             .collect();
         for m in copied {

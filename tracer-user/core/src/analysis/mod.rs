@@ -86,6 +86,9 @@ pub struct Stats {
     /// Mappings moved by mremap and copied by fork.
     pub mappings_moved: u64,
     pub mappings_copied: u64,
+    /// Mappings fork copied, handed from the parent's pid to the child's
+    /// once the child had one (`task_new`).
+    pub mappings_reattributed: u64,
 }
 
 /// Per-page state. Kept small: millions of these may exist.
@@ -291,6 +294,7 @@ impl Analyzer {
             EventKind::PmdSplit => self.on_pmd_split(ev),
             EventKind::Remap => self.on_remap(ev),
             EventKind::CopyRange => self.on_copy_range(ev),
+            EventKind::TaskNew => self.on_task_new(ev),
             EventKind::GupRefused => self.stats.gup_refused += 1,
         }
         if self.pages.len() > self.cfg.max_pages && self.pages.len() >= self.evict_retry_at {
@@ -832,11 +836,16 @@ impl Analyzer {
     }
 
     /// fork copied the present PTEs of `[vaddr, vaddr_end)` from `src_mm`.
+    /// Only PTEs: `copy_huge_pmd` never copies a DAX PMD (devmap on 6.x, a
+    /// file folio on 7.x; the child refaults it), so PMD mappings stay the
+    /// parent's alone. The copy runs in the parent's context: the copies
+    /// carry the parent's pid until `task_new` names the child.
     fn on_copy_range(&mut self, ev: &Event) {
         let (src, dst) = (ev.src_mm.0, ev.mm.0);
         let copied: Vec<(u64, Mapping)> = self
             .mappings
             .range((src, ev.vaddr.0)..(src, ev.vaddr_end.0.max(ev.vaddr.0)))
+            .filter(|(_, m)| m.order == 0)
             .map(|((_, va), m)| (*va, m.clone()))
             .collect();
         for (va, m) in copied {
@@ -855,6 +864,19 @@ impl Analyzer {
                 self.unmap_pages(&old);
             }
             self.stats.mappings_copied += 1;
+        }
+    }
+
+    /// A new process owns `mm`, which fork filled with copies made in its
+    /// parent's context: from now on they are the child's.
+    fn on_task_new(&mut self, ev: &Event) {
+        let mm = ev.mm.0;
+        for (_, m) in self.mappings.range_mut((mm, 0)..=(mm, u64::MAX)) {
+            if m.pid != ev.pid || m.comm != ev.comm {
+                m.pid = ev.pid;
+                m.comm = ev.comm;
+                self.stats.mappings_reattributed += 1;
+            }
         }
     }
 

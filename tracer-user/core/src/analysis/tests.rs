@@ -584,6 +584,69 @@ fn fork_copies_private_mappings_into_the_child() {
     assert_eq!(f.mm, Hex(MM_B), "the child's copy still maps it");
 }
 
+impl Trace {
+    /// fork copied `[VA, VA + 2 MiB)` of `from` into `to` (parent's context).
+    fn fork_copy(&mut self, from: u64, to: u64) {
+        let mut e = self.ev(EventKind::CopyRange, HookId::CopyPageRange);
+        e.mm = Hex(to);
+        e.src_mm = Hex(from);
+        e.vaddr = Hex(VA);
+        e.vaddr_end = Hex(VA + 0x20_0000);
+        self.apply(e);
+    }
+
+    /// The child with address space `mm` got its pid.
+    fn task_new(&mut self, mm: u64, pid: u32) {
+        let mut e = self.ev(EventKind::TaskNew, HookId::WakeUpNewTask);
+        e.mm = Hex(mm);
+        e.pid = pid;
+        self.apply(e);
+    }
+}
+
+#[test]
+fn fork_copies_are_the_childs_once_it_has_a_pid() {
+    let mut t = Trace::new(RefcountModel::IdleOne);
+    t.map(MM_A, VA, BASE, 0, 1);
+    t.map(MM_A, VA + 0x1000, BASE + 1, 0, 1);
+    t.fork_copy(MM_A, MM_B);
+    t.task_new(MM_B, 200);
+    assert_eq!(t.an.stats().mappings_reattributed, 2);
+    t.pgmap_remove();
+    let mut by_pid: Vec<(u64, u32)> =
+        t.an.findings()
+            .iter()
+            .filter(|f| f.rule == RuleId::MappedAfterUnplug)
+            .map(|f| (f.mm.0, f.pid))
+            .collect();
+    by_pid.sort_unstable();
+    // Each address space's mappings name the process that holds them.
+    assert_eq!(by_pid, [(MM_A, 100), (MM_A, 100), (MM_B, 200), (MM_B, 200)]);
+    // A thread or vfork child never gets here (the kernel side filters
+    // them); an unknown mm changes nothing.
+    t.task_new(0xc000, 300);
+    assert_eq!(t.an.stats().mappings_reattributed, 2);
+}
+
+#[test]
+fn fork_does_not_copy_dax_pmds() {
+    // copy_huge_pmd leaves DAX PMDs to be refaulted by the child.
+    let mut t = Trace::new(RefcountModel::Refcounted);
+    t.map(MM_A, VA, BASE, 9, 2);
+    t.fork_copy(MM_A, MM_B);
+    assert_eq!(t.an.stats().mappings_copied, 0);
+    assert_eq!(t.an.page(BASE).unwrap().mapcount, 1);
+    t.pgmap_remove();
+    assert!(
+        t.an.findings()
+            .iter()
+            .filter(|f| f.rule == RuleId::MappedAfterUnplug)
+            .all(|f| f.mm == Hex(MM_A)),
+        "{:#?}",
+        t.an.findings()
+    );
+}
+
 #[test]
 fn refused_longterm_pins_are_counted() {
     let mut t = Trace::new(RefcountModel::Refcounted);

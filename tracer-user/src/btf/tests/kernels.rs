@@ -56,6 +56,7 @@ pub const ROOTS: Roots<'static> = Roots {
         "move_page_tables",
         "copy_page_range",
         "check_vma_flags",
+        "wake_up_new_task",
     ],
     enums: &["memory_type"],
     // Two anonymous enums since 6.2: the public FOLL_* (include/linux/mm_types.h)

@@ -85,6 +85,7 @@ pub const HOOKS: &[HookDef] = &[
     def!(MovePageTables, Exit, [6, 7, 1]),
     def!(CopyPageRange, Exit, [2], 0 => ["vm_area_struct"], 1 => ["vm_area_struct"]),
     def!(CheckVmaFlags, Exit, [2], 0 => ["vm_area_struct"]),
+    def!(WakeUpNewTask, Entry, [1], 0 => ["task_struct"]),
 ];
 
 pub fn def_of(hook: HookId) -> Option<&'static HookDef> {
@@ -153,6 +154,8 @@ pub const GROUPS: &[Group] = &[
     optional("unmap", &[&[H::SplitHugePmd]]),
     optional("remap", &[&[H::MovePageTables]]),
     optional("fork", &[&[H::CopyPageRange]]),
+    // Who owns the copies: the child, known once it has a pid.
+    optional("fork", &[&[H::WakeUpNewTask]]),
     optional("mm_exit", &[&[H::ExitMmap]]),
     optional("pgmap", &[&[H::MemremapPages]]),
     optional("pgmap", &[&[H::MemunmapPages]]),

@@ -78,7 +78,10 @@ fn linux_6_1() {
         ["__split_huge_pmd fentry", "unmap_page_range fentry"]
     );
     assert_eq!(chosen(&p, "remap"), ["move_page_tables fexit"]);
-    assert_eq!(chosen(&p, "fork"), ["copy_page_range fexit"]);
+    assert_eq!(
+        chosen(&p, "fork"),
+        ["copy_page_range fexit", "wake_up_new_task fentry"]
+    );
     assert_eq!(chosen(&p, "gup_refused"), ["check_vma_flags fexit"]);
     assert_eq!(chosen(&p, "mm_exit"), ["exit_mmap fentry"]);
     assert_eq!(
@@ -116,6 +119,10 @@ fn linux_6_12() {
         chosen(&p, "unmap"),
         ["__split_huge_pmd fentry", "unmap_page_range fentry"]
     );
+    assert_eq!(
+        chosen(&p, "fork"),
+        ["copy_page_range fexit", "wake_up_new_task fentry"]
+    );
 }
 
 #[test]
@@ -142,6 +149,10 @@ fn linux_7_3() {
         chosen(&p, "remap"),
         ["move_page_tables fexit"],
         "7.x one-argument form"
+    );
+    assert_eq!(
+        chosen(&p, "fork"),
+        ["copy_page_range fexit", "wake_up_new_task fentry"]
     );
     let skipped = &p
         .status
