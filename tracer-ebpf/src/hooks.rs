@@ -574,6 +574,40 @@ pub fn copy_page_range_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
     submit(ev);
 }
 
+/// `S_DAX` in `inode.i_flags` (include/linux/fs.h: `1 << 13` on every
+/// kernel with CONFIG_FS_DAX since 4.x; a macro, so not in BTF).
+const S_DAX: u32 = 1 << 13;
+
+/// `{page,folio}_add_new_anon_rmap(page|folio, vma, address[, flags])`: a
+/// new anonymous page is being mapped at `address`. When the VMA maps a DAX
+/// file (private, so copy-on-write), whatever device PTE was there has just
+/// been cleared (`wp_page_copy` clears it, then maps the copy; a fault that
+/// lost a race never gets here): report the end of that mapping. One hook
+/// covers the copy-on-write of every kernel (`wp_page_copy` is inlined on
+/// 6.12 and 7.x) and uprobes' page replacement too.
+#[inline(always)]
+pub fn anon_rmap_entry(a: &Args, hook: HookId, kprobe: bool) {
+    let vma = a[1];
+    let mm = vma_mm(vma);
+    // Cheapest test first: this runs on every anonymous fault.
+    if !is_tracked_mm(mm) {
+        return;
+    }
+    let file = read_u64(vma + conf!(vma_file_off) as u64).unwrap_or(0);
+    if file == 0 {
+        return;
+    }
+    let inode = read_u64(file + conf!(file_inode_off) as u64).unwrap_or(0);
+    if inode == 0 || read_u32(inode + conf!(inode_flags_off) as u64).unwrap_or(0) & S_DAX == 0 {
+        return;
+    }
+    let mut ev = new_event(EventKind::Unmap, hook, kprobe, current_comm());
+    ev.mm = mm;
+    ev.vaddr = a[2] & !4095;
+    ev.vaddr_end = ev.vaddr + 4096;
+    submit(ev);
+}
+
 /// `wake_up_new_task(p)`: a new task starts. When it is a new process (not
 /// a thread) with an address space of its own that fork filled with device
 /// mappings (`copy_page_range` tracked it), say whose it is: the copies were

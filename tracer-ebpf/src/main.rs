@@ -535,6 +535,22 @@ entry_hook!(1, exit_mmap_fentry, exit_mmap_kprobe, |a, k| {
     hooks::exit_mmap_entry(&a, k)
 });
 
+// page_add_new_anon_rmap(page, vma, address) (6.1);
+// folio_add_new_anon_rmap(folio, vma, address, flags) (6.12+): copy-on-write.
+
+entry_hook!(
+    3,
+    page_add_new_anon_rmap_fentry,
+    page_add_new_anon_rmap_kprobe,
+    |a, k| { hooks::anon_rmap_entry(&a, HookId::PageAddNewAnonRmap, k) }
+);
+entry_hook!(
+    4,
+    folio_add_new_anon_rmap_fentry,
+    folio_add_new_anon_rmap_kprobe,
+    |a, k| { hooks::anon_rmap_entry(&a, HookId::FolioAddNewAnonRmap, k) }
+);
+
 // wake_up_new_task(struct task_struct *p)
 
 entry_hook!(

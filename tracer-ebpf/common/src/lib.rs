@@ -161,6 +161,8 @@ named_enum! {
         CopyPageRange = 28 => "copy_page_range",
         CheckVmaFlags = 29 => "check_vma_flags",
         WakeUpNewTask = 30 => "wake_up_new_task",
+        PageAddNewAnonRmap = 31 => "page_add_new_anon_rmap",
+        FolioAddNewAnonRmap = 32 => "folio_add_new_anon_rmap",
         /// Userspace only: the attach-time snapshot.
         Snapshot = 64 => "snapshot",
     }
@@ -385,7 +387,12 @@ pub struct Config {
     pub task_pid_off: u32,
     /// Offset of `pgd` in `struct mm_struct` (the snapshot's page-table walk).
     pub mm_pgd_off: u32,
-    pub _pad: u32,
+    /// `vm_area_struct.vm_file`, `file.f_inode`, `inode.i_flags`: whether a
+    /// VMA maps a DAX file (`S_DAX`), for the copy-on-write hook.
+    pub vma_file_off: u32,
+    pub file_inode_off: u32,
+    pub inode_flags_off: u32,
+    pub _pad: [u32; 2],
     /// Address of the kernel variable `page_offset_base` (the direct map's
     /// base, KASLR-randomised), or 0 when the layout is fixed.
     pub page_offset_base_sym: u64,
@@ -396,7 +403,7 @@ pub struct Config {
     pub pgtable_l5_sym: u64,
 }
 
-const _: () = assert!(size_of::<Config>() == 208);
+const _: () = assert!(size_of::<Config>() == 224);
 
 impl Config {
     pub const fn zeroed() -> Self {
@@ -434,7 +441,10 @@ impl Config {
             task_tgid_off: 0,
             task_pid_off: 0,
             mm_pgd_off: 0,
-            _pad: 0,
+            vma_file_off: 0,
+            file_inode_off: 0,
+            inode_flags_off: 0,
+            _pad: [0; 2],
             page_offset_base_sym: 0,
             page_offset_fixed: 0,
             pgtable_l5_sym: 0,

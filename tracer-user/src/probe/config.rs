@@ -130,6 +130,9 @@ pub fn build(btf: &Btf, kallsyms: &Kallsyms, f: &Filters) -> Result<Config, Conf
     c.task_tgid_off = btf.member_offset("task_struct", "tgid")?;
     c.task_pid_off = btf.member_offset("task_struct", "pid")?;
     c.mm_pgd_off = btf.member_offset("mm_struct", "pgd")?;
+    c.vma_file_off = btf.member_offset("vm_area_struct", "vm_file")?;
+    c.file_inode_off = btf.member_offset("file", "f_inode")?;
+    c.inode_flags_off = btf.member_offset("inode", "i_flags")?;
     c.pgmap_type_off = btf.member_offset("dev_pagemap", "type")?;
     c.pgmap_nr_range_off = btf.member_offset("dev_pagemap", "nr_range")?;
     c.pgmap_range_off = first_member(btf, "dev_pagemap", &["range", "ranges"])?;

@@ -24,6 +24,8 @@ pub const ROOTS: Roots<'static> = Roots {
         "range",
         "folio_batch",
         "pagetable_move_control",
+        "file",
+        "inode",
     ],
     funcs: &[
         "insert_pfn",
@@ -57,6 +59,8 @@ pub const ROOTS: Roots<'static> = Roots {
         "copy_page_range",
         "check_vma_flags",
         "wake_up_new_task",
+        "page_add_new_anon_rmap",
+        "folio_add_new_anon_rmap",
     ],
     enums: &["memory_type"],
     // Two anonymous enums since 6.2: the public FOLL_* (include/linux/mm_types.h)

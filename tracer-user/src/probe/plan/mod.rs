@@ -86,6 +86,8 @@ pub const HOOKS: &[HookDef] = &[
     def!(CopyPageRange, Exit, [2], 0 => ["vm_area_struct"], 1 => ["vm_area_struct"]),
     def!(CheckVmaFlags, Exit, [2], 0 => ["vm_area_struct"]),
     def!(WakeUpNewTask, Entry, [1], 0 => ["task_struct"]),
+    def!(PageAddNewAnonRmap, Entry, [3], 0 => ["page"], 1 => ["vm_area_struct"]),
+    def!(FolioAddNewAnonRmap, Entry, [4], 0 => ["folio"], 1 => ["vm_area_struct"]),
 ];
 
 pub fn def_of(hook: HookId) -> Option<&'static HookDef> {
@@ -152,6 +154,12 @@ pub const GROUPS: &[Group] = &[
     optional("unmap", &[&[H::UnmapPageRange], &[H::ZapVmaRange]]),
     // DAX huge PMDs cleared by a split, outside the unmap path.
     optional("unmap", &[&[H::SplitHugePmd]]),
+    // Copy-on-write of a DAX PTE in a private mapping: the anonymous copy
+    // takes the device PTE's place, with no unmap.
+    optional(
+        "cow",
+        &[&[H::FolioAddNewAnonRmap], &[H::PageAddNewAnonRmap]],
+    ),
     optional("remap", &[&[H::MovePageTables]]),
     optional("fork", &[&[H::CopyPageRange]]),
     // Who owns the copies: the child, known once it has a pid.

@@ -82,6 +82,7 @@ fn linux_6_1() {
         chosen(&p, "fork"),
         ["copy_page_range fexit", "wake_up_new_task fentry"]
     );
+    assert_eq!(chosen(&p, "cow"), ["page_add_new_anon_rmap fentry"]);
     assert_eq!(chosen(&p, "gup_refused"), ["check_vma_flags fexit"]);
     assert_eq!(chosen(&p, "mm_exit"), ["exit_mmap fentry"]);
     assert_eq!(
@@ -123,6 +124,7 @@ fn linux_6_12() {
         chosen(&p, "fork"),
         ["copy_page_range fexit", "wake_up_new_task fentry"]
     );
+    assert_eq!(chosen(&p, "cow"), ["folio_add_new_anon_rmap fentry"]);
 }
 
 #[test]
@@ -154,6 +156,7 @@ fn linux_7_3() {
         chosen(&p, "fork"),
         ["copy_page_range fexit", "wake_up_new_task fentry"]
     );
+    assert_eq!(chosen(&p, "cow"), ["folio_add_new_anon_rmap fentry"]);
     let skipped = &p
         .status
         .iter()
