@@ -1,7 +1,7 @@
-//! unplug-mapped: device removal (pmem unbind -> memunmap_pages) while
-//! mappings of its pages exist.
+//! unplug-mapped, unplug-mremap: device removal (pmem unbind ->
+//! memunmap_pages) while mappings of its pages exist.
 //!
-//! It ends the way every unplug scenario should ([`unplug_flow`]): an `oracle` line with what
+//! Both end the same way ([`unplug_flow`]): an `oracle` line with what
 //! `/proc/self/pagemap` shows for every page of the mappings at the last
 //! moment before the unbind, the `ready` line (the test unbinds then, unless
 //! `--unbind` makes the workload do it), the hold, and exit with the
@@ -17,12 +17,12 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{FileOpts, TouchMode, map_and_touch, open_backing};
+use super::{FileOpts, TouchMode, force_pte, map_and_touch, open_backing};
 use crate::{
-    ctx::{Ctx, MapRecord},
+    ctx::{Ctx, MapRecord, touch_pages},
     json::{Obj, hex},
     sys::{self, Mapping, err_obj},
-    util::{PAGE_SIZE, parse_secs},
+    util::{PAGE_SIZE, PMD_SIZE, align_up, parse_secs},
 };
 
 /// What every unplug scenario does after its mappings are in place.
@@ -92,6 +92,120 @@ pub fn unplug_mapped(ctx: &Ctx, a: &UnplugMapped) -> anyhow::Result<()> {
             touch: a.touch.name(),
             env,
             extra: Obj::new(),
+        },
+    )
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnplugMremap {
+    /// Pages to map, touch and move.
+    #[arg(default_value_t = 8)]
+    pub pages: usize,
+    /// Pages of a second DAX mapping (another file) placed right after the
+    /// moved range, touched too and never moved (0: none).
+    #[arg(long, default_value_t = 2, value_name = "PAGES")]
+    pub adjacent: usize,
+    #[command(flatten)]
+    pub unplug: UnplugOpts,
+    #[command(flatten)]
+    pub touch: TouchMode,
+    #[command(flatten)]
+    pub fopts: FileOpts,
+}
+
+/// Map N pages so that they cross a 2 MiB boundary with nothing mapped in
+/// the 2 MiB block below them, map M pages of another file right after
+/// them, touch all, then mremap(MREMAP_MAYMOVE|MREMAP_FIXED) the N pages to
+/// an address that is not adjacent to anything and has the same offset in
+/// its 2 MiB block, also with nothing below it. That lets 6.12 and 7.3
+/// realign the move down to the 2 MiB boundary (`try_realign_addr`) and
+/// move the first page table whole; on 7.3 `move_page_tables` then leaves
+/// `pmc->old_addr` and `pmc->new_addr` neither where the caller put them
+/// nor where they started.
+pub fn unplug_mremap(ctx: &Ctx, a: &UnplugMremap) -> anyhow::Result<()> {
+    let n = a.pages.max(1);
+    let adj = a.adjacent;
+    let mut f = ctx.create_file("0", (n * PAGE_SIZE) as u64, a.fopts.fill(), false)?;
+    f.keep();
+    let adj_file = if adj > 0 {
+        let mut g = ctx.create_file("adj", (adj * PAGE_SIZE) as u64, a.fopts.fill(), false)?;
+        g.keep();
+        Some(g)
+    } else {
+        None
+    };
+    let env = ctx.file_env(&f);
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let flags = a.fopts.map_flags();
+
+    // Layout, in one reservation aligned to 2 MiB at B:
+    //   [B, old)            hole (punched just before the mremap)
+    //   [old, old_end)      the N pages, `below` of them under B + 2 MiB
+    //   [old_end, +M)       the adjacent mapping
+    //   [B + block, dst)    hole (punched just before the mremap)
+    //   [dst, dst + N)      the destination, `dst % 2 MiB == old % 2 MiB`
+    let below = n.div_ceil(2);
+    let block = align_up((n + adj) * PAGE_SIZE, PMD_SIZE) + PMD_SIZE;
+    let res = Mapping::reserve(2 * block + PMD_SIZE, PMD_SIZE).context("reserve address space")?;
+    let base = res.addr();
+    let old = base + PMD_SIZE - below * PAGE_SIZE;
+    let old_end = old + n * PAGE_SIZE;
+    let dst = base + block + PMD_SIZE - below * PAGE_SIZE;
+
+    let mut m = Mapping::file_at(f.fd(), n * PAGE_SIZE, 0, old, prot, flags)
+        .with_context(|| format!("mmap {n} pages at {old:#x}"))?;
+    force_pte(ctx, &m);
+    let am = match &adj_file {
+        Some(g) => {
+            let am = Mapping::file_at(g.fd(), adj * PAGE_SIZE, 0, old_end, prot, flags)
+                .with_context(|| format!("mmap {adj} pages at {old_end:#x}"))?;
+            force_pte(ctx, &am);
+            Some(am)
+        }
+        None => None,
+    };
+    let write = a.touch.is_write();
+    let order: Vec<usize> = (0..n).collect();
+    touch_pages(&m, &order, write, false);
+    let mut recs = ctx.page_records(&m, &order, &f.path.display().to_string(), 0, None)?;
+    if let (Some(am), Some(g)) = (&am, &adj_file) {
+        let order: Vec<usize> = (0..adj).collect();
+        touch_pages(am, &order, write, false);
+        recs.extend(ctx.page_records(am, &order, &g.path.display().to_string(), 0, None)?);
+    }
+    ctx.check_present(&recs)?;
+    ctx.say(format!(
+        "mapped and touched {n} pages at {old:#x} and {adj} adjacent pages at {old_end:#x}"
+    ));
+
+    // Holes below the source and the destination, then the move, with no
+    // allocation in between (nothing else may land in the holes).
+    res.punch(base, old - base)
+        .context("munmap below the source")?;
+    res.punch(base + block, dst - (base + block))
+        .context("munmap below the destination")?;
+    m.mremap_to(dst)
+        .with_context(|| format!("mremap {old:#x} -> {dst:#x}"))?;
+    // What is left of the reservation stays mapped PROT_NONE until exit.
+    res.leak();
+    ctx.say(format!("moved {n} pages {old:#x} -> {dst:#x}"));
+    let moved = Obj::new()
+        .with("from", hex(old as u64))
+        .with("to", hex(dst as u64))
+        .with("pages", n)
+        .with("adjacent", hex(old_end as u64))
+        .with("adjacent_pages", adj);
+    let mut maps = vec![m];
+    maps.extend(am);
+    unplug_flow(
+        ctx,
+        &a.unplug,
+        Held {
+            maps,
+            recs,
+            touch: a.touch.name(),
+            env,
+            extra: Obj::new().with("moved", moved),
         },
     )
 }
