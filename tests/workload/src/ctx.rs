@@ -342,6 +342,32 @@ impl Ctx {
             .collect())
     }
 
+    /// The `oracle` line: every present page of `regions` (start address,
+    /// pages) with the pfn `/proc/self/pagemap` shows for it right now.
+    /// It depends on nothing a tracer does, so a test can hold a tracer's
+    /// view of the mappings against it (`oracle: pagemap` in
+    /// tests/scenarios.json). A present page whose pfn is hidden (no
+    /// CAP_SYS_ADMIN) has `pfn: null`.
+    pub fn oracle_line(&self, regions: &[(usize, usize)]) -> anyhow::Result<Obj> {
+        let mut pages = Vec::new();
+        for &(addr, n) in regions {
+            let entries = pagemap::read(None, addr, n)?;
+            for (i, e) in entries.iter().enumerate() {
+                if e.present() {
+                    pages.push(
+                        Obj::new()
+                            .with("vaddr", hex((addr + i * PAGE_SIZE) as u64))
+                            .with("pfn", e.pfn()),
+                    );
+                }
+            }
+        }
+        Ok(self
+            .line("oracle")
+            .with("source", "pagemap")
+            .with("pages", pages))
+    }
+
     pub fn records_json(&self, recs: &[MapRecord]) -> Json {
         Json::Arr(recs.iter().map(|r| r.to_json(&self.ranges)).collect())
     }

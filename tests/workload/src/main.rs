@@ -61,6 +61,9 @@ enum Cmd {
     LongtermPin(gup::LongtermPin),
     /// Map and touch, then (or while the test) unbind the pmem device.
     UnplugMapped(unplug::UnplugMapped),
+    /// Map and touch, move the mapping with mremap next to an untouched
+    /// neighbour, then (or while the test) unbind the pmem device.
+    UnplugMremap(unplug::UnplugMremap),
     /// Map a device-dax device (/dev/daxX.Y), touch, pin, unmap.
     Devdax(devdax::DevDax),
     /// Continuous map/touch/unmap for soak tests.
@@ -89,6 +92,7 @@ impl Cmd {
             Cmd::PunchHole(_) => "punch-hole",
             Cmd::LongtermPin(_) => "longterm-pin",
             Cmd::UnplugMapped(_) => "unplug-mapped",
+            Cmd::UnplugMremap(_) => "unplug-mremap",
             Cmd::Devdax(_) => "devdax",
             Cmd::Churn(_) => "churn",
             Cmd::SnapshotChurn(_) => "snapshot-churn",
@@ -111,6 +115,7 @@ fn run(ctx: &Ctx, cmd: &Cmd) -> anyhow::Result<()> {
         Cmd::PunchHole(a) => layout::punch_hole(ctx, a),
         Cmd::LongtermPin(a) => gup::longterm_pin(ctx, a),
         Cmd::UnplugMapped(a) => unplug::unplug_mapped(ctx, a),
+        Cmd::UnplugMremap(a) => unplug::unplug_mremap(ctx, a),
         Cmd::Devdax(a) => devdax::devdax(ctx, a),
         Cmd::Churn(a) => bench::churn(ctx, a),
         Cmd::SnapshotChurn(a) => touch::snapshot_churn(ctx, a),
@@ -182,6 +187,18 @@ mod tests {
         );
         assert!(parse(&["gup-pin", "2", "--reader", "self"]).is_ok());
         assert!(parse(&["unplug-mapped", "4", "--unbind", "pfn0.0", "--hold-signal"]).is_ok());
+        assert!(
+            parse(&[
+                "unplug-mremap",
+                "8",
+                "--adjacent",
+                "2",
+                "--unbind",
+                "pfn0.0"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["unplug-mremap", "--adjacent", "0", "--munmap"]).is_ok());
         assert!(parse(&["devdax", "/dev/dax0.0", "--align", "2M"]).is_ok());
         assert!(parse(&["fault-bench", "--size", "64", "--rounds", "2"]).is_ok());
         assert!(parse(&["fault-bench", "--size", "1G"]).is_ok());

@@ -316,6 +316,99 @@ impl Mapping {
         )
     }
 
+    /// An inaccessible, unbacked reservation of address space (PROT_NONE,
+    /// MAP_NORESERVE) at a multiple of `align`: room to place mappings at
+    /// chosen addresses with [`Mapping::file_at`].
+    pub fn reserve(len: usize, align: usize) -> io::Result<Self> {
+        Self::map(
+            None,
+            len,
+            0,
+            align,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        )
+    }
+
+    /// Map `len` bytes of `fd` at file `offset` exactly at `addr`
+    /// (MAP_FIXED: whatever was there is replaced, so `addr` must lie in
+    /// the caller's own reservation).
+    pub fn file_at(
+        fd: RawFd,
+        len: usize,
+        offset: u64,
+        addr: usize,
+        prot: libc::c_int,
+        flags: libc::c_int,
+    ) -> io::Result<Self> {
+        if len == 0 || !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: MAP_FIXED over address space the caller reserved.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len,
+                prot,
+                flags | libc::MAP_FIXED,
+                fd,
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            addr: p as usize,
+            len,
+            mapped: true,
+        })
+    }
+
+    /// munmap `[addr, addr + len)`, which must lie inside this mapping (a
+    /// reservation): leaves a hole with no VMA at all.
+    pub fn punch(&self, addr: usize, len: usize) -> io::Result<()> {
+        if addr < self.addr || addr + len > self.addr + self.len {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: a range of our own reservation, checked above.
+        let rc = unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Move the whole mapping to `new_addr` with
+    /// mremap(MREMAP_MAYMOVE|MREMAP_FIXED): its page table entries move
+    /// (`move_page_tables`), nothing is faulted again. Whatever was mapped
+    /// at the destination is unmapped by the kernel, so it must be the
+    /// caller's own.
+    pub fn mremap_to(&mut self, new_addr: usize) -> io::Result<()> {
+        if !self.mapped {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: our own mapping moves to address space the caller owns;
+        // no reference into the old range outlives this.
+        let p = unsafe {
+            libc::mremap(
+                self.addr as *mut libc::c_void,
+                self.len,
+                self.len,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                new_addr as *mut libc::c_void,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        self.addr = p as usize;
+        Ok(())
+    }
+
     fn map(
         fd: Option<RawFd>,
         len: usize,
@@ -1434,6 +1527,35 @@ mod tests {
         assert_eq!(m.addr() % PMD_SIZE, 0);
         m.touch(2, true);
         assert_eq!(m.touch(2, false), 2u8 ^ 0x5a | 1);
+    }
+
+    #[test]
+    fn placed_file_mapping_moves_with_mremap() {
+        let path = std::env::temp_dir().join(format!("refscope-wl-mremap-{}", getpid()));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        f.set_len(4 * PAGE_SIZE as u64).unwrap();
+        let res = Mapping::reserve(4 * PMD_SIZE, PMD_SIZE).unwrap();
+        let at = res.addr() + PMD_SIZE - 2 * PAGE_SIZE;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let mut m =
+            Mapping::file_at(f.as_raw_fd(), 4 * PAGE_SIZE, 0, at, prot, libc::MAP_SHARED).unwrap();
+        assert_eq!(m.addr(), at);
+        m.touch(3, true);
+        res.punch(res.addr(), at - res.addr()).unwrap();
+        assert!(res.punch(res.addr() + 4 * PMD_SIZE, PAGE_SIZE).is_err());
+        let dst = res.addr() + 3 * PMD_SIZE - 2 * PAGE_SIZE;
+        m.mremap_to(dst).unwrap();
+        assert_eq!(m.addr(), dst);
+        assert_eq!(m.touch(3, false), 3u8 ^ 0x5a | 1);
+        drop(m);
+        drop(res);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::table::{Case, Kind};
+use super::table::{Case, Kind, Oracle};
 
 /// What the trace and the report showed.
 #[derive(Debug, Default)]
@@ -204,6 +204,10 @@ pub fn check(
         if case.exact_mappings {
             problems.extend(exact_mappings(&wl, &report));
         }
+    }
+    if case.oracle == Some(Oracle::Pagemap) {
+        let wl = read(dir, "wl.json").unwrap_or_default();
+        problems.extend(pagemap_oracle(&wl, &report));
     }
     if problems.is_empty() {
         Ok(obs)
@@ -402,6 +406,115 @@ fn exact_mappings(workload: &str, report: &Value) -> Vec<String> {
     p
 }
 
+fn parse_hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
+}
+
+/// One mapped page: (pid, virtual address, pfn).
+type Page = (u64, u64, u64);
+
+fn page_str((pid, va, pfn): Page) -> String {
+    format!("pid {pid} vaddr {va:#x} pfn {pfn:#x}")
+}
+
+/// `oracle: pagemap`: the last `oracle` line of each workload process lists
+/// every present page of its mappings as `/proc/self/pagemap` showed them
+/// right before the unbind. The report's `mapped_after_unplug` findings,
+/// page by page (a finding of order k covers 2^k pages), must be exactly
+/// those (pid, vaddr, pfn): every difference is listed.
+fn pagemap_oracle(workload: &str, report: &Value) -> Vec<String> {
+    let mut last: BTreeMap<u64, Value> = BTreeMap::new();
+    for line in workload.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if v["event"] == "oracle"
+            && v["source"] == "pagemap"
+            && let Some(pid) = v["pid"].as_u64()
+        {
+            last.insert(pid, v);
+        }
+    }
+    if last.is_empty() {
+        return vec!["oracle: the workload printed no pagemap `oracle` line".into()];
+    }
+    let mut p = Vec::new();
+    let mut want: BTreeSet<Page> = BTreeSet::new();
+    for (pid, v) in &last {
+        for page in v["pages"].as_array().into_iter().flatten() {
+            let va = page["vaddr"].as_str().and_then(parse_hex);
+            match (va, page["pfn"].as_u64()) {
+                (Some(va), Some(pfn)) => {
+                    want.insert((*pid, va, pfn));
+                }
+                _ => p.push(format!(
+                    "oracle: pid {pid} reported a page without address or pfn (pagemap hides pfns without CAP_SYS_ADMIN): {page}"
+                )),
+            }
+        }
+    }
+    if want.is_empty() {
+        p.push("oracle: the workload's pagemap shows no present page".into());
+        return p;
+    }
+    let mut got: BTreeMap<Page, u64> = BTreeMap::new();
+    for f in report["findings"].as_array().into_iter().flatten() {
+        if f["rule"] != "mapped_after_unplug" {
+            continue;
+        }
+        let (Some(pid), Some(va), Some(pfn)) = (
+            f["pid"].as_u64(),
+            f["vaddr"].as_str().and_then(parse_hex),
+            f["pfn"].as_u64(),
+        ) else {
+            p.push(format!(
+                "oracle: a mapped_after_unplug finding without pid, vaddr or pfn: {f}"
+            ));
+            continue;
+        };
+        let order = f["order"].as_u64().unwrap_or(0).min(18);
+        for i in 0..1u64 << order {
+            *got.entry((pid, va + i * 4096, pfn + i)).or_default() += 1;
+        }
+    }
+    let missing: Vec<Page> = want
+        .iter()
+        .filter(|k| !got.contains_key(k))
+        .copied()
+        .collect();
+    let extra: Vec<Page> = got.keys().filter(|k| !want.contains(k)).copied().collect();
+    let twice: Vec<(Page, u64)> = got
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, n)| (*k, *n))
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() || !twice.is_empty() {
+        p.push(format!(
+            "oracle: the mapped_after_unplug findings are not the {} pages pagemap showed before the unbind: {} missing, {} extra, {} found more than once",
+            want.len(),
+            missing.len(),
+            extra.len(),
+            twice.len()
+        ));
+        p.extend(
+            missing
+                .into_iter()
+                .map(|k| format!("  missing: {}", page_str(k))),
+        );
+        p.extend(
+            extra
+                .into_iter()
+                .map(|k| format!("  extra:   {}", page_str(k))),
+        );
+        p.extend(
+            twice
+                .into_iter()
+                .map(|(k, n)| format!("  {n} times: {}", page_str(k))),
+        );
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,5 +552,71 @@ mod tests {
         let p = mappings(wl, &events);
         assert_eq!(p.len(), 1);
         assert!(p[0].contains("1 of 2"), "{p:?}");
+    }
+
+    #[test]
+    fn the_pagemap_oracle_must_match_the_findings_page_by_page() {
+        let wl = concat!(
+            r#"{"event":"oracle","source":"pagemap","pid":7,"pages":[{"vaddr":"0x1000","pfn":150}]}"#,
+            "\n",
+            r#"{"event":"oracle","source":"pagemap","pid":7,"pages":[{"vaddr":"0x5000","pfn":150},{"vaddr":"0x6000","pfn":151},{"vaddr":"0x7000","pfn":152}]}"#,
+            "\n",
+            r#"{"event":"ready","pid":7}"#,
+        );
+        let report = |findings: &str| -> Value {
+            serde_json::from_str(&format!(r#"{{"findings":[{findings}]}}"#)).unwrap()
+        };
+        let f = |va: &str, pfn: u64| {
+            format!(
+                r#"{{"rule":"mapped_after_unplug","pid":7,"vaddr":"{va}","pfn":{pfn},"order":0}}"#
+            )
+        };
+        // The last oracle line of the pid counts; other rules are ignored.
+        let ok = report(
+            &[
+                f("0x5000", 150),
+                f("0x6000", 151),
+                f("0x7000", 152),
+                r#"{"rule":"zero_ref_mapping","pid":7,"vaddr":"0x1000","pfn":150}"#.into(),
+            ]
+            .join(","),
+        );
+        assert!(
+            pagemap_oracle(wl, &ok).is_empty(),
+            "{:?}",
+            pagemap_oracle(wl, &ok)
+        );
+        // Moved to the wrong place: each address is named.
+        let bad = report(&[f("0x5000", 150), f("0x9000", 151), f("0x9000", 151)].join(","));
+        let p = pagemap_oracle(wl, &bad);
+        assert!(
+            p[0].contains("2 missing, 1 extra, 1 found more than once"),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("missing: pid 7 vaddr 0x6000 pfn 0x97")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("missing: pid 7 vaddr 0x7000 pfn 0x98")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("extra:   pid 7 vaddr 0x9000 pfn 0x97")),
+            "{p:?}"
+        );
+        // A PMD finding covers its 512 pages.
+        let pmd = r#"{"event":"oracle","source":"pagemap","pid":7,"pages":[{"vaddr":"0x200000","pfn":512},{"vaddr":"0x201000","pfn":513}]}"#;
+        let one = report(
+            r#"{"rule":"mapped_after_unplug","pid":7,"vaddr":"0x200000","pfn":512,"order":1}"#,
+        );
+        assert!(pagemap_oracle(pmd, &one).is_empty());
+        // No oracle, or hidden pfns: a failure, never a pass.
+        assert_eq!(pagemap_oracle(r#"{"event":"ready"}"#, &ok).len(), 1);
+        let hidden = r#"{"event":"oracle","source":"pagemap","pid":7,"pages":[{"vaddr":"0x1000","pfn":null}]}"#;
+        assert!(!pagemap_oracle(hidden, &ok).is_empty());
     }
 }

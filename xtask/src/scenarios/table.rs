@@ -91,8 +91,24 @@ pub struct Case {
     /// counted exactly once, whether the snapshot or a probe saw it).
     #[serde(default)]
     pub exact_mappings: bool,
+    /// An oracle independent of refscope that the findings must match
+    /// exactly (unplug cases only).
+    #[serde(default)]
+    pub oracle: Option<Oracle>,
     /// Kernel tag -> what must be seen there.
     pub kernels: BTreeMap<String, Expect>,
+}
+
+/// Where the truth about a case's mappings comes from, when it does not
+/// come from refscope itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Oracle {
+    /// The workload reads `/proc/self/pagemap` for every page of its
+    /// mappings at the last moment before the device is unbound and prints
+    /// them in an `oracle` line; the (pid, vaddr, pfn) of the report's
+    /// `mapped_after_unplug` findings must be exactly that set.
+    Pagemap,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +204,13 @@ pub fn load(path: &Path) -> anyhow::Result<Table> {
         }
         if c.kernels.is_empty() {
             bail!("{}: case `{}` lists no kernel", path.display(), c.name);
+        }
+        if c.oracle == Some(Oracle::Pagemap) && c.kind != Kind::Unplug {
+            bail!(
+                "{}: case `{}`: the pagemap oracle is checked against mapped_after_unplug findings: only `unplug` cases can have it",
+                path.display(),
+                c.name
+            );
         }
     }
     Ok(table)

@@ -1,5 +1,11 @@
-//! unplug-mapped: device removal (pmem unbind -> memunmap_pages) while a
-//! mapping of its pages exists.
+//! unplug-mapped, unplug-mremap: device removal (pmem unbind ->
+//! memunmap_pages) while mappings of its pages exist.
+//!
+//! Both end the same way ([`unplug_flow`]): an `oracle` line with what
+//! `/proc/self/pagemap` shows for every page of the mappings at the last
+//! moment before the unbind, the `ready` line (the test unbinds then, unless
+//! `--unbind` makes the workload do it), the hold, and exit with the
+//! mappings in place.
 
 use std::{
     fs::OpenOptions,
@@ -11,19 +17,17 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{FileOpts, TouchMode, map_and_touch, open_backing};
+use super::{FileOpts, TouchMode, force_pte, map_and_touch, open_backing};
 use crate::{
-    ctx::Ctx,
-    json::Obj,
-    sys::{self, err_obj},
-    util::{PAGE_SIZE, parse_secs},
+    ctx::{Ctx, MapRecord, touch_pages},
+    json::{Obj, hex},
+    sys::{self, Mapping, err_obj},
+    util::{PAGE_SIZE, PMD_SIZE, align_up, parse_secs},
 };
 
+/// What every unplug scenario does after its mappings are in place.
 #[derive(Debug, Clone, Args)]
-pub struct UnplugMapped {
-    /// Pages to map and touch.
-    #[arg(default_value_t = 4)]
-    pub pages: usize,
+pub struct UnplugOpts {
     /// After `ready`, unbind DEV (e.g. pfn0.0, or dax0.0 for a device-dax
     /// namespace) by writing it to DRIVER/unbind. Without it the test does
     /// the unbind itself while the workload holds.
@@ -39,9 +43,6 @@ pub struct UnplugMapped {
     /// Wait SECS after `ready` before unbinding.
     #[arg(long, default_value = "0", value_parser = parse_secs, value_name = "SECS")]
     pub unbind_delay: f64,
-    /// Map this device-dax device instead of a file in --dir.
-    #[arg(long, value_name = "PATH")]
-    pub devdax: Option<PathBuf>,
     /// munmap explicitly before exiting. By default the mapping is left to
     /// process exit (exit_mmap), which is the path that oopses on 7.3.
     #[arg(long)]
@@ -51,6 +52,18 @@ pub struct UnplugMapped {
     /// SIGBUS -> exit status 7.
     #[arg(long)]
     pub touch_after: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnplugMapped {
+    /// Pages to map and touch.
+    #[arg(default_value_t = 4)]
+    pub pages: usize,
+    /// Map this device-dax device instead of a file in --dir.
+    #[arg(long, value_name = "PATH")]
+    pub devdax: Option<PathBuf>,
+    #[command(flatten)]
+    pub unplug: UnplugOpts,
     #[command(flatten)]
     pub touch: TouchMode,
     #[command(flatten)]
@@ -64,23 +77,183 @@ pub fn unplug_mapped(ctx: &Ctx, a: &UnplugMapped) -> anyhow::Result<()> {
     // remove the file afterwards (the guest is thrown away).
     b.keep();
     let env = b.env(ctx);
-    let (mut m, recs) = map_and_touch(ctx, &b, n, a.touch.is_write(), a.fopts.map_flags())?;
+    let (m, recs) = map_and_touch(ctx, &b, n, a.touch.is_write(), a.fopts.map_flags())?;
     ctx.say(format!(
         "mapped and touched {n} pages of {} at {:#x}",
         b.name(),
         m.addr()
     ));
-    ctx.ready(
-        ctx.line("ready")
-            .with("pages", m.pages())
-            .with("mappings", ctx.records_json(&recs))
-            .with("pins", 0u32),
-    )?;
+    unplug_flow(
+        ctx,
+        &a.unplug,
+        Held {
+            maps: vec![m],
+            recs,
+            touch: a.touch.name(),
+            env,
+            extra: Obj::new(),
+        },
+    )
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnplugMremap {
+    /// Pages to map, touch and move.
+    #[arg(default_value_t = 8)]
+    pub pages: usize,
+    /// Pages of a second DAX mapping (another file) placed right after the
+    /// moved range, touched too and never moved (0: none).
+    #[arg(long, default_value_t = 2, value_name = "PAGES")]
+    pub adjacent: usize,
+    #[command(flatten)]
+    pub unplug: UnplugOpts,
+    #[command(flatten)]
+    pub touch: TouchMode,
+    #[command(flatten)]
+    pub fopts: FileOpts,
+}
+
+/// Map N pages so that they cross a 2 MiB boundary with nothing mapped in
+/// the 2 MiB block below them, map M pages of another file right after
+/// them, touch all, then mremap(MREMAP_MAYMOVE|MREMAP_FIXED) the N pages to
+/// an address that is not adjacent to anything and has the same offset in
+/// its 2 MiB block, also with nothing below it. That lets 6.12 and 7.3
+/// realign the move down to the 2 MiB boundary (`try_realign_addr`) and
+/// move the first page table whole; on 7.3 `move_page_tables` then leaves
+/// `pmc->old_addr` and `pmc->new_addr` neither where the caller put them
+/// nor where they started.
+pub fn unplug_mremap(ctx: &Ctx, a: &UnplugMremap) -> anyhow::Result<()> {
+    let n = a.pages.max(1);
+    let adj = a.adjacent;
+    let mut f = ctx.create_file("0", (n * PAGE_SIZE) as u64, a.fopts.fill(), false)?;
+    f.keep();
+    let adj_file = if adj > 0 {
+        let mut g = ctx.create_file("adj", (adj * PAGE_SIZE) as u64, a.fopts.fill(), false)?;
+        g.keep();
+        Some(g)
+    } else {
+        None
+    };
+    let env = ctx.file_env(&f);
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let flags = a.fopts.map_flags();
+
+    // Layout, in one reservation aligned to 2 MiB at B:
+    //   [B, old)            hole (punched just before the mremap)
+    //   [old, old_end)      the N pages, `below` of them under B + 2 MiB
+    //   [old_end, +M)       the adjacent mapping
+    //   [B + block, dst)    hole (punched just before the mremap)
+    //   [dst, dst + N)      the destination, `dst % 2 MiB == old % 2 MiB`
+    let below = n.div_ceil(2);
+    let block = align_up((n + adj) * PAGE_SIZE, PMD_SIZE) + PMD_SIZE;
+    let res = Mapping::reserve(2 * block + PMD_SIZE, PMD_SIZE).context("reserve address space")?;
+    let base = res.addr();
+    let old = base + PMD_SIZE - below * PAGE_SIZE;
+    let old_end = old + n * PAGE_SIZE;
+    let dst = base + block + PMD_SIZE - below * PAGE_SIZE;
+
+    let mut m = Mapping::file_at(f.fd(), n * PAGE_SIZE, 0, old, prot, flags)
+        .with_context(|| format!("mmap {n} pages at {old:#x}"))?;
+    force_pte(ctx, &m);
+    let am = match &adj_file {
+        Some(g) => {
+            let am = Mapping::file_at(g.fd(), adj * PAGE_SIZE, 0, old_end, prot, flags)
+                .with_context(|| format!("mmap {adj} pages at {old_end:#x}"))?;
+            force_pte(ctx, &am);
+            Some(am)
+        }
+        None => None,
+    };
+    let write = a.touch.is_write();
+    let order: Vec<usize> = (0..n).collect();
+    touch_pages(&m, &order, write, false);
+    let mut recs = ctx.page_records(&m, &order, &f.path.display().to_string(), 0, None)?;
+    if let (Some(am), Some(g)) = (&am, &adj_file) {
+        let order: Vec<usize> = (0..adj).collect();
+        touch_pages(am, &order, write, false);
+        recs.extend(ctx.page_records(am, &order, &g.path.display().to_string(), 0, None)?);
+    }
+    ctx.check_present(&recs)?;
+    ctx.say(format!(
+        "mapped and touched {n} pages at {old:#x} and {adj} adjacent pages at {old_end:#x}"
+    ));
+
+    // Holes below the source and the destination, then the move, with no
+    // allocation in between (nothing else may land in the holes).
+    res.punch(base, old - base)
+        .context("munmap below the source")?;
+    res.punch(base + block, dst - (base + block))
+        .context("munmap below the destination")?;
+    m.mremap_to(dst)
+        .with_context(|| format!("mremap {old:#x} -> {dst:#x}"))?;
+    // What is left of the reservation stays mapped PROT_NONE until exit.
+    res.leak();
+    ctx.say(format!("moved {n} pages {old:#x} -> {dst:#x}"));
+    let moved = Obj::new()
+        .with("from", hex(old as u64))
+        .with("to", hex(dst as u64))
+        .with("pages", n)
+        .with("adjacent", hex(old_end as u64))
+        .with("adjacent_pages", adj);
+    let mut maps = vec![m];
+    maps.extend(am);
+    unplug_flow(
+        ctx,
+        &a.unplug,
+        Held {
+            maps,
+            recs,
+            touch: a.touch.name(),
+            env,
+            extra: Obj::new().with("moved", moved),
+        },
+    )
+}
+
+/// The mappings an unplug scenario holds across the unbind.
+struct Held {
+    maps: Vec<Mapping>,
+    /// The installs (faults), at the addresses they were made at.
+    recs: Vec<MapRecord>,
+    touch: &'static str,
+    env: Obj,
+    /// Scenario-specific fields of the `ready` and `done` lines.
+    extra: Obj,
+}
+
+/// The `oracle` line for `maps` where they are now.
+fn emit_oracle(ctx: &Ctx, maps: &[Mapping]) -> anyhow::Result<()> {
+    let regions: Vec<(usize, usize)> = maps.iter().map(|m| (m.addr(), m.pages())).collect();
+    ctx.emit(&ctx.oracle_line(&regions)?)
+}
+
+fn unplug_flow(ctx: &Ctx, a: &UnplugOpts, h: Held) -> anyhow::Result<()> {
+    let Held {
+        maps,
+        recs,
+        touch,
+        env,
+        extra,
+    } = h;
+    let pages: usize = maps.iter().map(Mapping::pages).sum();
+    if a.unbind.is_none() {
+        // The test unbinds as soon as it sees `ready`: this is the last
+        // moment before it.
+        emit_oracle(ctx, &maps)?;
+    }
+    let mut ready = ctx
+        .line("ready")
+        .with("pages", pages)
+        .with("mappings", ctx.records_json(&recs))
+        .with("pins", 0u32);
+    ready.extend(extra.clone());
+    ctx.ready(ready)?;
 
     let mut unbind = None;
     if let Some(dev) = &a.unbind {
         std::thread::sleep(Duration::from_secs_f64(a.unbind_delay));
         let path = a.driver.join("unbind");
+        emit_oracle(ctx, &maps)?;
         ctx.say(format!("unbinding {dev} via {}", path.display()));
         let t = Instant::now();
         let res = OpenOptions::new()
@@ -99,9 +272,9 @@ pub fn unplug_mapped(ctx: &Ctx, a: &UnplugMapped) -> anyhow::Result<()> {
         u.set("sigbus", sigbus_json());
         ctx.emit(&ctx.line("unbound").with("unbind", u.clone()))?;
         if let Err(e) = res {
-            // Still exit through the normal path: the mapping stays.
+            // Still exit through the normal path: the mappings stay.
             ctx.say(format!("unbind failed: {e}"));
-            m.leak();
+            maps.into_iter().for_each(Mapping::leak);
             return Err(e).with_context(|| format!("write {dev} to {}", path.display()));
         }
         ctx.say(format!("unbind returned after {ms:.1} ms"));
@@ -113,20 +286,22 @@ pub fn unplug_mapped(ctx: &Ctx, a: &UnplugMapped) -> anyhow::Result<()> {
     if a.touch_after {
         // Announce first: a revoked mapping faults and the SIGBUS handler
         // exits 7, so this line is then the last one.
-        ctx.emit(&ctx.line("touching-after").with("pages", m.pages()))?;
+        ctx.emit(&ctx.line("touching-after").with("pages", pages))?;
         // A read of each page; SIGBUS here exits 7 from the handler.
         let mut sink = 0u8;
-        for i in 0..m.pages() {
-            sink ^= m.touch(i, false);
+        for m in &maps {
+            for i in 0..m.pages() {
+                sink ^= m.touch(i, false);
+            }
         }
         std::hint::black_box(sink);
-        touched_after = Some(m.pages());
+        touched_after = Some(pages);
         ctx.say("read every page again after the unbind: no fault");
     }
     let mut done = ctx
         .done_line()
-        .with("pages", m.pages())
-        .with("touch", a.touch.name())
+        .with("pages", pages)
+        .with("touch", touch)
         .with("mappings", ctx.records_json(&recs))
         .with("pins", 0u32)
         .with("unbind", unbind)
@@ -135,16 +310,19 @@ pub fn unplug_mapped(ctx: &Ctx, a: &UnplugMapped) -> anyhow::Result<()> {
         .with("sigbus", sigbus_json())
         .with("munmapped", a.munmap)
         .with("env", env);
+    done.extend(extra);
     if !a.munmap {
         done.set("exit_with_mapping", true);
     }
     ctx.emit(&done)?;
     if a.munmap {
         ctx.say("munmap");
-        m.unmap().context("munmap")?;
+        for mut m in maps {
+            m.unmap().context("munmap")?;
+        }
     } else {
-        ctx.say("exiting with the mapping in place (exit_mmap tears it down)");
-        m.leak();
+        ctx.say("exiting with the mappings in place (exit_mmap tears them down)");
+        maps.into_iter().for_each(Mapping::leak);
     }
     Ok(())
 }
@@ -156,6 +334,6 @@ fn sigbus_json() -> Option<Obj> {
         Obj::new()
             .with("count", n)
             .with("code", code)
-            .with("addr", crate::json::hex(addr))
+            .with("addr", hex(addr))
     })
 }
