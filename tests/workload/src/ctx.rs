@@ -342,18 +342,26 @@ impl Ctx {
             .collect())
     }
 
-    /// The `oracle` line: every present page of `regions` (start address,
-    /// pages) with the pfn `/proc/self/pagemap` shows for it right now.
-    /// It depends on nothing a tracer does, so a test can hold a tracer's
-    /// view of the mappings against it (`oracle: pagemap` in
+    /// The `oracle` line: every present device page of `regions` (start
+    /// address, pages) with the pfn `/proc/self/pagemap` shows for it right
+    /// now. It depends on nothing a tracer does, so a test can hold a
+    /// tracer's view of the mappings against it (`oracle: pagemap` in
     /// tests/scenarios.json). A present page whose pfn is hidden (no
-    /// CAP_SYS_ADMIN) has `pfn: null`.
+    /// CAP_SYS_ADMIN) has `pfn: null`. Present pages outside the device
+    /// ranges of /proc/iomem (anonymous copies made by copy-on-write) are
+    /// only counted, as `other_pages`.
     pub fn oracle_line(&self, regions: &[(usize, usize)]) -> anyhow::Result<Obj> {
         let mut pages = Vec::new();
+        let mut other = 0usize;
         for &(addr, n) in regions {
             let entries = pagemap::read(None, addr, n)?;
             for (i, e) in entries.iter().enumerate() {
-                if e.present() {
+                if e.present()
+                    && e.pfn()
+                        .is_some_and(|pfn| self.ranges.contains(pfn) == Some(false))
+                {
+                    other += 1;
+                } else if e.present() {
                     pages.push(
                         Obj::new()
                             .with("vaddr", hex((addr + i * PAGE_SIZE) as u64))
@@ -365,7 +373,8 @@ impl Ctx {
         Ok(self
             .line("oracle")
             .with("source", "pagemap")
-            .with("pages", pages))
+            .with("pages", pages)
+            .with("other_pages", other))
     }
 
     pub fn records_json(&self, recs: &[MapRecord]) -> Json {

@@ -64,6 +64,10 @@ enum Cmd {
     /// Map and touch, move the mapping with mremap next to an untouched
     /// neighbour, then (or while the test) unbind the pmem device.
     UnplugMremap(unplug::UnplugMremap),
+    /// Copy-on-write in a private DAX mapping, then the unbind.
+    UnplugCow(unplug::UnplugCow),
+    /// fork of a process holding a private DAX mapping, then the unbind.
+    UnplugForkPrivate(unplug::UnplugForkPrivate),
     /// Map a device-dax device (/dev/daxX.Y), touch, pin, unmap.
     Devdax(devdax::DevDax),
     /// Continuous map/touch/unmap for soak tests.
@@ -93,6 +97,8 @@ impl Cmd {
             Cmd::LongtermPin(_) => "longterm-pin",
             Cmd::UnplugMapped(_) => "unplug-mapped",
             Cmd::UnplugMremap(_) => "unplug-mremap",
+            Cmd::UnplugCow(_) => "unplug-cow",
+            Cmd::UnplugForkPrivate(_) => "unplug-fork-private",
             Cmd::Devdax(_) => "devdax",
             Cmd::Churn(_) => "churn",
             Cmd::SnapshotChurn(_) => "snapshot-churn",
@@ -116,6 +122,8 @@ fn run(ctx: &Ctx, cmd: &Cmd) -> anyhow::Result<()> {
         Cmd::LongtermPin(a) => gup::longterm_pin(ctx, a),
         Cmd::UnplugMapped(a) => unplug::unplug_mapped(ctx, a),
         Cmd::UnplugMremap(a) => unplug::unplug_mremap(ctx, a),
+        Cmd::UnplugCow(a) => unplug::unplug_cow(ctx, a),
+        Cmd::UnplugForkPrivate(a) => unplug::unplug_fork_private(ctx, a),
         Cmd::Devdax(a) => devdax::devdax(ctx, a),
         Cmd::Churn(a) => bench::churn(ctx, a),
         Cmd::SnapshotChurn(a) => touch::snapshot_churn(ctx, a),

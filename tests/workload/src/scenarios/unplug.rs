@@ -337,3 +337,143 @@ fn sigbus_json() -> Option<Obj> {
             .with("addr", hex(addr))
     })
 }
+
+#[derive(Debug, Clone, Args)]
+pub struct UnplugCow {
+    /// Pages of a DAX file to map privately and read (DAX PTEs).
+    #[arg(default_value_t = 8)]
+    pub pages: usize,
+    /// Then write to the first N of them: copy-on-write replaces each DAX
+    /// PTE by an anonymous copy in place, with no unmap.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub write: usize,
+    #[command(flatten)]
+    pub unplug: UnplugOpts,
+    #[command(flatten)]
+    pub fopts: FileOpts,
+}
+
+/// A MAP_PRIVATE mapping of a DAX file, read (device PTEs, read-only), then
+/// some pages written (the copy takes the device PTE's place), then the
+/// unbind. Only the pages never written still map the device.
+pub fn unplug_cow(ctx: &Ctx, a: &UnplugCow) -> anyhow::Result<()> {
+    let n = a.pages.max(1);
+    let k = a.write.min(n);
+    let mut f = ctx.create_file("0", (n * PAGE_SIZE) as u64, a.fopts.fill(), false)?;
+    f.keep();
+    let env = ctx.file_env(&f);
+    let m = Mapping::file(
+        f.fd(),
+        n * PAGE_SIZE,
+        0,
+        PAGE_SIZE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE,
+    )
+    .context("mmap MAP_PRIVATE")?;
+    force_pte(ctx, &m);
+    let all: Vec<usize> = (0..n).collect();
+    touch_pages(&m, &all, false, false);
+    let recs = ctx.page_records(&m, &all, &f.path.display().to_string(), 0, None)?;
+    ctx.check_present(&recs)?;
+    let written: Vec<usize> = (0..k).collect();
+    touch_pages(&m, &written, true, false);
+    ctx.say(format!(
+        "read {n} pages of a private DAX mapping at {:#x}, then wrote {k} (copy-on-write)",
+        m.addr()
+    ));
+    unplug_flow(
+        ctx,
+        &a.unplug,
+        Held {
+            maps: vec![m],
+            recs,
+            touch: "read, then write",
+            env,
+            extra: Obj::new().with("written", k),
+        },
+    )
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnplugForkPrivate {
+    /// Pages of a DAX file to map privately. The first is written before
+    /// the others are read: that write fault makes an anonymous copy (no
+    /// device PTE) and gives the mapping an anon_vma, so fork copies its
+    /// device PTEs into the child (vma_needs_copy).
+    #[arg(default_value_t = 8)]
+    pub pages: usize,
+    #[command(flatten)]
+    pub unplug: UnplugOpts,
+    #[command(flatten)]
+    pub fopts: FileOpts,
+}
+
+/// fork of a process holding a private DAX mapping whose PTEs fork copies:
+/// parent and child both map the device pages at the unbind, each in its
+/// own address space; each prints its own pagemap `oracle` line.
+pub fn unplug_fork_private(ctx: &Ctx, a: &UnplugForkPrivate) -> anyhow::Result<()> {
+    let n = a.pages.max(2);
+    let mut f = ctx.create_file("0", (n * PAGE_SIZE) as u64, a.fopts.fill(), false)?;
+    f.keep();
+    let env = ctx.file_env(&f);
+    let m = Mapping::file(
+        f.fd(),
+        n * PAGE_SIZE,
+        0,
+        PAGE_SIZE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE,
+    )
+    .context("mmap MAP_PRIVATE")?;
+    force_pte(ctx, &m);
+    touch_pages(&m, &[0], true, false);
+    let rest: Vec<usize> = (1..n).collect();
+    touch_pages(&m, &rest, false, false);
+    let recs = ctx.page_records(&m, &rest, &f.path.display().to_string(), 0, None)?;
+    ctx.check_present(&recs)?;
+
+    let to_parent = sys::Pipe::new()?;
+    let parent = sys::getpid();
+    let wait = ctx.child_wait();
+    let region = [(m.addr(), m.pages())];
+    let child = sys::fork_child(ctx.g.timeout, || {
+        // The child's own view, from its own pagemap, before the unbind.
+        ctx.emit(
+            &ctx.oracle_line(&region)?
+                .with("role", "child")
+                .with("parent_pid", parent),
+        )?;
+        to_parent.send(b'O')?;
+        let hold = ctx.hold();
+        ctx.emit(
+            &ctx.done_line()
+                .with("role", "child")
+                .with("parent_pid", parent)
+                .with("hold", hold)
+                .with("exit_with_mapping", true),
+        )?;
+        Ok(())
+    })?;
+    to_parent
+        .recv(wait)?
+        .context("the child exited before reading its pagemap")?;
+    ctx.say(format!(
+        "forked child {child}; both hold {} device pages",
+        n - 1
+    ));
+    // The parent ends like every unplug scenario, then waits for the child
+    // (released by the same hold).
+    unplug_flow(
+        ctx,
+        &a.unplug,
+        Held {
+            maps: vec![m],
+            recs,
+            touch: "write the first page, read the rest",
+            env,
+            extra: Obj::new().with("child_pid", child),
+        },
+    )?;
+    sys::expect_child_ok(child, wait, "fork child")
+}
