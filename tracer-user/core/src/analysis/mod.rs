@@ -1230,18 +1230,26 @@ impl Analyzer {
             .filter(|(_, m)| in_range(m.pfn) || (lo > m.pfn && lo < m.pfn + (1 << m.order)))
             .map(|(k, m)| (*k, m.clone()))
             .collect();
+        let refcounted = self.cfg.model == RefcountModel::Refcounted;
         for ((mm, vaddr), m) in stale {
             let mut e = ev.clone();
             e.pfn = m.pfn;
             self.touch(m.pfn, &e, None);
             let explanation = || {
-                format!(
-                    "memunmap_pages started for device {} (pfns {lo:#x}-{:#x}) while {} still mapped pfn {:#x} at {vaddr:#x}.",
+                let who = describe_proc(m.pid, &m.comm);
+                let mut s = format!(
+                    "memunmap_pages started for device {} (pfns {lo:#x}-{:#x}) while {who} still mapped pfn {:#x} at {vaddr:#x}.",
                     display_name(&name),
                     hi.saturating_sub(1),
-                    describe_proc(m.pid, &m.comm),
                     m.pfn,
-                )
+                );
+                if refcounted {
+                    // docs/kernel-bugs.md: 7.3.4 oopses in __zap_vma_range.
+                    s.push_str(&format!(
+                        " On this kernel the mapping holds a reference on a page whose memmap is being freed: when {who} unmaps it or exits, the kernel will touch freed memory (7.3.4 oopses in __zap_vma_range)."
+                    ));
+                }
+                s
             };
             let status = self.status_since(m.t, ev.t);
             let idx = self.raise(Raise {

@@ -736,3 +736,27 @@ fn attach_time_mappings_are_marked() {
     assert_eq!(t.count(RuleId::ZeroRefMapping), 1);
     assert_eq!(t.an.stats().mappings_installed, 1);
 }
+
+#[test]
+fn mapped_after_unplug_says_what_the_holder_s_exit_will_do_on_refcounted_kernels() {
+    for (model, warns) in [
+        (RefcountModel::Refcounted, true),
+        (RefcountModel::IdleOne, false),
+    ] {
+        let mut t = Trace::new(model);
+        t.map(MM_A, VA, BASE, 0, 2);
+        t.pgmap_remove();
+        let f = t.only(RuleId::MappedAfterUnplug);
+        assert_eq!(
+            f.explanation.contains("will touch freed memory"),
+            warns,
+            "{model:?}: {}",
+            f.explanation
+        );
+        assert!(
+            f.explanation.contains("workload (pid 100)"),
+            "{}",
+            f.explanation
+        );
+    }
+}
