@@ -10,6 +10,7 @@
 use aya_ebpf::EbpfContext;
 use refscope_common::{
     Event, EventKind, GUP_PIN_COUNTING_BIAS, HookId, REF_UNKNOWN, STASH_ARGS, Stash, flags, pfn_t,
+    pmc_caller_addrs,
 };
 
 use crate::{
@@ -507,8 +508,13 @@ fn args_or_stash(hook: HookId, args: Option<&Args>) -> Option<Args> {
 }
 
 /// `move_page_tables` returned: `ret` bytes were moved (mremap).
-/// 6.x: `(vma, old_addr, new_vma, new_addr, len, ...)`; 7.x: `(struct
-/// pagetable_move_control *pmc)`.
+/// 6.x: `(vma, old_addr, new_vma, new_addr, len, ...)`, plain values the
+/// function only copies. 7.x: `(struct pagetable_move_control *pmc)`, whose
+/// `old_addr`/`new_addr` the function realigns and advances while it moves:
+/// at return they are the end of the range, not its start. The caller's
+/// addresses are derived from the fields it never writes (`old_end`,
+/// `len_in`) and the lockstep of the two it does ([`pmc_caller_addrs`]
+/// says why this is exact on every return path).
 #[inline(always)]
 pub fn move_page_tables_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
     let Some(a) = args_or_stash(HookId::MovePageTables, args) else {
@@ -516,11 +522,18 @@ pub fn move_page_tables_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
     };
     let (vma, old, new) = if conf!(move_pmc) != 0 {
         let pmc = a[0];
-        (
-            read_u64(pmc + conf!(pmc_old_off) as u64).unwrap_or(0),
-            read_u64(pmc + conf!(pmc_old_addr_off) as u64).unwrap_or(0),
-            read_u64(pmc + conf!(pmc_new_addr_off) as u64).unwrap_or(0),
-        )
+        let field = |off: u32| read_u64(pmc + off as u64);
+        let (Some(vma), Some(old_addr), Some(new_addr), Some(old_end), Some(len_in)) = (
+            field(conf!(pmc_old_off)),
+            field(conf!(pmc_old_addr_off)),
+            field(conf!(pmc_new_addr_off)),
+            field(conf!(pmc_old_end_off)),
+            field(conf!(pmc_len_in_off)),
+        ) else {
+            return;
+        };
+        let (old, new) = pmc_caller_addrs(old_addr, new_addr, old_end, len_in);
+        (vma, old, new)
     } else {
         (a[0], a[1], a[3])
     };

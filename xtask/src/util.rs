@@ -281,42 +281,6 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn progress(unit: Unit) -> Progress {
-        Progress {
-            what: "x".into(),
-            unit,
-            start: std::time::Instant::now(),
-            last: None,
-            expected: Duration::from_secs(200),
-            tty: false,
-        }
-    }
-
-    #[test]
-    fn estimates_from_the_rate_once_it_is_known() {
-        let p = progress(Unit::Bytes);
-        // 25 MB of 100 MB in 10 s: 30 s left.
-        let l = p.line(25_000_000, Some(100_000_000), Duration::from_secs(10));
-        assert_eq!(l, "x: 25.0 MB of 100.0 MB, 10 s so far, about 30 s left");
-        // Too early to trust the rate: the expected duration speaks.
-        let l = p.line(1, Some(100_000_000), Duration::from_secs(20));
-        assert!(l.ends_with("about 3 min 0 s left"), "{l}");
-        // Past the expected duration with nothing known: no estimate.
-        let p = progress(Unit::Items("crates"));
-        let l = p.line(3, None, Duration::from_secs(300));
-        assert_eq!(l, "x: 3 crates, 5 min 0 s so far");
-        // Items: the expected duration is a floor under the rate.
-        let l = p.line(50, Some(100), Duration::from_secs(20));
-        assert!(l.ends_with("about 3 min 0 s left"), "{l}");
-    }
-}
-
 /// Run `cmd` with its output (stdout and stderr together) feeding a
 /// progress line instead of the terminal: `scan` sees each line and
 /// advances `done` or sets `total`. On failure the error carries the
@@ -376,4 +340,40 @@ pub fn run_with_progress(
     }
     progress.finish();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn progress(unit: Unit) -> Progress {
+        Progress {
+            what: "x".into(),
+            unit,
+            start: std::time::Instant::now(),
+            last: None,
+            expected: Duration::from_secs(200),
+            tty: false,
+        }
+    }
+
+    #[test]
+    fn estimates_from_the_rate_once_it_is_known() {
+        let p = progress(Unit::Bytes);
+        // 25 MB of 100 MB in 10 s: 30 s left.
+        let l = p.line(25_000_000, Some(100_000_000), Duration::from_secs(10));
+        assert_eq!(l, "x: 25.0 MB of 100.0 MB, 10 s so far, about 30 s left");
+        // Too early to trust the rate: the expected duration speaks.
+        let l = p.line(1, Some(100_000_000), Duration::from_secs(20));
+        assert!(l.ends_with("about 3 min 0 s left"), "{l}");
+        // Past the expected duration with nothing known: no estimate.
+        let p = progress(Unit::Items("crates"));
+        let l = p.line(3, None, Duration::from_secs(300));
+        assert_eq!(l, "x: 3 crates, 5 min 0 s so far");
+        // Items: the expected duration is a floor under the rate.
+        let l = p.line(50, Some(100), Duration::from_secs(20));
+        assert!(l.ends_with("about 3 min 0 s left"), "{l}");
+    }
 }

@@ -377,10 +377,15 @@ pub struct Config {
     pub foll_longterm: u32,
     /// Non-zero when `move_page_tables` takes a `struct
     /// pagetable_move_control *` (7.x); then the offsets below apply.
+    /// `old_addr` and `new_addr` are advanced by the move itself; `old_end`
+    /// and `len_in` are not, and give back the caller's addresses
+    /// ([`pmc_caller_addrs`]).
     pub move_pmc: u32,
     pub pmc_old_off: u32,
     pub pmc_old_addr_off: u32,
     pub pmc_new_addr_off: u32,
+    pub pmc_old_end_off: u32,
+    pub pmc_len_in_off: u32,
     /// Offsets of `tgid` and `pid` in `struct task_struct` (the attach-time
     /// snapshot's task iterator).
     pub task_tgid_off: u32,
@@ -392,7 +397,6 @@ pub struct Config {
     pub vma_file_off: u32,
     pub file_inode_off: u32,
     pub inode_flags_off: u32,
-    pub _pad: [u32; 2],
     /// Address of the kernel variable `page_offset_base` (the direct map's
     /// base, KASLR-randomised), or 0 when the layout is fixed.
     pub page_offset_base_sym: u64,
@@ -438,18 +442,52 @@ impl Config {
             pmc_old_off: 0,
             pmc_old_addr_off: 0,
             pmc_new_addr_off: 0,
+            pmc_old_end_off: 0,
+            pmc_len_in_off: 0,
             task_tgid_off: 0,
             task_pid_off: 0,
             mm_pgd_off: 0,
             vma_file_off: 0,
             file_inode_off: 0,
             inode_flags_off: 0,
-            _pad: [0; 2],
             page_offset_base_sym: 0,
             page_offset_fixed: 0,
             pgtable_l5_sym: 0,
         }
     }
+}
+
+/// The addresses the caller of 7.x `move_page_tables(struct
+/// pagetable_move_control *pmc)` asked to move, `(old, new)`, from the
+/// fields as they are when it returns.
+///
+/// The function moves `pmc->old_addr` and `pmc->new_addr` itself: first
+/// `try_realign_addr` may align both down to a PMD boundary, then every
+/// step adds the same extent to both (`pmc_next`). It never writes
+/// `old_end` or `len_in`, and the caller set `old_end = old_addr + len_in`
+/// (`PAGETABLE_MOVE`), so `old_end - len_in` is the caller's old address,
+/// exactly. The new address follows because the two advance in lockstep:
+/// realignment requires `old_addr` and `new_addr` to sit at the same offset
+/// in their PMD (`can_realign_addr`), so both lose the same amount, and
+/// every step adds the same amount: `old_addr - new_addr` never changes.
+/// That holds on every return path (a `break` on allocation failure, the
+/// hugetlb and empty early returns, which touch nothing), so wrapping
+/// arithmetic gives the caller's values even when a realigned move stops
+/// below the caller's address (the function then returns 0).
+///
+/// This needs no entry probe and no stash: the fexit (or kretprobe, which
+/// stashed only the pointer) reads four fields of a structure that lives in
+/// the caller's frame until the call returns. (Reading `old_addr` and
+/// `new_addr` there directly gives `[old_end, old_end + moved)`: wrong.)
+pub const fn pmc_caller_addrs(
+    old_addr: u64,
+    new_addr: u64,
+    old_end: u64,
+    len_in: u64,
+) -> (u64, u64) {
+    let orig_old = old_end.wrapping_sub(len_in);
+    let orig_new = new_addr.wrapping_sub(old_addr.wrapping_sub(orig_old));
+    (orig_old, orig_new)
 }
 
 /// One entry of the in-kernel device filter: pfns in `[start, end)` are traced.
@@ -630,6 +668,63 @@ mod tests {
         assert_eq!(offset_of!(Event, order), 136);
         assert_eq!(offset_of!(Event, aux), 144);
         assert_eq!(offset_of!(EventWithStack, frames), 160);
+    }
+
+    /// A model of 7.3's `move_page_tables` bookkeeping on `pmc`
+    /// (mm/mremap.c: `try_realign_addr`, `pmc_next`, `pmc_progress`): the
+    /// fields at return and the return value, moving `[old, old + len)` to
+    /// `new`, realigning when asked, stopping after `steps` steps if given.
+    fn model(old: u64, new: u64, len: u64, realign: bool, steps: Option<u32>) -> ([u64; 4], u64) {
+        const PMD: u64 = 2 << 20;
+        let (mut old_addr, mut new_addr, old_end, len_in) = (old, new, old + len, len);
+        if realign {
+            assert_eq!(
+                old % PMD,
+                new % PMD,
+                "the kernel realigns only mutually aligned ranges"
+            );
+            old_addr &= !(PMD - 1);
+            new_addr &= !(PMD - 1);
+        }
+        let mut n = 0;
+        while old_addr < old_end && steps.is_none_or(|s| n < s) {
+            let next = (old_addr + PMD) & !(PMD - 1);
+            let extent = next.min(old_end) - old_addr;
+            old_addr += extent;
+            new_addr += extent;
+            n += 1;
+        }
+        let orig = old_end - len_in;
+        let ret = old_addr.saturating_sub(orig);
+        ([old_addr, new_addr, old_end, len_in], ret)
+    }
+
+    #[test]
+    fn move_page_tables_caller_addresses_come_back_exactly() {
+        let page = 4096;
+        let (old, new) = (0x7f00_001f_c000, 0x7f00_005f_c000);
+        for (len, realign, steps) in [
+            (8 * page, false, None),
+            (8 * page, true, None),
+            // A realigned move that stops after its first PMD, and one
+            // that stops before moving anything of the caller's range.
+            (600 * page, true, Some(1)),
+            (600 * page, true, Some(0)),
+            (page, false, None),
+        ] {
+            let ([oa, na, oe, li], ret) = model(old, new, len, realign, steps);
+            assert_eq!(
+                pmc_caller_addrs(oa, na, oe, li),
+                (old, new),
+                "{len} {realign} {steps:?}"
+            );
+            if steps.is_none() {
+                // What refscope used to report: the end of the range.
+                assert_eq!((oa, na, ret), (old + len, new + len, len));
+            }
+        }
+        // Untouched fields (hugetlb or empty early return) give themselves.
+        assert_eq!(pmc_caller_addrs(old, new, old + page, page), (old, new));
     }
 
     #[test]

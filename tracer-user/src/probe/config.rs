@@ -155,6 +155,10 @@ pub fn build(btf: &Btf, kallsyms: &Kallsyms, f: &Filters) -> Result<Config, Conf
         c.pmc_old_off = btf.member_offset("pagetable_move_control", "old")?;
         c.pmc_old_addr_off = btf.member_offset("pagetable_move_control", "old_addr")?;
         c.pmc_new_addr_off = btf.member_offset("pagetable_move_control", "new_addr")?;
+        // The fields move_page_tables never writes: the caller's addresses
+        // are derived from them at return (refscope_common::pmc_caller_addrs).
+        c.pmc_old_end_off = btf.member_offset("pagetable_move_control", "old_end")?;
+        c.pmc_len_in_off = btf.member_offset("pagetable_move_control", "len_in")?;
     }
 
     if f.pids.len() > MAX_PIDS {
@@ -244,9 +248,19 @@ mod tests {
         );
         assert_eq!((c61.move_pmc, c612.move_pmc, c73.move_pmc), (0, 0, 1));
         assert_eq!(
-            (c73.pmc_old_off, c73.pmc_old_addr_off, c73.pmc_new_addr_off),
-            (0, 16, 32)
+            (
+                c73.pmc_old_off,
+                c73.pmc_old_addr_off,
+                c73.pmc_old_end_off,
+                c73.pmc_new_addr_off,
+                c73.pmc_len_in_off
+            ),
+            (0, 16, 24, 32, 40)
         );
+        for c in [&c61, &c612] {
+            // 6.x passes plain arguments: no pmc offset is used there.
+            assert_eq!((c.pmc_old_end_off, c.pmc_len_in_off), (0, 0));
+        }
         for c in [&c61, &c612, &c73] {
             assert_eq!((c.vma_start_off, c.vma_end_off), (0, 8));
             assert_ne!(c.vma_anon_vma_off, 0);
