@@ -56,7 +56,8 @@ fn status(dir: &Path, file: &str) -> Option<i32> {
     read(dir, file).ok().and_then(|s| s.trim().parse().ok())
 }
 
-/// Check `case` on `kernel`; `dir` holds what the guest copied out.
+/// Check `case` on `kernel`; `dir` holds what the guest copied out (the
+/// layout the suite's guest script writes).
 pub fn check(
     case: &Case,
     kernel: &str,
@@ -64,7 +65,12 @@ pub fn check(
     refscope: &Path,
     oops: bool,
 ) -> Result<Observed, String> {
-    let expect = &case.kernels[kernel];
+    let Some(expect) = case.kernels.get(kernel) else {
+        return Err(format!(
+            "case `{}` has no expectations for {kernel}",
+            case.name
+        ));
+    };
     if case.kind == Kind::Command {
         return check_command(case, kernel, dir);
     }

@@ -18,7 +18,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 
-pub use check::Observed;
+pub use check::{Observed, check};
 use table::Kind;
 pub use table::{Case, Count};
 
@@ -68,24 +68,6 @@ pub fn case(name: &str) -> anyhow::Result<Case> {
         .into_iter()
         .find(|c| c.name == name)
         .with_context(|| format!("tests/scenarios.json has no case `{name}`"))
-}
-
-/// Check what a run of `case` on `kernel` left in `dir` (the layout the
-/// suite's guest script writes) against the case's expectations.
-pub fn check_case(
-    case: &Case,
-    kernel: &str,
-    dir: &Path,
-    refscope: &Path,
-    oops: bool,
-) -> Result<Observed, String> {
-    if !case.kernels.contains_key(kernel) {
-        return Err(format!(
-            "case `{}` has no expectations for {kernel}",
-            case.name
-        ));
-    }
-    check::check(case, kernel, dir, refscope, oops)
 }
 
 /// `cargo xtask scenarios`.
@@ -237,7 +219,7 @@ fn run_boot(
         .iter()
         .map(|c| {
             let dir = share.join(&c.name);
-            let checked = check::check(c, kernel, &dir, refscope, oops_seen);
+            let checked = check(c, kernel, &dir, refscope, oops_seen);
             let (ok, detail, observed) = match (&boot_failure, checked) {
                 (Some(b), Ok(obs)) => (false, b.clone(), Some(obs)),
                 (Some(b), Err(e)) => (false, format!("{e}\n{b}"), None),

@@ -338,6 +338,29 @@ fn sigbus_json() -> Option<Obj> {
     })
 }
 
+/// `n` pages of a new DAX file (kept: the file system dies with the
+/// device), mapped `MAP_PRIVATE` with PTEs only.
+fn map_private(
+    ctx: &Ctx,
+    n: usize,
+    fopts: &FileOpts,
+) -> anyhow::Result<(sys::TestFile, Obj, Mapping)> {
+    let mut f = ctx.create_file("0", (n * PAGE_SIZE) as u64, fopts.fill(), false)?;
+    f.keep();
+    let env = ctx.file_env(&f);
+    let m = Mapping::file(
+        f.fd(),
+        n * PAGE_SIZE,
+        0,
+        PAGE_SIZE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE,
+    )
+    .context("mmap MAP_PRIVATE")?;
+    force_pte(ctx, &m);
+    Ok((f, env, m))
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct UnplugCow {
     /// Pages of a DAX file to map privately and read (DAX PTEs).
@@ -359,19 +382,7 @@ pub struct UnplugCow {
 pub fn unplug_cow(ctx: &Ctx, a: &UnplugCow) -> anyhow::Result<()> {
     let n = a.pages.max(1);
     let k = a.write.min(n);
-    let mut f = ctx.create_file("0", (n * PAGE_SIZE) as u64, a.fopts.fill(), false)?;
-    f.keep();
-    let env = ctx.file_env(&f);
-    let m = Mapping::file(
-        f.fd(),
-        n * PAGE_SIZE,
-        0,
-        PAGE_SIZE,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE,
-    )
-    .context("mmap MAP_PRIVATE")?;
-    force_pte(ctx, &m);
+    let (f, env, m) = map_private(ctx, n, &a.fopts)?;
     let all: Vec<usize> = (0..n).collect();
     touch_pages(&m, &all, false, false);
     let recs = ctx.page_records(&m, &all, &f.path.display().to_string(), 0, None)?;
@@ -414,19 +425,7 @@ pub struct UnplugForkPrivate {
 /// own address space; each prints its own pagemap `oracle` line.
 pub fn unplug_fork_private(ctx: &Ctx, a: &UnplugForkPrivate) -> anyhow::Result<()> {
     let n = a.pages.max(2);
-    let mut f = ctx.create_file("0", (n * PAGE_SIZE) as u64, a.fopts.fill(), false)?;
-    f.keep();
-    let env = ctx.file_env(&f);
-    let m = Mapping::file(
-        f.fd(),
-        n * PAGE_SIZE,
-        0,
-        PAGE_SIZE,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE,
-    )
-    .context("mmap MAP_PRIVATE")?;
-    force_pte(ctx, &m);
+    let (f, env, m) = map_private(ctx, n, &a.fopts)?;
     touch_pages(&m, &[0], true, false);
     let rest: Vec<usize> = (1..n).collect();
     touch_pages(&m, &rest, false, false);
