@@ -375,15 +375,16 @@ pub fn run(cfg: &VmConfig) -> anyhow::Result<VmOutcome> {
     let kernel = resolve_kernel(&cfg.kernel)?;
     let accel = resolve_accel(cfg.accel)?;
     let first = boot(cfg, &kernel, accel)?;
-    match first.crashed_before_command(accel) {
-        Some(headline) => {
-            // Under TCG a guest kernel very rarely faults while it boots
-            // (seen: an int3 hit in enqueue_timer while text was being
-            // patched, in 2 of 9 runs of one test); nothing of ours has run yet. Boot
-            // once more, and say so; a second crash is reported as it is.
+    match first.tcg_artifact_crash(accel) {
+        Some(why) => {
+            // Under TCG live code patching very rarely wedges or crashes the
+            // guest: an int3 hit in enqueue_timer while the kernel patched
+            // its own text during boot (2 of 9 runs of one test), a CPU
+            // stuck on an ftrace call site while a tracer attached to it.
+            // Boot once more, and say so; a second crash is reported as it is.
             note(format!(
-                "{}: the guest kernel crashed while booting, before the command ran ({headline}); \
-                 under TCG this is an emulation artifact: booting once more",
+                "{}: {why}; under TCG this is an emulation artifact of live code patching: \
+                 booting once more",
                 first.kernel
             ));
             boot(cfg, &kernel, accel)
@@ -393,6 +394,28 @@ pub fn run(cfg: &VmConfig) -> anyhow::Result<VmOutcome> {
 }
 
 impl VmOutcome {
+    /// Why this run ended in a known artifact of TCG's live code patching,
+    /// if it did: a crash before the command started, or a CPU stuck on an
+    /// ftrace call site ([`Incident::stuck_at_call_site`]).
+    fn tcg_artifact_crash(&self, accel: Accel) -> Option<String> {
+        if let Some(headline) = self.crashed_before_command(accel) {
+            return Some(format!(
+                "the guest kernel crashed while booting, before the command ran ({headline})"
+            ));
+        }
+        if accel != Accel::Tcg {
+            return None;
+        }
+        self.incidents.iter().find_map(|i| {
+            i.stuck_at_call_site().map(|f| {
+                format!(
+                    "a CPU was stuck on the ftrace call site of {f} ({})",
+                    i.headline()
+                )
+            })
+        })
+    }
+
     /// The headline of a fatal incident that happened under TCG before the
     /// guest command started (and before any setup step reported), if any.
     fn crashed_before_command(&self, accel: Accel) -> Option<String> {
@@ -993,6 +1016,25 @@ mod tests {
             ..outcome_with(None, vec![oops])
         };
         assert!(running.crashed_before_command(Accel::Tcg).is_none());
+        assert!(running.tcg_artifact_crash(Accel::Tcg).is_none());
+        // A CPU stuck on an ftrace call site while the command ran: booted
+        // again under TCG only.
+        let stuck = VmOutcome {
+            boot_secs: Some(7.0),
+            ..outcome_with(
+                None,
+                vec![Incident {
+                    kind: IncidentKind::SoftLockup,
+                    text: "watchdog: BUG: soft lockup - CPU#1 stuck for 67s! [sh:437]\n\
+                           RIP: 0010:page_add_new_anon_rmap+0x0/0x120\n\
+                           Code: 00 00 <e8> 4b 77 00 25"
+                        .into(),
+                }],
+            )
+        };
+        let why = stuck.tcg_artifact_crash(Accel::Tcg).unwrap();
+        assert!(why.contains("page_add_new_anon_rmap"), "{why}");
+        assert!(stuck.tcg_artifact_crash(Accel::Kvm).is_none());
         assert!(
             outcome_with(None, vec![warn()])
                 .crashed_before_command(Accel::Tcg)
