@@ -571,12 +571,7 @@ fn mremap_moves_mappings_so_later_unmaps_and_frees_are_right() {
 fn fork_copies_private_mappings_into_the_child() {
     let mut t = Trace::new(RefcountModel::Refcounted);
     t.map(MM_A, VA, BASE, 0, 2);
-    let mut e = t.ev(EventKind::CopyRange, HookId::CopyPageRange);
-    e.mm = Hex(MM_B);
-    e.src_mm = Hex(MM_A);
-    e.vaddr = Hex(VA);
-    e.vaddr_end = Hex(VA + 0x10000);
-    t.apply(e);
+    t.fork_copy(MM_A, MM_B);
     assert_eq!(t.an.page(BASE).unwrap().mapcount, 2);
     t.exit(MM_A);
     t.free(BASE);
