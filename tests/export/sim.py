@@ -8,7 +8,7 @@ Pure Python (no dependencies) so it can be read next to the spec."""
 import json
 from collections import defaultdict
 
-PAGE_KINDS = {"map", "attach_map", "gup_get", "gup_put", "ref_put", "free"}
+PAGE_KINDS = {"map", "attach_map", "audit_map", "audit_unmap", "gup_get", "gup_put", "ref_put", "free"}
 DEVICE_KINDS = {"pgmap_add", "pgmap_remove", "pgmap_removed", "dax_kill", "holder_notify"}
 MAX_MAPPING_BYTES = 512 * 4096
 
@@ -119,7 +119,7 @@ class Lifetimes:
     def apply(self, e):
         k = e["kind"]
         failed = "failed" in e["flags"]
-        if k in ("map", "attach_map"):
+        if k in ("map", "attach_map", "audit_map"):
             if failed:
                 return
             key = (e["mm"], e["vaddr"])
@@ -141,6 +141,10 @@ class Lifetimes:
                 self.pins[pfn] = keep
                 if not keep:
                     del self.pins[pfn]
+        elif k == "audit_unmap":
+            key = (e["mm"], e["vaddr"])
+            if key in self.maps:
+                self._end_map(self.maps.pop(key), "audit")
         elif k == "pmd_split":
             key = (e["mm"], e["vaddr"])
             m = self.maps.get(key)

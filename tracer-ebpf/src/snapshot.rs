@@ -12,16 +12,25 @@
 //!   probes, through `bpf_probe_read_kernel` only; on request it also walks
 //!   a process's page table to tell a PMD mapping from 512 PTEs (for
 //!   kernels without `PAGEMAP_SCAN`).
+//! - `walk_tables` (raw tracepoint, run with `BPF_PROG_TEST_RUN`): copies
+//!   the page tables of up to [`PT_WALK_BATCH`] 2 MiB blocks of one address
+//!   space (listed in `PT_WALK`), for the shadow audit.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, generated::bpf_seq_write},
+    helpers::{
+        bpf_probe_read_kernel,
+        generated::{bpf_probe_read_kernel as probe_read_raw, bpf_seq_write},
+    },
     macros::{map, raw_tracepoint},
     maps::Array,
     programs::RawTracePointContext,
 };
-use refscope_common::{REF_UNKNOWN, SNAP_BATCH, SnapBatch, SnapTask, snap_huge};
+use refscope_common::{
+    PT_ENTRIES, PT_WALK_BATCH, PtWalk, REF_UNKNOWN, SNAP_BATCH, SnapBatch, SnapTask, pt_level,
+    snap_huge,
+};
 
 use crate::kernel::{compound_head, conf, pfn_to_page, pgmap_of, read_u32, read_u64, refcount};
 
@@ -63,9 +72,97 @@ pub fn snapshot_refs(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// The page-table reader's batch (one entry), written and read back by
+/// userspace.
+#[map]
+static PT_WALK: Array<PtWalk> = Array::with_max_entries(1, 0);
+
+#[raw_tracepoint(tracepoint = "refscope_walk")]
+pub fn walk_tables(_ctx: RawTracePointContext) -> i32 {
+    let Some(w) = PT_WALK.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY (all accesses below): `w` points to the single element of our
+    // own array map, and `i < PT_WALK_BATCH` keeps every index in bounds.
+    let n = unsafe { (*w).count } as usize;
+    let mm = unsafe { (*w).mm };
+    let top = page_offset_base().and_then(|pob| {
+        let pgd = read_u64(mm + conf!(mm_pgd_off) as u64)?;
+        let l5_sym = conf!(pgtable_l5_sym);
+        Some((pob, pgd, l5_sym != 0 && read_u32(l5_sym).unwrap_or(0) != 0))
+    });
+    let mut i = 0;
+    while i < PT_WALK_BATCH && i < n {
+        unsafe {
+            let va = *(&raw const (*w).va).cast::<u64>().add(i);
+            let (level, entry, table) = match top {
+                Some((pob, pgd, l5)) if mm != 0 => walk_to_pmd(pgd, va, pob, l5),
+                _ => (pt_level::UNKNOWN, 0, 0),
+            };
+            let mut level = level;
+            if level == pt_level::PTES {
+                let dst = (&raw mut (*w).ptes).cast::<[u64; PT_ENTRIES]>().add(i);
+                if probe_read_raw(dst.cast(), (PT_ENTRIES * 8) as u32, table as *const c_void) != 0
+                {
+                    level = pt_level::UNKNOWN;
+                }
+            }
+            *(&raw mut (*w).level).cast::<u32>().add(i) = level;
+            *(&raw mut (*w).entry).cast::<u64>().add(i) = entry;
+        }
+        i += 1;
+    }
+    0
+}
+
+/// Walk `va` down to its PMD entry: `(pt_level, entry, PTE table)`.
+#[inline(always)]
+fn walk_to_pmd(pgd: u64, va: u64, pob: u64, l5: bool) -> (u32, u64, u64) {
+    let mut table = pgd;
+    if l5 {
+        table = match step(table, va, 48, pob) {
+            Ok(t) => t,
+            Err(v) => return (level_of(v), 0, 0),
+        };
+    }
+    table = match step(table, va, 39, pob) {
+        Ok(t) => t,
+        Err(v) => return (level_of(v), 0, 0),
+    };
+    let Some(pud) = read_u64(table + ((va >> 30) & 511) * 8) else {
+        return (pt_level::UNKNOWN, 0, 0);
+    };
+    if pud & (PAGE_PRESENT | PAGE_PROTNONE) == 0 {
+        return (pt_level::NONE, pud, 0);
+    }
+    if pud & PAGE_PSE != 0 {
+        return (pt_level::PUD, pud, 0);
+    }
+    table = next_table(pud, pob);
+    match read_u64(table + ((va >> 21) & 511) * 8) {
+        None => (pt_level::UNKNOWN, 0, 0),
+        Some(e) if e & (PAGE_PRESENT | PAGE_PROTNONE) == 0 => (pt_level::NONE, e, 0),
+        Some(e) if e & PAGE_PSE != 0 => (pt_level::PMD, e, 0),
+        Some(e) => (pt_level::PTES, e, next_table(e, pob)),
+    }
+}
+
+/// [`step`]'s answers as [`pt_level`] values.
+#[inline(always)]
+fn level_of(huge: u32) -> u32 {
+    if huge == snap_huge::NOT_PMD {
+        pt_level::NONE
+    } else {
+        pt_level::UNKNOWN
+    }
+}
+
 /// x86-64 page-table entry bits.
 const PAGE_PRESENT: u64 = 1 << 0;
 const PAGE_PSE: u64 = 1 << 7;
+/// A PROT_NONE leaf: present to the kernel, not to the MMU (its pfn bits
+/// are stored inverted).
+const PAGE_PROTNONE: u64 = 1 << 8;
 /// Physical address bits of an entry (`PTE_PFN_MASK`, 52-bit physical).
 const PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
 

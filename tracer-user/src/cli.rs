@@ -92,6 +92,33 @@ pub struct TraceOpts {
     /// a finding.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FINDINGS)]
     pub max_findings: usize,
+
+    /// Compare the shadow of device mappings with the kernel's page tables
+    /// every SECS seconds, correct it and record each divergence (0: only
+    /// to confirm findings, and once at the end).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_AUDIT_INTERVAL, value_parser = parse_audit_interval)]
+    pub audit_interval: f64,
+
+    /// Never read page tables: no drift is measured, and findings that
+    /// accuse a mapping are reported unconfirmed.
+    #[arg(long)]
+    pub no_audit: bool,
+
+    /// Do not attach this logical hook (e.g. `cow`; `refscope doctor`
+    /// lists them): to rule a hook out, or to see what the audit reports
+    /// without it. Repeatable.
+    #[arg(long = "skip-hook", value_name = "NAME")]
+    pub skip_hooks: Vec<String>,
+}
+
+/// `--audit-interval` by default (its cost: docs/benchmarks.md).
+pub const DEFAULT_AUDIT_INTERVAL: f64 = 10.0;
+
+fn parse_audit_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds (0 or more)")),
+    }
 }
 
 /// `--max-pages` by default (what the caps cost in memory:

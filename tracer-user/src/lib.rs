@@ -2,6 +2,7 @@
 //! integration tests and benchmarks can use it. The analysis itself lives
 //! in the `refscope-core` crate (pure, no aya).
 
+pub mod audit;
 pub mod btf;
 pub mod cli;
 pub mod doctor;

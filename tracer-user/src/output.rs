@@ -73,6 +73,7 @@ pub fn finding_line(f: &Finding) -> String {
     let status = match f.status {
         Status::Definite => "",
         Status::Uncertain => " (uncertain: events were lost)",
+        Status::Unconfirmed => " (unconfirmed: the page table could not be checked)",
     };
     format!(
         "refscope: {} {} pfn {:#x}{}: {}{status}",
@@ -119,6 +120,9 @@ pub fn summary(a: &Analyzer, events: u64, decode_errors: u64, path: &Path, quiet
     for (rule, sev, n) in by_rule {
         eprintln!("refscope:   {n:>6} {sev:<7} {rule}");
     }
+    if let Some(line) = audit_line(a) {
+        eprintln!("refscope: {line}");
+    }
     if lost > 0 {
         eprintln!(
             "refscope: {lost} events were lost; findings that depend on them are marked uncertain (raise --ringbuf-size)"
@@ -127,6 +131,32 @@ pub fn summary(a: &Analyzer, events: u64, decode_errors: u64, path: &Path, quiet
     if let Some(line) = caps_line(a) {
         eprintln!("refscope: {line}");
     }
+}
+
+/// The shadow audit's result in one line (None when nothing was audited).
+pub fn audit_line(a: &Analyzer) -> Option<String> {
+    let st = a.stats();
+    if st.audits == 0 && st.drift() == 0 {
+        return None;
+    }
+    let mut line = format!(
+        "shadow audit: {} address space check(s) against the page tables, drift {}",
+        st.audits,
+        st.drift()
+    );
+    if st.drift() > 0 {
+        line.push_str(&format!(
+            " ({} missing, {} stale: refscope missed a kernel path; `refscope report` lists them)",
+            st.drift_missing, st.drift_stale
+        ));
+    }
+    if st.findings_withdrawn > 0 {
+        line.push_str(&format!(
+            "; {} finding(s) withdrawn (the page table did not confirm them)",
+            st.findings_withdrawn
+        ));
+    }
+    Some(line)
 }
 
 /// Warn about how a trace ended, before `report` or `export` use it:

@@ -21,15 +21,19 @@ use tokio::{
 };
 
 use crate::{
+    audit::{self, devices_of, shadow_of},
     cli::RecordArgs,
     output::{self, create_output},
+    probe::loader::Attached,
     probe::ringbuf::RingReader,
     probe::ringbuf::{self, StallWatch},
     seed,
     session::{self, Pipeline, Session, clock_ns},
 };
 use aya::maps::{MapData, PerCpuArray};
-use refscope_common::DropStats;
+use refscope_common::{DropStats, audit_reason};
+use refscope_core::event::Event;
+use std::collections::BTreeMap;
 
 /// How often the trace is flushed and drop counters polled.
 const TICK: Duration = Duration::from_millis(100);
@@ -117,11 +121,23 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
     if let Some(ready) = &args.ready_file {
         output::write_ready_file(ready)?;
     }
+    let audit_on = header.audit.is_some();
+    let audit_every = header
+        .audit
+        .map(|a| a.interval_s)
+        .filter(|&s| s > 0.0)
+        .map(Duration::from_secs_f64);
+    let mut next_audit = audit_every.map(|d| Instant::now() + d);
+    let scope = session::audit_scope(&args.trace);
+    let mut cost = AuditCost::default();
     let mut stall = StallWatch::default();
     let end_reason = loop {
         tokio::select! {
             read = ringbuf::wait_and_read(&mut ring, |bytes| sink.record(bytes)) => {
                 read.context("ring buffer poll failed")?;
+                if audit_on {
+                    verify(&mut guard, ring.get_mut(), &mut sink, &mut cost);
+                }
                 sink.findings();
                 if sink.error.is_some() { break "error"; }
             }
@@ -132,6 +148,14 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
                     log::warn!("{msg}");
                 }
                 log::debug!("ring {:?} after read: {stop:?}", ring.get_ref().state());
+                if audit_on {
+                    verify(&mut guard, ring.get_mut(), &mut sink, &mut cost);
+                }
+                if let Some(at) = next_audit.filter(|at| Instant::now() >= *at) {
+                    let mut rec = SeedSink { ring: ring.get_mut(), sink: &mut sink };
+                    cost.add(session::audit(&mut guard, &mut rec, &scope, audit_reason::PERIODIC));
+                    next_audit = audit_every.map(|d| at.max(Instant::now()) + d);
+                }
                 sink.findings();
                 sink.losses(&drops, guard.recursion_misses());
                 sink.flush();
@@ -146,6 +170,21 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
 
     // Drain what is left in the ring buffer.
     ring.get_mut().read(|bytes| sink.record(bytes));
+    if audit_on {
+        // Confirm what waits, then the last audit of everything.
+        verify(&mut guard, ring.get_mut(), &mut sink, &mut cost);
+        let mut rec = SeedSink {
+            ring: ring.get_mut(),
+            sink: &mut sink,
+        };
+        cost.add(session::audit(
+            &mut guard,
+            &mut rec,
+            &scope,
+            audit_reason::FINAL,
+        ));
+        ring.get_mut().read(|bytes| sink.record(bytes));
+    }
     sink.losses(&drops, guard.recursion_misses());
     // Detach before the footer: nothing after it is recorded anyway.
     drop(ring);
@@ -180,6 +219,15 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
         Path::new(&path),
         args.quiet,
     );
+    if cost.passes > 0 && !args.quiet {
+        eprintln!(
+            "refscope: shadow audit cost: {} pass(es), {} page-table block(s) read, {:.1} ms in all, longest {:.1} ms",
+            cost.passes,
+            cost.blocks,
+            cost.total.as_secs_f64() * 1e3,
+            cost.max.as_secs_f64() * 1e3
+        );
+    }
     match failure {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
@@ -253,6 +301,78 @@ impl<W: Write> seed::Sink for SeedSink<'_, W> {
 
     fn emit(&mut self, ev: &refscope_common::Event) {
         self.sink.record(ev.as_bytes());
+    }
+}
+
+impl<W: Write> audit::Recording for SeedSink<'_, W> {
+    fn drain(&mut self) {
+        seed::Sink::drain(self);
+    }
+
+    fn mm_id(&self, mm: u64) -> u64 {
+        self.sink.pipeline.mm_id(mm)
+    }
+
+    fn shadow(&self, mm_id: u64) -> BTreeMap<u64, (u64, u8)> {
+        shadow_of(&self.sink.pipeline.analyzer, mm_id)
+    }
+
+    fn devices(&self) -> Vec<(u64, u64)> {
+        devices_of(&self.sink.pipeline.analyzer)
+    }
+
+    fn emit(&mut self, ev: &Event) {
+        let sink = &mut *self.sink;
+        sink.pipeline.analyzer.apply(ev);
+        if sink.error.is_none()
+            && let Err(e) = sink.writer.event(ev)
+        {
+            sink.error = Some(e);
+        }
+    }
+
+    fn pause(&mut self) {
+        std::thread::sleep(audit::PAUSE);
+    }
+}
+
+/// Findings waiting for the page table: audit their address spaces now.
+fn verify<W: Write>(
+    guard: &mut Attached,
+    ring: &mut RingReader,
+    sink: &mut Sink<W>,
+    cost: &mut AuditCost,
+) {
+    let req = sink.pipeline.analyzer.take_verify_requests();
+    if req.is_empty() {
+        return;
+    }
+    let mut rec = SeedSink { ring, sink };
+    cost.add(session::audit(
+        guard,
+        &mut rec,
+        &audit::Scope::Only(req),
+        audit_reason::VERIFY,
+    ));
+}
+
+/// What the audit passes of a recording cost, for its summary.
+#[derive(Default)]
+struct AuditCost {
+    passes: u64,
+    blocks: u64,
+    total: Duration,
+    max: Duration,
+}
+
+impl AuditCost {
+    fn add(&mut self, s: Option<audit::Summary>) {
+        if let Some(s) = s {
+            self.passes += 1;
+            self.blocks += s.blocks;
+            self.total += s.elapsed;
+            self.max = self.max.max(s.elapsed);
+        }
     }
 }
 

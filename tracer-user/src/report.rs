@@ -150,6 +150,10 @@ struct JsonDoc<'a> {
     mappings: usize,
     complete: bool,
     stats: &'a refscope_core::analysis::Stats,
+    /// Divergences the shadow audit found (`stats.drift_*` counts them all).
+    drift: &'a [refscope_core::analysis::Drift],
+    /// Whether the recording audited its shadow (false: no drift can show).
+    audited: bool,
     rules: Vec<JsonRule>,
     findings: &'a [&'a Finding],
 }
@@ -173,6 +177,8 @@ fn json_doc<'a>(a: &'a Analysed, findings: &'a [&'a Finding]) -> JsonDoc<'a> {
         mappings: a.analyzer.mapping_count(),
         complete: a.has_footer,
         stats: a.analyzer.stats(),
+        drift: a.analyzer.drift(),
+        audited: a.header.audit.is_some(),
         rules: RuleId::ALL
             .iter()
             .map(|&r| JsonRule {
@@ -232,6 +238,32 @@ fn write_text(out: &mut impl Write, a: &Analysed, findings: &[&Finding]) -> std:
         })
         .collect();
     writeln!(out, "hooks: {}", hooks.join("; "))?;
+    match output::audit_line(&a.analyzer) {
+        Some(line) => writeln!(out, "{line}")?,
+        None if h.audit.is_none() => writeln!(
+            out,
+            "shadow audit: off (findings about mappings are unconfirmed)"
+        )?,
+        None => {}
+    }
+    for d in a.analyzer.drift().iter().take(TEXT_FINDINGS_PER_RULE) {
+        writeln!(
+            out,
+            "  drift: {} pfn {:#x}{} at {} of pid {} ({}) mm {}, +{:.6}s: {}",
+            match d.kind {
+                refscope_core::analysis::DriftKind::Missing => "missing",
+                refscope_core::analysis::DriftKind::Stale => "stale",
+            },
+            d.pfn,
+            if d.order > 0 { " (PMD)" } else { "" },
+            d.vaddr,
+            d.pid,
+            d.comm,
+            d.mm,
+            d.t.saturating_sub(h.clock.monotonic_ns) as f64 / 1e9,
+            d.hint,
+        )?;
+    }
     if findings.is_empty() {
         writeln!(out, "\nno findings")?;
         return Ok(());
@@ -280,10 +312,10 @@ fn write_finding(out: &mut impl Write, f: &Finding, t0: u64) -> std::io::Result<
         f.pid,
         f.comm,
         f.t_ns.saturating_sub(t0) as f64 / 1e9,
-        if f.status == Status::Uncertain {
-            " [uncertain: events lost]"
-        } else {
-            ""
+        match f.status {
+            Status::Uncertain => " [uncertain: events lost]",
+            Status::Unconfirmed => " [unconfirmed: page table not checked]",
+            Status::Definite => "",
         },
         if f.at_attach {
             " [present at attach]"

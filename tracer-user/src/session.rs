@@ -18,10 +18,13 @@ use refscope_core::{
     analysis::{self, Analyzer},
     event::Event,
     model::RefcountModel,
-    trace::{Clock, FORMAT_NAME, FORMAT_VERSION, Filters as TraceFilters, Header, Loss},
+    trace::{
+        AuditSettings, Clock, FORMAT_NAME, FORMAT_VERSION, Filters as TraceFilters, Header, Loss,
+    },
 };
 
 use crate::{
+    audit,
     btf::{Btf, BtfError},
     cli::{AttachMode, TraceOpts},
     hash::AddrMapper,
@@ -159,6 +162,7 @@ impl Session {
         let (model, model_source) = config::refcount_model(btf);
         let gup = config::gup_flags(btf);
         let mut plan = facts.plan(opts.attach).context("no hook plan")?;
+        plan.skip(&opts.skip_hooks).map_err(anyhow::Error::msg)?;
         if let Some(why) = no_map_hook(&facts.release, &plan) {
             bail!("{why}");
         }
@@ -245,6 +249,9 @@ impl Session {
             },
             ringbuf_bytes: u64::from(loader::ringbuf_size(opts.ringbuf_size)),
             command,
+            audit: (!opts.no_audit).then_some(AuditSettings {
+                interval_s: opts.audit_interval,
+            }),
         };
         let mut pipeline = Pipeline::new(&header, opts.timeline, mapper, facts.kallsyms.ok());
         pipeline.analyzer.set_max_pages(opts.max_pages);
@@ -375,6 +382,48 @@ pub fn attach_snapshot(
     }
 }
 
+/// One pass of the shadow audit (`crate::audit`). Problems are warnings:
+/// tracing goes on; findings waiting for the audit stay unconfirmed.
+pub fn audit(
+    attached: &mut Attached,
+    rec: &mut impl audit::Recording,
+    scope: &audit::Scope,
+    reason: u64,
+) -> Option<audit::Summary> {
+    let mut kernel = match attached.seed_kernel() {
+        Ok(k) => k,
+        Err(e) => {
+            log::warn!("the shadow audit cannot read page tables: {e} (--no-audit skips it)");
+            return None;
+        }
+    };
+    match audit::run(
+        &mut kernel,
+        &mut seed::procfs::RealProcfs::default(),
+        rec,
+        scope,
+        reason,
+        std::process::id(),
+    ) {
+        Ok(sum) => {
+            log::debug!("audit: {sum:?}");
+            Some(sum)
+        }
+        Err(e) => {
+            log::warn!("the shadow audit failed: {e}");
+            None
+        }
+    }
+}
+
+/// The periodic audit's scope: what the recording traces.
+pub fn audit_scope(opts: &TraceOpts) -> audit::Scope {
+    audit::Scope::All {
+        pids: opts.pids.clone(),
+        comm: opts.comm.clone(),
+    }
+}
+
 /// The error when no map hook can be attached.
 fn no_map_hook(release: &str, plan: &Plan) -> Option<String> {
     let missing = plan.missing_required();
@@ -444,6 +493,11 @@ impl Pipeline {
             misses_seen: 0,
             misses_polled_t: clock_ns(libc::CLOCK_MONOTONIC),
         }
+    }
+
+    /// The id events carry for a kernel address space pointer.
+    pub fn mm_id(&self, mm: u64) -> u64 {
+        self.mapper.id(mm)
     }
 
     /// Decode, analyse and return one record's event.
@@ -525,6 +579,7 @@ pub fn analyzer_for(header: &Header, timeline: usize) -> Analyzer {
     let mut cfg = analysis::Config::new(header.refcount_model);
     cfg.gup = header.gup_flags;
     cfg.timeline_len = timeline;
+    cfg.verify = header.audit.is_some();
     let mut a = Analyzer::new(cfg);
     for d in &header.devices {
         a.add_device(d);

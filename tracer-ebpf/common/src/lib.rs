@@ -125,6 +125,20 @@ named_enum! {
         TaskNew = 17 => "task_new",
         /// Userspace only: a mapping that existed when refscope attached.
         AttachMap = 32 => "attach_map",
+        /// Userspace only: the shadow audit found `pfn` (order `order`)
+        /// mapped at `vaddr` of `mm` in the kernel's page table, and the
+        /// shadow did not have it (a path refscope did not see installed it).
+        AuditMap = 33 => "audit_map",
+        /// Userspace only: the shadow had `pfn` mapped at `vaddr` of `mm`,
+        /// and the kernel's page table does not (a path refscope did not
+        /// see removed or replaced it); `arg_flags` is the entry found there.
+        AuditUnmap = 34 => "audit_unmap",
+        /// Userspace only: one address space audited (after its
+        /// `audit_map`/`audit_unmap` corrections): `ret` mappings compared,
+        /// `refs` divergences found, `arg_flags` why ([`audit_reason`]);
+        /// flag `FAILED` when the process was gone before its page table
+        /// could be read.
+        Audit = 35 => "audit",
     }
 }
 
@@ -165,6 +179,8 @@ named_enum! {
         FolioAddNewAnonRmap = 32 => "folio_add_new_anon_rmap",
         /// Userspace only: the attach-time snapshot.
         Snapshot = 64 => "snapshot",
+        /// Userspace only: the shadow audit (a read of the kernel's page tables).
+        Audit = 65 => "audit",
     }
 }
 
@@ -607,6 +623,74 @@ impl SnapBatch {
     }
 }
 
+/// Why an address space was audited ([`EventKind::Audit`]'s `arg_flags`).
+pub mod audit_reason {
+    /// The periodic audit (`--audit-interval`).
+    pub const PERIODIC: u64 = 1;
+    /// The last audit, before detaching.
+    pub const FINAL: u64 = 2;
+    /// To confirm a finding against the page table before reporting it.
+    pub const VERIFY: u64 = 3;
+}
+
+/// Page tables copied per run of the page-table reader.
+pub const PT_WALK_BATCH: usize = 8;
+/// Entries of one x86-64 page table.
+pub const PT_ENTRIES: usize = 512;
+
+/// The page-table reader's batch (the single entry of the `PT_WALK` array
+/// map), used by the shadow audit to compare refscope's shadow with the
+/// kernel's own page tables: userspace writes `count` 2 MiB-aligned
+/// addresses of address space `mm`, runs the `walk_tables` program once
+/// (`BPF_PROG_TEST_RUN`), and reads back, per address, how far the walk
+/// got ([`pt_level`]), the PMD (or PUD) entry, and, when the PMD points to
+/// a page table, its 512 PTEs. Probe reads only: nothing in the kernel is
+/// touched beyond the page tables themselves (never a `struct page`, which
+/// may be gone after `memunmap_pages`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PtWalk {
+    pub count: u32,
+    pub _pad: u32,
+    pub mm: u64,
+    pub va: [u64; PT_WALK_BATCH],
+    /// [`pt_level`] values.
+    pub level: [u32; PT_WALK_BATCH],
+    /// The PUD entry (level `PUD`) or PMD entry (levels `PMD`, `PTES`).
+    pub entry: [u64; PT_WALK_BATCH],
+    pub ptes: [[u64; PT_ENTRIES]; PT_WALK_BATCH],
+}
+
+const _: () = assert!(size_of::<PtWalk>() == 16 + PT_WALK_BATCH * (8 + 4 + 8 + 8 * PT_ENTRIES));
+
+/// [`PtWalk::level`] values.
+pub mod pt_level {
+    /// Not walked, or a table could not be read.
+    pub const UNKNOWN: u32 = 0;
+    /// Nothing is mapped: an upper-level entry or the PMD entry is empty.
+    pub const NONE: u32 = 1;
+    /// A 1 GiB leaf (`entry` is the PUD entry).
+    pub const PUD: u32 = 2;
+    /// A 2 MiB leaf (`entry` is the PMD entry).
+    pub const PMD: u32 = 3;
+    /// The PMD entry points to a page table, copied to `ptes`.
+    pub const PTES: u32 = 4;
+}
+
+impl PtWalk {
+    pub const fn zeroed() -> Self {
+        PtWalk {
+            count: 0,
+            _pad: 0,
+            mm: 0,
+            va: [0; PT_WALK_BATCH],
+            level: [0; PT_WALK_BATCH],
+            entry: [0; PT_WALK_BATCH],
+            ptes: [[0; PT_ENTRIES]; PT_WALK_BATCH],
+        }
+    }
+}
+
 /// `pfn_t` flag bits (pre-6.17 kernels): the pfn is the low 52 bits.
 pub mod pfn_t {
     pub const PFN_SG_CHAIN: u64 = 1 << 63;
@@ -629,6 +713,7 @@ mod user {
     unsafe impl aya::Pod for super::Stash {}
     unsafe impl aya::Pod for super::SnapTask {}
     unsafe impl aya::Pod for super::SnapBatch {}
+    unsafe impl aya::Pod for super::PtWalk {}
 }
 
 #[cfg(test)]

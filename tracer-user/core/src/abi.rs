@@ -99,6 +99,8 @@ pub fn to_event(
         hook,
         attach: if hook == HookId::Snapshot {
             Attach::Snapshot
+        } else if hook == HookId::Audit {
+            Attach::Audit
         } else if r.flags & flags::KPROBE != 0 {
             Attach::Kprobe
         } else {

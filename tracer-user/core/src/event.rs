@@ -159,6 +159,8 @@ pub enum Attach {
     Kprobe,
     /// Synthesised from the attach-time snapshot.
     Snapshot,
+    /// Synthesised by the shadow audit (a read of the page tables).
+    Audit,
 }
 
 /// Event flag bits ([`refscope_common::flags`]), written as a list of names.

@@ -53,6 +53,18 @@ pub struct Header {
     /// The refscope command line.
     #[serde(default)]
     pub command: Vec<String>,
+    /// How the recording audited its shadow against the page tables
+    /// (absent: it did not; its findings about mappings are unconfirmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSettings>,
+}
+
+/// The shadow audit's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditSettings {
+    /// Seconds between periodic audits (0: none; verification and the
+    /// final audit only).
+    pub interval_s: f64,
 }
 
 impl Header {
@@ -74,6 +86,7 @@ impl Header {
             filters: Filters::default(),
             ringbuf_bytes: 0,
             command: Vec::new(),
+            audit: None,
         }
     }
 }

@@ -38,6 +38,8 @@ pub fn is_page_kind(kind: EventKind) -> bool {
         kind,
         EventKind::Map
             | EventKind::AttachMap
+            | EventKind::AuditMap
+            | EventKind::AuditUnmap
             | EventKind::GupGet
             | EventKind::GupPut
             | EventKind::RefPut

@@ -79,6 +79,8 @@ pub enum End {
     EndOfTrace,
     /// Still live at the end of the exported time window (`--until`).
     WindowEnd,
+    /// The shadow audit found the page table no longer maps it.
+    Audit,
 }
 
 impl End {
@@ -88,6 +90,7 @@ impl End {
             End::MmExit => "mm_exit",
             End::Replaced => "replaced",
             End::PmdSplit => "pmd_split",
+            End::Audit => "audit",
             End::Released => "released",
             End::Freed => "freed",
             End::HolderExit => "holder_exit",
@@ -151,8 +154,13 @@ impl Lifetimes {
     /// Apply one event; the changes are appended to `out` in order.
     pub fn apply(&mut self, ev: &Event, out: &mut Vec<Change>) {
         match ev.kind {
-            EventKind::Map => self.map(ev, false, out),
+            EventKind::Map | EventKind::AuditMap => self.map(ev, false, out),
             EventKind::AttachMap => self.map(ev, true, out),
+            EventKind::AuditUnmap => {
+                if let Some(m) = self.maps.remove(&(ev.mm.0, ev.vaddr.0)) {
+                    out.push(Change::MapEnd(m, End::Audit));
+                }
+            }
             EventKind::Unmap => self.unmap(ev.mm.0, ev.vaddr.0, ev.vaddr_end.0, End::Unmap, out),
             EventKind::MmExit => {
                 self.unmap(ev.mm.0, 0, u64::MAX, End::MmExit, out);
@@ -191,7 +199,8 @@ impl Lifetimes {
             | EventKind::PgmapRemoved
             | EventKind::DaxKill
             | EventKind::HolderNotify
-            | EventKind::GupRefused => {}
+            | EventKind::GupRefused
+            | EventKind::Audit => {}
         }
     }
 

@@ -188,6 +188,7 @@ fn attach_str(a: refscope_core::event::Attach) -> &'static str {
         refscope_core::event::Attach::Fentry => "fentry",
         refscope_core::event::Attach::Kprobe => "kprobe",
         refscope_core::event::Attach::Snapshot => "snapshot",
+        refscope_core::event::Attach::Audit => "audit",
     }
 }
 
@@ -333,10 +334,7 @@ fn findings_batch(
         id.append_value(f.id);
         rule.append_value(f.rule.id());
         severity.append_value(f.severity.as_str());
-        status.append_value(match f.status {
-            refscope_core::analysis::Status::Definite => "definite",
-            refscope_core::analysis::Status::Uncertain => "uncertain",
-        });
+        status.append_value(f.status.as_str());
         pfn.append_value(f.pfn);
         order.append_value(f.order);
         mm.append_value(f.mm.0);

@@ -189,6 +189,8 @@ pub struct Counters {
     pub rate: f64,
     /// BPF run time per program run, and share of one CPU (live only).
     pub bpf: Option<BpfCost>,
+    /// Divergences the shadow audit found (None: the source does not audit).
+    pub drift: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -676,6 +678,7 @@ impl App {
             evicted: a.stats().pages_evicted,
             rate,
             bpf: self.counters.bpf,
+            drift: (a.config().verify || a.stats().audits > 0).then(|| a.stats().drift()),
         };
     }
 

@@ -552,7 +552,11 @@ fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     };
     // Attach warnings go to the log pane (and stderr if attaching fails).
     logging::capture();
-    let session = match Session::start(&args.trace, command) {
+    // The live view does not audit page tables yet (its ring buffer is
+    // read by another task): its findings about mappings are unconfirmed.
+    let mut trace_opts = args.trace.clone();
+    trace_opts.no_audit = true;
+    let session = match Session::start(&trace_opts, command) {
         Ok(s) => s,
         Err(e) => {
             print_logs(logging::release());

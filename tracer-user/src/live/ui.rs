@@ -296,6 +296,18 @@ fn render_header(app: &App, t: &Theme, f: &mut Frame<'_>, area: Rect) {
         drops,
         sep(),
     ];
+    if let Some(d) = c.drift {
+        // Shadow vs page tables: a healthy run shows 0.
+        l2.push(if d > 0 {
+            Span::styled(
+                format!("drift {}", count(d)),
+                t.fg(Color::Red).add_modifier(Modifier::BOLD),
+            )
+        } else {
+            Span::raw("drift 0")
+        });
+        l2.push(sep());
+    }
     if c.evicted > 0 {
         // Memory is capped (--max-pages): say that pages were forgotten.
         l2.push(Span::styled(

@@ -9,14 +9,20 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData},
     programs::{Iter, RawTracePoint, RawTracePointRunOptions, TestRun as _},
 };
-use refscope_common::{REF_UNKNOWN, SNAP_BATCH, SnapBatch, SnapTask, snap_huge};
+use refscope_common::{
+    PT_WALK_BATCH, PtWalk, REF_UNKNOWN, SNAP_BATCH, SnapBatch, SnapTask, pt_level, snap_huge,
+};
 use thiserror::Error;
 
 use super::loader::verifier_summary;
-use crate::seed::{Kernel, PageRef, PageReq};
+use crate::{
+    audit::{Block, PageTables},
+    seed::{Kernel, PageRef, PageReq},
+};
 
 const TASKS_PROG: &str = "snapshot_tasks";
 const REFS_PROG: &str = "snapshot_refs";
+const WALK_PROG: &str = "walk_tables";
 
 /// Why the kernel half of the snapshot cannot run.
 #[derive(Debug, Error)]
@@ -31,6 +37,8 @@ pub enum SeedError {
     Iter(String),
     #[error("the refcount reader failed: {0}")]
     Run(String),
+    #[error("the page-table reader failed: {0}")]
+    Walk(String),
     #[error("eBPF map {name}: {why}")]
     Map { name: &'static str, why: String },
 }
@@ -41,32 +49,67 @@ pub struct SeedKernel<'a> {
 }
 
 impl<'a> SeedKernel<'a> {
-    /// Load both programs into the object the probes came from (so they
-    /// share its configuration and maps).
+    /// Load the programs into the object the probes came from (so they
+    /// share its configuration and maps); already loaded ones are reused,
+    /// so the audit can call this as often as it runs.
     pub fn load(ebpf: &'a mut Ebpf) -> Result<Self, SeedError> {
-        let btf = Btf::from_sys_fs().map_err(|e| SeedError::Load {
-            prog: TASKS_PROG,
-            why: format!("cannot read /sys/kernel/btf/vmlinux: {e}"),
-        })?;
         let iter: &mut Iter = ebpf
             .program_mut(TASKS_PROG)
             .ok_or(SeedError::NoProgram(TASKS_PROG))?
             .try_into()
             .map_err(|_| SeedError::NoProgram(TASKS_PROG))?;
-        iter.load("task", &btf).map_err(|e| SeedError::Load {
-            prog: TASKS_PROG,
-            why: verifier_summary(&format!("{e:#}")),
-        })?;
-        let refs: &mut RawTracePoint = ebpf
-            .program_mut(REFS_PROG)
-            .ok_or(SeedError::NoProgram(REFS_PROG))?
-            .try_into()
-            .map_err(|_| SeedError::NoProgram(REFS_PROG))?;
-        refs.load().map_err(|e| SeedError::Load {
-            prog: REFS_PROG,
-            why: verifier_summary(&format!("{e:#}")),
-        })?;
+        if iter.fd().is_err() {
+            let btf = Btf::from_sys_fs().map_err(|e| SeedError::Load {
+                prog: TASKS_PROG,
+                why: format!("cannot read /sys/kernel/btf/vmlinux: {e}"),
+            })?;
+            iter.load("task", &btf).map_err(|e| SeedError::Load {
+                prog: TASKS_PROG,
+                why: verifier_summary(&format!("{e:#}")),
+            })?;
+        }
+        for name in [REFS_PROG, WALK_PROG] {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(SeedError::NoProgram(name))?
+                .try_into()
+                .map_err(|_| SeedError::NoProgram(name))?;
+            if prog.fd().is_err() {
+                prog.load().map_err(|e| SeedError::Load {
+                    prog: name,
+                    why: verifier_summary(&format!("{e:#}")),
+                })?;
+            }
+        }
         Ok(SeedKernel { ebpf })
+    }
+
+    /// Run one of the one-shot programs.
+    fn run(&self, name: &'static str) -> Result<(), String> {
+        let prog: &RawTracePoint = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| SeedError::NoProgram(name).to_string())?
+            .try_into()
+            .map_err(|_| SeedError::NoProgram(name).to_string())?;
+        let ran = prog
+            .test_run(RawTracePointRunOptions::new())
+            .map_err(|e| e.to_string())?;
+        if ran.return_value != 0 {
+            return Err(format!("the program returned {}", ran.return_value));
+        }
+        Ok(())
+    }
+
+    fn walk_map(&mut self) -> Result<Array<&mut MapData, PtWalk>, SeedError> {
+        let map = self
+            .ebpf
+            .map_mut("PT_WALK")
+            .ok_or(SeedError::NoMap("PT_WALK"))?;
+        Array::try_from(map).map_err(|e| SeedError::Map {
+            name: "PT_WALK",
+            why: e.to_string(),
+        })
     }
 
     fn batch_map(&mut self) -> Result<Array<&mut MapData, SnapBatch>, SeedError> {
@@ -124,21 +167,7 @@ impl Kernel for SeedKernel<'_> {
                     name: "SNAP_PAGES",
                     why: e.to_string(),
                 })?;
-            let prog: &RawTracePoint = self
-                .ebpf
-                .program(REFS_PROG)
-                .ok_or(SeedError::NoProgram(REFS_PROG))?
-                .try_into()
-                .map_err(|_| SeedError::NoProgram(REFS_PROG))?;
-            let ran = prog
-                .test_run(RawTracePointRunOptions::new())
-                .map_err(|e| SeedError::Run(e.to_string()))?;
-            if ran.return_value != 0 {
-                return Err(SeedError::Run(format!(
-                    "the program returned {}",
-                    ran.return_value
-                )));
-            }
+            self.run(REFS_PROG).map_err(SeedError::Run)?;
             let done = self.batch_map()?.get(&0, 0).map_err(|e| SeedError::Map {
                 name: "SNAP_PAGES",
                 why: e.to_string(),
@@ -174,6 +203,34 @@ impl Kernel for SeedKernel<'_> {
 }
 
 /// The iterator's output: packed [`SnapTask`] records.
+impl PageTables for SeedKernel<'_> {
+    type Error = SeedError;
+
+    fn walk(&mut self, mm: u64, vas: &[u64], out: &mut Vec<Block>) -> Result<(), SeedError> {
+        for chunk in vas.chunks(PT_WALK_BATCH) {
+            let mut batch = Box::new(PtWalk::zeroed());
+            batch.count = chunk.len() as u32;
+            batch.mm = mm;
+            batch.va[..chunk.len()].copy_from_slice(chunk);
+            let map_err = |e: aya::maps::MapError| SeedError::Map {
+                name: "PT_WALK",
+                why: e.to_string(),
+            };
+            self.walk_map()?.set(0, *batch, 0).map_err(map_err)?;
+            self.run(WALK_PROG).map_err(SeedError::Walk)?;
+            let done = Box::new(self.walk_map()?.get(&0, 0).map_err(map_err)?);
+            out.extend((0..chunk.len()).map(|i| match done.level[i] {
+                pt_level::NONE => Block::None,
+                pt_level::PUD => Block::Pud(done.entry[i]),
+                pt_level::PMD => Block::Pmd(done.entry[i]),
+                pt_level::PTES => Block::Ptes(Box::new(done.ptes[i])),
+                _ => Block::Unknown,
+            }));
+        }
+        Ok(())
+    }
+}
+
 fn parse_tasks(bytes: &[u8]) -> HashMap<u32, u64> {
     bytes
         .chunks_exact(size_of::<SnapTask>())

@@ -184,6 +184,7 @@ pub fn check(
         None if lost > 0 => problems.push(format!("{lost} events were lost")),
         _ => {}
     }
+    problems.extend(audit_problems(&report));
     for (kind, count) in &expect.events {
         let got = obs.events.get(kind).copied().unwrap_or(0);
         if !count.matches(got) {
@@ -423,6 +424,45 @@ fn page_str((pid, va, pfn): Page) -> String {
     format!("pid {pid} vaddr {va:#x} pfn {pfn:#x}")
 }
 
+/// The shadow audit must have run and found the shadow equal to the
+/// kernel's page tables: any divergence is a kernel path refscope missed.
+fn audit_problems(report: &Value) -> Vec<String> {
+    let mut p = Vec::new();
+    if report["audited"] != true {
+        p.push("the recording did not audit its shadow against the page tables".into());
+        return p;
+    }
+    let stats = &report["stats"];
+    if stats["audits"].as_u64().unwrap_or(0) == 0 {
+        p.push("the shadow audit never ran (no `audit` event in the trace)".into());
+    }
+    let drift =
+        stats["drift_missing"].as_u64().unwrap_or(0) + stats["drift_stale"].as_u64().unwrap_or(0);
+    if drift > 0 {
+        let first: Vec<String> = report["drift"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(5)
+            .map(|d| {
+                format!(
+                    "{} pfn {} at {} of pid {}: {}",
+                    d["kind"].as_str().unwrap_or("?"),
+                    d["pfn"],
+                    d["vaddr"].as_str().unwrap_or("?"),
+                    d["pid"],
+                    d["hint"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        p.push(format!(
+            "the shadow audit found {drift} divergence(s) from the kernel's page tables: {}",
+            first.join("; ")
+        ));
+    }
+    p
+}
+
 /// `oracle: pagemap`: the last `oracle` line of each workload process lists
 /// every present page of its mappings as `/proc/self/pagemap` showed them
 /// right before the unbind. The report's `mapped_after_unplug` findings,
@@ -467,6 +507,12 @@ fn pagemap_oracle(workload: &str, report: &Value) -> Vec<String> {
     for f in report["findings"].as_array().into_iter().flatten() {
         if f["rule"] != "mapped_after_unplug" {
             continue;
+        }
+        if f["status"] != "definite" {
+            p.push(format!(
+                "oracle: a mapped_after_unplug finding is {}, not confirmed by the page table: {}",
+                f["status"], f["explanation"]
+            ));
         }
         let (Some(pid), Some(va), Some(pfn)) = (
             f["pid"].as_u64(),
@@ -550,6 +596,27 @@ mod tests {
     }
 
     #[test]
+    fn any_drift_or_a_missing_audit_fails_a_scenario() {
+        let r = |s: &str| -> Value { serde_json::from_str(s).unwrap() };
+        let clean = r(
+            r#"{"audited":true,"stats":{"audits":3,"drift_missing":0,"drift_stale":0},"drift":[]}"#,
+        );
+        assert!(audit_problems(&clean).is_empty());
+        let off = r(r#"{"audited":false,"stats":{}}"#);
+        assert_eq!(audit_problems(&off).len(), 1);
+        let never = r(r#"{"audited":true,"stats":{"audits":0,"drift_missing":0,"drift_stale":0}}"#);
+        assert_eq!(audit_problems(&never).len(), 1);
+        let drift = r(
+            r#"{"audited":true,"stats":{"audits":2,"drift_missing":0,"drift_stale":1},"drift":[{"kind":"stale","pfn":5,"vaddr":"0x1000","pid":7,"hint":"replaced in place (cow)"}]}"#,
+        );
+        let p = audit_problems(&drift);
+        assert!(
+            p.len() == 1 && p[0].contains("1 divergence") && p[0].contains("cow"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn mappings_must_match_map_events() {
         let wl = r#"{"event":"done","pid":7,"mappings":[{"vaddr":"0x1000","pfn":150},{"vaddr":"0x2000","pfn":151}]}"#;
         let events: Vec<Value> = vec![
@@ -574,7 +641,7 @@ mod tests {
         };
         let f = |va: &str, pfn: u64| {
             format!(
-                r#"{{"rule":"mapped_after_unplug","pid":7,"vaddr":"{va}","pfn":{pfn},"order":0}}"#
+                r#"{{"rule":"mapped_after_unplug","status":"definite","pid":7,"vaddr":"{va}","pfn":{pfn},"order":0}}"#
             )
         };
         // The last oracle line of the pid counts; other rules are ignored.
@@ -617,9 +684,15 @@ mod tests {
         // A PMD finding covers its 512 pages.
         let pmd = r#"{"event":"oracle","source":"pagemap","pid":7,"pages":[{"vaddr":"0x200000","pfn":512},{"vaddr":"0x201000","pfn":513}]}"#;
         let one = report(
-            r#"{"rule":"mapped_after_unplug","pid":7,"vaddr":"0x200000","pfn":512,"order":1}"#,
+            r#"{"rule":"mapped_after_unplug","status":"definite","pid":7,"vaddr":"0x200000","pfn":512,"order":1}"#,
         );
         assert!(pagemap_oracle(pmd, &one).is_empty());
+        // Right pages, but not confirmed by the page table: a failure.
+        let unconfirmed = report(
+            r#"{"rule":"mapped_after_unplug","status":"unconfirmed","pid":7,"vaddr":"0x200000","pfn":512,"order":1}"#,
+        );
+        let p = pagemap_oracle(pmd, &unconfirmed);
+        assert!(p.len() == 1 && p[0].contains("unconfirmed"), "{p:?}");
         // No oracle, or hidden pfns: a failure, never a pass.
         assert_eq!(pagemap_oracle(r#"{"event":"ready"}"#, &ok).len(), 1);
         let hidden = r#"{"event":"oracle","source":"pagemap","pid":7,"pages":[{"vaddr":"0x1000","pfn":null}]}"#;

@@ -44,6 +44,11 @@ pub struct Config {
     pub max_pages: usize,
     /// Findings kept at most; later ones are only counted.
     pub max_findings: usize,
+    /// The recording audits the shadow against the kernel's page tables
+    /// (`audit` events follow): findings that accuse a mapping wait for the
+    /// audit of its address space. Without, they are reported at once, as
+    /// unconfirmed.
+    pub verify: bool,
 }
 
 impl Config {
@@ -54,6 +59,7 @@ impl Config {
             timeline_len: 64,
             max_pages: 4_000_000,
             max_findings: 100_000,
+            verify: false,
         }
     }
 }
@@ -89,6 +95,60 @@ pub struct Stats {
     /// Mappings fork copied, handed from the parent's pid to the child's
     /// once the child had one (`task_new`).
     pub mappings_reattributed: u64,
+    /// Address spaces compared with the kernel's page tables (`audit`).
+    pub audits: u64,
+    /// Mappings the page tables had and the shadow did not (`audit_map`).
+    pub drift_missing: u64,
+    /// Mappings the shadow had and the page tables did not (`audit_unmap`).
+    pub drift_stale: u64,
+    /// Findings dropped because the page table did not confirm them.
+    pub findings_withdrawn: u64,
+}
+
+impl Stats {
+    /// Divergences between the shadow and the kernel's page tables.
+    pub fn drift(&self) -> u64 {
+        self.drift_missing + self.drift_stale
+    }
+}
+
+/// What kind of divergence the audit found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// The page table maps it; the shadow did not know.
+    Missing,
+    /// The shadow had it; the page table does not map it.
+    Stale,
+}
+
+/// One divergence between the shadow and the kernel's page table.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Drift {
+    pub t: u64,
+    pub kind: DriftKind,
+    pub mm: Hex,
+    pub pid: u32,
+    pub comm: Comm,
+    pub vaddr: Hex,
+    pub pfn: u64,
+    pub order: u8,
+    /// The page-table entry found at `vaddr` (stale mappings; 0: none).
+    pub entry: Hex,
+    /// Which kind of path refscope missed, as far as the audit can tell.
+    pub hint: &'static str,
+}
+
+/// Divergences kept for reports (later ones are only counted).
+const MAX_DRIFT_KEPT: usize = 10_000;
+
+/// A finding that accuses a mapping, waiting for the page table's word.
+#[derive(Debug)]
+struct Pending {
+    key: DedupeKey,
+    finding: Finding,
+    /// The audit found the page table does not map it.
+    contradicted: bool,
 }
 
 /// Per-page state. Kept small: millions of these may exist.
@@ -213,6 +273,15 @@ pub struct Analyzer {
     last_t: u64,
     /// Addresses spaces (and who owned them) seen at attach time.
     finished: bool,
+    /// Findings waiting for the audit of their address space.
+    pending: Vec<Pending>,
+    /// Address spaces (and a pid holding each) to audit before `pending`
+    /// can be resolved; taken by the recorder.
+    verify_requests: BTreeMap<u64, u32>,
+    drift: Vec<Drift>,
+    /// Set while an audit correction is applied: what it raises is
+    /// confirmed by the page table.
+    in_audit: bool,
     /// Page count at which eviction is tried again: when it could not free
     /// enough (live pages are never evicted), not before the table grew by
     /// another tenth of the cap, so a table full of live pages is not
@@ -236,6 +305,10 @@ impl Analyzer {
             stats: Stats::default(),
             last_t: 0,
             finished: false,
+            pending: Vec::new(),
+            verify_requests: BTreeMap::new(),
+            drift: Vec::new(),
+            in_audit: false,
             evict_retry_at: 0,
         }
     }
@@ -296,6 +369,9 @@ impl Analyzer {
             EventKind::CopyRange => self.on_copy_range(ev),
             EventKind::TaskNew => self.on_task_new(ev),
             EventKind::GupRefused => self.stats.gup_refused += 1,
+            EventKind::AuditMap => self.on_audit_map(ev),
+            EventKind::AuditUnmap => self.on_audit_unmap(ev),
+            EventKind::Audit => self.on_audit(ev),
         }
         if self.pages.len() > self.cfg.max_pages && self.pages.len() >= self.evict_retry_at {
             self.evict();
@@ -318,6 +394,14 @@ impl Analyzer {
         self.finished = true;
         self.loss.finish();
         let end_t = end_t.max(self.last_t);
+        for p in std::mem::take(&mut self.pending) {
+            let why = if self.cfg.verify {
+                "the recording ended before its address space was audited"
+            } else {
+                "the recording did not audit page tables"
+            };
+            self.settle(p, Status::Unconfirmed, why);
+        }
         let held: Vec<((u64, u64), Holder)> = self
             .holders
             .iter()
@@ -587,6 +671,10 @@ impl Analyzer {
     // --------------------------------------------------------- findings --
 
     fn raise<F: FnOnce() -> String>(&mut self, r: Raise<F>) -> Option<usize> {
+        let wait = r.rule.needs_page_table() && !self.in_audit;
+        if wait && self.pending.iter().any(|p| p.key == r.key) {
+            return None;
+        }
         match self.dedupe.entry(r.key) {
             Entry::Occupied(e) => {
                 let f = &mut self.findings[*e.get()];
@@ -603,7 +691,7 @@ impl Analyzer {
         }
         let id = self.findings.len();
         let timeline = self.timeline_of(r.pfn);
-        self.findings.push(Finding {
+        let finding = Finding {
             id: id as u64,
             rule: r.rule,
             severity: r
@@ -621,7 +709,75 @@ impl Analyzer {
             at_attach: r.at_attach,
             occurrences: 1,
             timeline,
-        });
+        };
+        if wait {
+            // Not reported (or counted) until the page table confirms it.
+            self.dedupe.remove(&r.key);
+            let pid = finding.pid;
+            if self.cfg.verify {
+                self.verify_requests.insert(finding.mm.0, pid);
+            }
+            self.pending.push(Pending {
+                key: r.key,
+                finding,
+                contradicted: false,
+            });
+            if !self.cfg.verify {
+                let p = self.pending.pop().expect("just pushed");
+                return self.settle(
+                    p,
+                    Status::Unconfirmed,
+                    "the recording did not audit page tables",
+                );
+            }
+            return None;
+        }
+        self.open_unplug(&finding, id);
+        self.findings.push(finding);
+        Some(id)
+    }
+
+    /// A mapped_after_unplug finding collects every later event on its pages.
+    fn open_unplug(&mut self, f: &Finding, id: usize) {
+        if f.rule == RuleId::MappedAfterUnplug {
+            for p in f.pfn..f.pfn + (1u64 << f.order) {
+                self.unplug_open.entry(p).or_default().push(id);
+            }
+        }
+    }
+
+    /// Report a finding that waited for the page table: `status`
+    /// `Unconfirmed` says why it could not be checked.
+    fn settle(&mut self, p: Pending, status: Status, why: &str) -> Option<usize> {
+        let Pending {
+            key, mut finding, ..
+        } = p;
+        if self.findings.len() >= self.cfg.max_findings {
+            self.stats.findings_dropped += 1;
+            return None;
+        }
+        if let Entry::Occupied(e) = self.dedupe.entry(key) {
+            self.findings[*e.get()].occurrences += 1;
+            return None;
+        }
+        let id = self.findings.len();
+        finding.id = id as u64;
+        if status == Status::Unconfirmed {
+            // Events lost around it (uncertain) is the stronger caveat.
+            if finding.status == Status::Definite {
+                finding.status = Status::Unconfirmed;
+            }
+            finding
+                .explanation
+                .push_str(&format!(" Not confirmed against the page table: {why}."));
+        } else if finding.status == Status::Definite {
+            finding.explanation.push_str(
+                " Confirmed: the kernel's page table still mapped it when refscope read it.",
+            );
+        }
+        self.open_unplug(&finding, id);
+        self.dedupe.insert(key, id);
+        self.findings.push(finding);
         Some(id)
     }
 
@@ -736,7 +892,16 @@ impl Analyzer {
             .filter(|g| g.state != PgmapState::Live)
             .map(|g| (g.name.clone(), g.state));
         if let Some((name, state)) = removing {
+            let audited = self.in_audit;
             let explanation = || {
+                if audited {
+                    return format!(
+                        "The page table of {} maps pfn {pfn:#x} at {} (read by the shadow audit: refscope's hooks missed this mapping) while its device {} is being removed.",
+                        describe_proc(ev.pid, &ev.comm),
+                        ev.vaddr,
+                        display_name(&name),
+                    );
+                }
                 format!(
                     "{} mapped pfn {pfn:#x} at {} after removal of its device {} had {}.",
                     describe_proc(ev.pid, &ev.comm),
@@ -749,7 +914,7 @@ impl Analyzer {
                     },
                 )
             };
-            let idx = self.raise(Raise {
+            self.raise(Raise {
                 rule: RuleId::MappedAfterUnplug,
                 severity: None,
                 key: (RuleId::MappedAfterUnplug, pfn, ev.mm.0, ev.vaddr.0, ev.t),
@@ -764,9 +929,6 @@ impl Analyzer {
                 at_attach,
                 explanation,
             });
-            if let Some(idx) = idx {
-                self.unplug_open.entry(pfn).or_default().push(idx);
-            }
         }
     }
 
@@ -878,6 +1040,153 @@ impl Analyzer {
                 self.stats.mappings_reattributed += 1;
             }
         }
+    }
+
+    // ------------------------------------------------------------ audit --
+
+    /// The page table maps what the shadow did not: take it in.
+    fn on_audit_map(&mut self, ev: &Event) {
+        let hint = self.missing_hint(ev);
+        self.note_drift(ev, DriftKind::Missing, hint);
+        // Install-time rules do not apply (the install was not seen); a
+        // mapping of a device being removed is confirmed by the page table.
+        self.in_audit = true;
+        let mut e = ev.clone();
+        e.ref_before = None;
+        e.ref_after = None;
+        self.on_map(&e, false);
+        self.in_audit = false;
+    }
+
+    fn missing_hint(&self, ev: &Event) -> &'static str {
+        let elsewhere: Vec<u64> = self
+            .mappings_of(ev.pfn)
+            .into_iter()
+            .map(|((mm, _), _)| mm)
+            .collect();
+        if elsewhere.contains(&ev.mm.0) {
+            "moved within the address space by a path refscope did not see (remap)"
+        } else if !elsewhere.is_empty() {
+            "copied from another address space by a path refscope did not see (fork)"
+        } else {
+            "installed by a path refscope did not see (map_pte, map_pmd)"
+        }
+    }
+
+    /// The shadow had what the page table does not: drop it.
+    fn on_audit_unmap(&mut self, ev: &Event) {
+        let key = (ev.mm.0, ev.vaddr.0);
+        let Some(m) = self.mappings.get(&key).cloned() else {
+            return;
+        };
+        let entry = ev.arg_flags.0;
+        let hint = if entry == 0 {
+            "cleared by a path refscope did not see (unmap, pmd split, exit)"
+        } else {
+            "replaced in place by a path refscope did not see (copy-on-write, migration: cow)"
+        };
+        let mut e = ev.clone();
+        e.pid = m.pid;
+        e.comm = m.comm;
+        e.pfn = m.pfn;
+        e.order = m.order;
+        self.note_drift(&e, DriftKind::Stale, hint);
+        self.mappings.remove(&key);
+        self.unmap_pages(&m);
+        self.touch(m.pfn, &e, None);
+        for p in &mut self.pending {
+            if p.finding.mm == ev.mm && p.finding.vaddr == ev.vaddr {
+                // The page table contradicts it: withdrawn at the audit.
+                p.contradicted = true;
+            }
+        }
+    }
+
+    fn note_drift(&mut self, ev: &Event, kind: DriftKind, hint: &'static str) {
+        match kind {
+            DriftKind::Missing => self.stats.drift_missing += 1,
+            DriftKind::Stale => self.stats.drift_stale += 1,
+        }
+        if self.drift.len() < MAX_DRIFT_KEPT {
+            self.drift.push(Drift {
+                t: ev.t,
+                kind,
+                mm: ev.mm,
+                pid: ev.pid,
+                comm: ev.comm,
+                vaddr: ev.vaddr,
+                pfn: ev.pfn,
+                order: ev.order,
+                entry: if kind == DriftKind::Stale {
+                    ev.arg_flags
+                } else {
+                    Hex(0)
+                },
+                hint,
+            });
+        }
+    }
+
+    /// An address space was audited (its corrections came first): settle
+    /// the findings that waited for it.
+    fn on_audit(&mut self, ev: &Event) {
+        self.stats.audits += 1;
+        let mm = ev.mm;
+        let (mine, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.finding.mm == mm);
+        self.pending = rest;
+        for p in mine {
+            if p.contradicted {
+                self.stats.findings_withdrawn += 1;
+                continue;
+            }
+            let still = self
+                .mappings
+                .get(&(mm.0, p.finding.vaddr.0))
+                .is_some_and(|m| m.pfn <= p.finding.pfn && p.finding.pfn < m.pfn + (1 << m.order));
+            if ev.failed() {
+                self.settle(
+                    p,
+                    Status::Unconfirmed,
+                    "the process was gone before its page table could be read",
+                );
+            } else if still {
+                let status = p.finding.status;
+                self.settle(p, status, "");
+            } else {
+                self.settle(
+                    p,
+                    Status::Unconfirmed,
+                    "it was unmapped before its page table could be read",
+                );
+            }
+        }
+    }
+
+    /// Address spaces whose page table must be read before findings about
+    /// them can be reported (with a pid holding each), since the last call.
+    pub fn take_verify_requests(&mut self) -> Vec<(u64, u32)> {
+        std::mem::take(&mut self.verify_requests)
+            .into_iter()
+            .collect()
+    }
+
+    /// Findings waiting for their address space's audit.
+    pub fn pending_findings(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Divergences the audit found (the first [`MAX_DRIFT_KEPT`]).
+    pub fn drift(&self) -> &[Drift] {
+        &self.drift
+    }
+
+    /// The shadow's mappings in address space `mm`, by address.
+    pub fn mappings_in(&self, mm: u64) -> impl Iterator<Item = (u64, &Mapping)> {
+        self.mappings
+            .range((mm, 0)..=(mm, u64::MAX))
+            .map(|(&(_, va), m)| (va, m))
     }
 
     fn on_mm_exit(&mut self, ev: &Event) {
@@ -1252,7 +1561,7 @@ impl Analyzer {
                 s
             };
             let status = self.status_since(m.t, ev.t);
-            let idx = self.raise(Raise {
+            self.raise(Raise {
                 rule: RuleId::MappedAfterUnplug,
                 severity: None,
                 key: (RuleId::MappedAfterUnplug, m.pfn, mm, vaddr, i as u64),
@@ -1267,11 +1576,6 @@ impl Analyzer {
                 at_attach: m.at_attach,
                 explanation,
             });
-            if let Some(idx) = idx {
-                for p in m.pfn..m.pfn + (1u64 << m.order) {
-                    self.unplug_open.entry(p).or_default().push(idx);
-                }
-            }
         }
 
         let pinned: Vec<((u64, u64), Holder)> = self

@@ -41,6 +41,20 @@ pub enum Status {
     /// Events were lost while the state this finding rests on was live
     /// (e.g. the unmap that would clear it may be among them).
     Uncertain,
+    /// The mapping it accuses could not be checked against the kernel's
+    /// page table (the process was gone, or the trace has no audit):
+    /// refscope's shadow says so, nothing else does.
+    Unconfirmed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Definite => "definite",
+            Status::Uncertain => "uncertain",
+            Status::Unconfirmed => "unconfirmed",
+        }
+    }
 }
 
 macro_rules! rules {
@@ -100,6 +114,12 @@ rules! {
 }
 
 impl RuleId {
+    /// Rules that accuse a live mapping: definite only once the kernel's
+    /// page table confirms it (the shadow audit).
+    pub fn needs_page_table(self) -> bool {
+        matches!(self, RuleId::FreedWhileMapped | RuleId::MappedAfterUnplug)
+    }
+
     /// Severity of a finding under `model` (some rules depend on it).
     pub fn severity(self, model: RefcountModel) -> Severity {
         match (self, model) {

@@ -51,6 +51,21 @@ impl Trace {
         self.an.apply(&e);
     }
 
+    /// Findings that accuse a mapping wait for the audit of its address
+    /// space (as in a recording, which audits).
+    fn verifying(model: RefcountModel) -> Self {
+        let mut t = Trace::new(model);
+        t.an.cfg.verify = true;
+        t
+    }
+
+    /// The audit of `mm` found nothing to correct.
+    fn audited(&mut self, mm: u64) {
+        let mut e = self.ev(EventKind::Audit, HookId::Audit);
+        e.mm = Hex(mm);
+        self.apply(e);
+    }
+
     fn map(&mut self, mm: u64, vaddr: u64, pfn: u64, order: u8, ref_after: i32) {
         let hook = if order == 0 {
             HookId::InsertPfn
@@ -257,13 +272,16 @@ fn failed_inserts_do_not_map() {
 
 #[test]
 fn refcounted_free_while_mapped_is_an_error_and_after_unmap_is_not() {
-    let mut t = Trace::new(RefcountModel::Refcounted);
+    let mut t = Trace::verifying(RefcountModel::Refcounted);
     t.map(MM_A, VA, BASE, 0, 2);
     t.map(MM_A, VA + 4096, BASE + 1, 0, 2);
     t.unmap(MM_A, VA + 4096, VA + 8192);
     t.free(BASE + 1); // unmapped first: normal
     assert_eq!(t.count(RuleId::FreedWhileMapped), 0);
     t.free(BASE); // still mapped: bug
+    assert_eq!(t.count(RuleId::FreedWhileMapped), 0, "waits for the audit");
+    assert_eq!(t.an.take_verify_requests(), vec![(MM_A, 100)]);
+    t.audited(MM_A);
     let f = t.only(RuleId::FreedWhileMapped);
     assert_eq!(f.severity, Severity::Error);
     assert_eq!(f.status, Status::Definite);
@@ -515,13 +533,14 @@ fn a_sequence_gap_alone_marks_uncertainty() {
 
 #[test]
 fn mappings_installed_after_a_loss_are_definite() {
-    let mut t = Trace::new(RefcountModel::Refcounted);
+    let mut t = Trace::verifying(RefcountModel::Refcounted);
     t.seq += 3;
     t.map(MM_A, VA, BASE, 0, 2); // reveals the gap
     for i in 0..(REORDER_WINDOW as u64 + 2) {
         t.map(MM_B, VA + i * 4096, BASE + 100 + i, 0, 2);
     }
     t.free(BASE);
+    t.audited(MM_A);
     // The gap ended when the mapping was installed; nothing lost since.
     assert_eq!(t.only(RuleId::FreedWhileMapped).status, Status::Definite);
 }

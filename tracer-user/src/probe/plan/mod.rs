@@ -239,6 +239,29 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Leave out the logical hooks named (`--skip-hook`); a name that is
+    /// no logical hook is an error listing them.
+    pub fn skip(&mut self, names: &[String]) -> Result<(), String> {
+        for name in names {
+            if !GROUPS.iter().any(|g| g.logical == name) {
+                let mut all: Vec<&str> = GROUPS.iter().map(|g| g.logical).collect();
+                all.dedup();
+                return Err(format!(
+                    "--skip-hook {name}: no such hook; the hooks are: {}",
+                    all.join(", ")
+                ));
+            }
+            for s in self.status.iter_mut().filter(|s| s.logical == *name) {
+                for f in s.functions.drain(..) {
+                    self.attach.retain(|a| a.hook.function() != f.function);
+                    s.skipped
+                        .push(format!("{}: left out by --skip-hook", f.function));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Logical hooks that are required and have nothing attached.
     pub fn missing_required(&self) -> Vec<&str> {
         let mut missing: Vec<&str> = GROUPS
