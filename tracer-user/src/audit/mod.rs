@@ -208,10 +208,9 @@ where
         });
         let id = rec.mm_id(mm);
         rec.drain();
-        if vmas.is_empty() && rec.shadow(id).is_empty() {
-            if matches!(scope, Scope::All { .. }) {
-                continue;
-            }
+        if vmas.is_empty() && rec.shadow(id).is_empty() && matches!(scope, Scope::All { .. }) {
+            // Nothing of device memory here.
+            continue;
         }
         let comm = proc.comm(pid).unwrap_or_default();
         audit_mm(kernel, rec, &mut sum, pid, mm, &comm, &vmas, reason)
