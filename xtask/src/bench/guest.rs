@@ -44,15 +44,22 @@ pub enum Mode {
     /// `refscope record --gup-stacks false`: what capturing a kernel stack
     /// per GUP reference costs.
     FentryNoStacks,
+    /// `refscope record --no-audit`: the default without the shadow audit.
+    FentryNoAudit,
+    /// `refscope record --audit-interval 0.5`: the audit twenty times as
+    /// often as by default, so its cost shows.
+    FentryAuditFast,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: [Mode; 7] = [
         Mode::Untraced,
         Mode::Fentry,
         Mode::Kprobe,
         Mode::Tracefs,
         Mode::FentryNoStacks,
+        Mode::FentryNoAudit,
+        Mode::FentryAuditFast,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +69,8 @@ impl Mode {
             Mode::Kprobe => "kprobe",
             Mode::Tracefs => "tracefs",
             Mode::FentryNoStacks => "fentry-nostacks",
+            Mode::FentryNoAudit => "fentry-noaudit",
+            Mode::FentryAuditFast => "fentry-audit0.5",
         }
     }
 
@@ -72,6 +81,8 @@ impl Mode {
             Mode::Kprobe => "`refscope record --attach kprobe`",
             Mode::Tracefs => "tracefs kprobe events, same functions",
             Mode::FentryNoStacks => "`refscope record --gup-stacks false`",
+            Mode::FentryNoAudit => "`refscope record --no-audit`",
+            Mode::FentryAuditFast => "`refscope record --audit-interval 0.5`",
         }
     }
 
@@ -82,6 +93,8 @@ impl Mode {
             Mode::Fentry => Some(""),
             Mode::Kprobe => Some("--attach kprobe"),
             Mode::FentryNoStacks => Some("--gup-stacks false"),
+            Mode::FentryNoAudit => Some("--no-audit"),
+            Mode::FentryAuditFast => Some("--audit-interval 0.5"),
             Mode::Untraced | Mode::Tracefs => None,
         }
     }
@@ -277,6 +290,7 @@ rec_stop() { # TAG
     wait $TRACER
     echo $? > "$O/$1.status"
     tail -n 1 /tmp/t.jsonl > "$O/$1.footer"
+    grep -c '"kind":"audit"' /tmp/t.jsonl > "$O/$1.audits"
     TRACER=""
 }
 tfs_start() { # TAG
@@ -477,6 +491,8 @@ pub struct Session {
     pub events: Option<u64>,
     pub lost: Option<u64>,
     pub attach_secs: Option<f64>,
+    /// Address spaces the shadow audit compared with their page tables.
+    pub audits: Option<u64>,
 }
 
 /// One capacity step.
@@ -646,6 +662,7 @@ pub fn parse(dir: &Path, plan: &Plan) -> GuestData {
                     events,
                     lost,
                     attach_secs: attach_secs(&ext("attach")),
+                    audits: read_num(&ext("audits")),
                 });
             }
         }

@@ -101,6 +101,7 @@ pub struct SessionRow {
     pub events: Option<Spread>,
     pub lost: u64,
     pub attach_secs: Option<Spread>,
+    pub audits: Option<Spread>,
 }
 
 pub fn summarize_guest(g: &GuestData, plan: &guest::Plan) -> GuestSummary {
@@ -203,6 +204,11 @@ pub fn summarize_guest(g: &GuestData, plan: &guest::Plan) -> GuestSummary {
                 lost: ok.iter().filter_map(|s| s.lost).sum(),
                 attach_secs: stats::spread(
                     &s.iter().filter_map(|s| s.attach_secs).collect::<Vec<_>>(),
+                ),
+                audits: stats::spread(
+                    &ok.iter()
+                        .filter_map(|s| s.audits.map(|a| a as f64))
+                        .collect::<Vec<_>>(),
                 ),
             }
         })
@@ -478,19 +484,20 @@ fn guest_tables(s: &mut String, sum: &GuestSummary, data: &GuestData) {
     }
     s.push_str(
         "\n#### Tracer sessions (one per repetition and mode, all four workloads)\n\n\
-         | mode | sessions | failed | events per session | lost | attach time (TCG) |\n|---|---|---|---|---|---|\n",
+         | mode | sessions | failed | events per session | lost | attach time (TCG) | page-table audits per session |\n|---|---|---|---|---|---|---|\n",
     );
     for r in &sum.sessions {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             r.mode.name(),
             r.sessions,
             r.failed,
             r.events.map_or("-".into(), |e| si(e.median)),
             r.lost,
             r.attach_secs
-                .map_or("-".into(), |a| format!("{:.1} s", a.median))
+                .map_or("-".into(), |a| format!("{:.1} s", a.median)),
+            r.audits.map_or("-".into(), |a| format!("{:.0}", a.median))
         );
     }
     if !data.capacity.is_empty() {
