@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::table::{Case, Kind, Oracle};
+use super::table::{Case, Count, Kind, Oracle};
 
 /// What the trace and the report showed.
 #[derive(Debug, Default)]
@@ -184,7 +184,7 @@ pub fn check(
         None if lost > 0 => problems.push(format!("{lost} events were lost")),
         _ => {}
     }
-    problems.extend(audit_problems(&report));
+    problems.extend(audit_problems(&report, expect.drift));
     for (kind, count) in &expect.events {
         let got = obs.events.get(kind).copied().unwrap_or(0);
         if !count.matches(got) {
@@ -426,7 +426,7 @@ fn page_str((pid, va, pfn): Page) -> String {
 
 /// The shadow audit must have run and found the shadow equal to the
 /// kernel's page tables: any divergence is a kernel path refscope missed.
-fn audit_problems(report: &Value) -> Vec<String> {
+fn audit_problems(report: &Value, want: Option<Count>) -> Vec<String> {
     let mut p = Vec::new();
     if report["audited"] != true {
         p.push("the recording did not audit its shadow against the page tables".into());
@@ -438,6 +438,14 @@ fn audit_problems(report: &Value) -> Vec<String> {
     }
     let drift =
         stats["drift_missing"].as_u64().unwrap_or(0) + stats["drift_stale"].as_u64().unwrap_or(0);
+    if let Some(want) = want {
+        if !want.matches(drift) {
+            p.push(format!(
+                "expected {want} divergence(s) from the shadow audit (a hook is left out), got {drift}"
+            ));
+        }
+        return p;
+    }
     if drift > 0 {
         let first: Vec<String> = report["drift"]
             .as_array()
@@ -601,19 +609,24 @@ mod tests {
         let clean = r(
             r#"{"audited":true,"stats":{"audits":3,"drift_missing":0,"drift_stale":0},"drift":[]}"#,
         );
-        assert!(audit_problems(&clean).is_empty());
+        assert!(audit_problems(&clean, None).is_empty());
         let off = r(r#"{"audited":false,"stats":{}}"#);
-        assert_eq!(audit_problems(&off).len(), 1);
+        assert_eq!(audit_problems(&off, None).len(), 1);
         let never = r(r#"{"audited":true,"stats":{"audits":0,"drift_missing":0,"drift_stale":0}}"#);
-        assert_eq!(audit_problems(&never).len(), 1);
+        assert_eq!(audit_problems(&never, None).len(), 1);
         let drift = r(
             r#"{"audited":true,"stats":{"audits":2,"drift_missing":0,"drift_stale":1},"drift":[{"kind":"stale","pfn":5,"vaddr":"0x1000","pid":7,"hint":"replaced in place (cow)"}]}"#,
         );
-        let p = audit_problems(&drift);
+        let p = audit_problems(&drift, None);
         assert!(
             p.len() == 1 && p[0].contains("1 divergence") && p[0].contains("cow"),
             "{p:?}"
         );
+        // A case that leaves a hook out expects its drift, exactly.
+        let one: Count = serde_json::from_str("\"1\"").unwrap();
+        let p = audit_problems(&drift, Some(one));
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(audit_problems(&clean, Some(one)).len(), 1);
     }
 
     #[test]

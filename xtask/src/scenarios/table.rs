@@ -136,6 +136,11 @@ pub struct Expect {
     /// `command` cases: substrings the output must contain.
     #[serde(default)]
     pub stdout: Vec<String>,
+    /// Divergences the shadow audit must report (default: none). Only a
+    /// case that leaves a hook out on purpose (`--skip-hook`) expects any:
+    /// it shows the audit catches the path the hook covers.
+    #[serde(default)]
+    pub drift: Option<Count>,
 }
 
 /// An expected count: exact, or a lower bound.
