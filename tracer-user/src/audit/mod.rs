@@ -232,7 +232,7 @@ fn audit_mm<K, R>(
     reason: u64,
 ) -> Result<(), <K as PageTables>::Error>
 where
-    K: PageTables,
+    K: Kernel + PageTables<Error = <K as Kernel>::Error>,
     R: Recording,
 {
     sum.address_spaces += 1;
@@ -294,6 +294,11 @@ where
         ev.pfn = *pfn;
         ev.order = *order;
         rec.emit(&ev);
+    }
+    if !drift_missing.is_empty() {
+        // Mappings the probes never saw: from now on the kernel must
+        // report this address space's unmaps and exit.
+        kernel.track_mm(mm, crate::session::clock_ns(libc::CLOCK_MONOTONIC))?;
     }
     let n = (drift_stale.len() + drift_missing.len()) as u64;
     sum.stale += drift_stale.len() as u64;

@@ -27,6 +27,7 @@ struct FakeError;
 #[derive(Default)]
 struct FakeKernel {
     mms: HashMap<u32, u64>,
+    tracked: Vec<u64>,
     ptes: BTreeMap<u64, u64>,
     pmds: BTreeMap<u64, u64>,
     walks: usize,
@@ -40,7 +41,8 @@ impl Kernel for FakeKernel {
     fn read_pages(&mut self, _: u64, _: &[PageReq], _: &mut Vec<PageRef>) -> Result<(), FakeError> {
         unreachable!("the audit never reads struct pages")
     }
-    fn track_mm(&mut self, _: u64, _: u64) -> Result<(), FakeError> {
+    fn track_mm(&mut self, mm: u64, _: u64) -> Result<(), FakeError> {
+        self.tracked.push(mm);
         Ok(())
     }
 }
@@ -247,6 +249,7 @@ fn a_missed_install_and_a_missed_replacement_are_drift_and_corrected() {
     assert!(d[0].hint.contains("cow"), "{}", d[0].hint);
     assert_eq!(d[1].kind, DriftKind::Missing);
     assert_eq!(d[1].pfn, DEV + 3);
+    assert_eq!(k.tracked, [MM], "its unmaps must be reported from now on");
     // Corrected: a second audit agrees.
     let s = audit(&mut k, &mut p, &mut r, &all());
     assert_eq!((s.missing, s.stale), (0, 0));
