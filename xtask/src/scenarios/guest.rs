@@ -22,7 +22,9 @@ wait_for() { # PATH SECONDS
 start_recording() { # CASE
     mkdir -p "/share/$1"
     rm -f /tmp/ready /tmp/t.jsonl
-    refscope record -o /tmp/t.jsonl --force --ready-file /tmp/ready $RECORD_ARGS 2>/tmp/record.err &
+    # The shadow audit every 0.2 s: short workloads get audited while they
+    # run, and its race handling is exercised against live faults.
+    refscope record -o /tmp/t.jsonl --force --ready-file /tmp/ready --audit-interval 0.2 $RECORD_ARGS 2>/tmp/record.err &
     REC=$!
     if ! wait_for /tmp/ready 300; then
         echo "$1: refscope record did not attach" >&2
