@@ -256,3 +256,28 @@ fn signature_changes_are_caught() {
         }
     }
 }
+
+#[test]
+fn skip_hook_leaves_a_logical_hook_out_and_says_so() {
+    let mut p = plan_for("6.12", AttachMode::Auto, None, true);
+    let before = p.attach.len();
+    let cow: Vec<String> = chosen(&p, "cow");
+    assert!(!cow.is_empty());
+    p.skip(&["cow".to_owned()]).unwrap();
+    assert!(chosen(&p, "cow").is_empty());
+    assert_eq!(p.attach.len(), before - cow.len());
+    let skipped: Vec<&String> = p
+        .status
+        .iter()
+        .filter(|s| s.logical == "cow")
+        .flat_map(|s| s.skipped.iter())
+        .collect();
+    assert!(
+        skipped.iter().any(|s| s.contains("--skip-hook")),
+        "{skipped:?}"
+    );
+    // The rest is untouched; a name that is no hook lists the real ones.
+    assert!(!chosen(&p, "map_pte").is_empty());
+    let err = p.skip(&["nope".to_owned()]).unwrap_err();
+    assert!(err.contains("map_pte") && err.contains("cow"), "{err}");
+}
