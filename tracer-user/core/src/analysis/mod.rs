@@ -1103,6 +1103,12 @@ impl Analyzer {
     }
 
     fn note_drift(&mut self, ev: &Event, kind: DriftKind, hint: &'static str) {
+        // With events lost, the missed event is most likely among them.
+        let hint = if self.lost() > 0 {
+            "its event may be among those lost (the ring buffer was full); else a path refscope did not see"
+        } else {
+            hint
+        };
         match kind {
             DriftKind::Missing => self.stats.drift_missing += 1,
             DriftKind::Stale => self.stats.drift_stale += 1,

@@ -774,3 +774,36 @@ fn mapped_after_unplug_says_what_the_holder_s_exit_will_do_on_refcounted_kernels
         );
     }
 }
+
+// ------------------------------------------------------------ audit --
+
+#[test]
+fn audit_corrections_are_drift_and_name_the_likely_cause() {
+    let mut t = Trace::verifying(RefcountModel::Refcounted);
+    t.map(MM_A, VA, BASE, 0, 2);
+    // The page table no longer maps it: a path refscope missed.
+    let mut e = t.ev(EventKind::AuditUnmap, HookId::Audit);
+    e.mm = Hex(MM_A);
+    e.vaddr = Hex(VA);
+    e.pfn = BASE;
+    t.apply(e);
+    assert_eq!(t.an.mapping_count(), 0);
+    assert_eq!(t.an.stats().drift_stale, 1);
+    assert!(t.an.drift()[0].hint.contains("cleared"));
+    // After a loss, the lost events are the likely cause.
+    t.seq += 5;
+    let mut e = t.ev(EventKind::AuditMap, HookId::Audit);
+    e.mm = Hex(MM_A);
+    e.vaddr = Hex(VA + 4096);
+    e.pfn = BASE + 1;
+    t.apply(e);
+    assert_eq!(t.an.stats().drift_missing, 1);
+    assert_eq!(t.an.mapping_count(), 1);
+    assert!(
+        t.an.drift()[1].hint.contains("lost"),
+        "{}",
+        t.an.drift()[1].hint
+    );
+    // No install-time rule fires for a mapping whose install was not seen.
+    assert_eq!(t.count(RuleId::ZeroRefMapping), 0);
+}
