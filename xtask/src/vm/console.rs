@@ -86,27 +86,46 @@ impl Incident {
         .then_some("spurious single-step #DB in kernel mode (QEMU TCG)")
     }
 
-    /// The function whose ftrace call site a CPU was stuck on, when this is
-    /// a soft lockup or RCU stall with the CPU at offset 0 of a function
-    /// and the instruction there a call (`e8`, the site patched to a BPF
-    /// trampoline) or a breakpoint (`cc`, the site being patched). Seen
-    /// under TCG once in ~40 boots, when refscope attached fentry to a
-    /// function another CPU was running at that moment (a forked shell's
-    /// copy-on-write fault in `page_add_new_anon_rmap`): live code patching
-    /// (text_poke_bp's int3 and IPIs) under emulation, not the function.
+    /// The function whose ftrace call site live code patching tripped a
+    /// CPU on, when this is one of the two ways TCG shows it:
+    /// - a soft lockup or RCU stall with the CPU at offset 0 of a function
+    ///   and the instruction there a call (`e8`, the site patched to a BPF
+    ///   trampoline) or a breakpoint (`cc`, the site being patched). Seen
+    ///   once in ~40 boots, when refscope attached fentry to a function
+    ///   another CPU was running at that moment (a forked shell's
+    ///   copy-on-write fault in `page_add_new_anon_rmap`);
+    /// - an `int3` oops whose RIP is right after a call (`e8`) or breakpoint
+    ///   (`cc`) byte in the first 16 bytes of a function: text_poke_bp's
+    ///   int3, executed by another CPU, and already gone when the int3
+    ///   handler looked for it (seen once, on 7.3's
+    ///   `folio_add_new_anon_rmap` while `refscope doctor` attached).
+    ///
+    /// Live code patching (text_poke_bp's int3 and IPIs) under emulation,
+    /// not the function.
     pub fn stuck_at_call_site(&self) -> Option<String> {
-        if !matches!(self.kind, IncidentKind::SoftLockup | IncidentKind::RcuStall) {
+        let int3 = self.kind == IncidentKind::Oops && self.text.contains("Oops: int3");
+        if !int3 && !matches!(self.kind, IncidentKind::SoftLockup | IncidentKind::RcuStall) {
             return None;
         }
         let lines: Vec<&str> = self.text.lines().collect();
         let at = lines.iter().position(|l| l.contains("RIP: 0010:"))?;
         let (_, rip) = lines[at].split_once("RIP: 0010:")?;
         let (name, off) = rip.trim().split_once('+')?;
-        if !off.starts_with("0x0/") {
-            return None;
-        }
+        let off = u64::from_str_radix(off.split('/').next()?.trim_start_matches("0x"), 16).ok()?;
         let code = lines.get(at + 1).filter(|l| l.contains("Code:"))?;
-        let byte = code.split_once('<')?.1.split_once('>')?.0;
+        let (before, rest) = code.split_once('<')?;
+        let byte = if int3 {
+            // The trap reports the address after the int3.
+            if off == 0 || off > 16 {
+                return None;
+            }
+            before.split_whitespace().last()?
+        } else {
+            if off != 0 {
+                return None;
+            }
+            rest.split_once('>')?.0
+        };
         matches!(byte, "e8" | "cc").then(|| name.to_owned())
     }
 }
@@ -396,6 +415,30 @@ Kernel panic - not syncing: Fatal exception";
 [    5.0] RIP: 0010:f+0x0/0x10
 [    5.0] Code: 00 <e8> 00";
         assert_eq!(scan(oops)[0].stuck_at_call_site(), None);
+    }
+
+    #[test]
+    fn an_int3_oops_on_a_patched_call_site_is_recognised() {
+        let oops = "[   41.1] Oops: int3: 0000 [#1] SMP NOPTI
+[   41.1] CPU: 0 UID: 0 PID: 291 Comm: sh Not tainted 7.3.4+deb13-amd64 #1 PREEMPT(lazy)
+[   41.1] RIP: 0010:folio_add_new_anon_rmap+0x5/0x1d0
+[   41.1] Code: ff e9 58 ff ff ff e8 ea 5f ac 00 66 2e 0f 1f 84 00 00 00 00 00 90 90 90 90 0f 1f 40 d6 e8 <37> 6b 31 24 53 48 89 f0
+[   41.1] Call Trace:
+[   41.1]  do_wp_page+0x777/0xf30";
+        let i = &scan(oops)[0];
+        assert_eq!(i.kind, IncidentKind::Oops);
+        assert_eq!(
+            i.stuck_at_call_site().as_deref(),
+            Some("folio_add_new_anon_rmap")
+        );
+        // Deeper in a function, or after another instruction, or another
+        // oops: a kernel problem like any other.
+        let deep = oops.replace("+0x5/0x1d0", "+0x45/0x1d0");
+        assert_eq!(scan(&deep)[0].stuck_at_call_site(), None);
+        let other = oops.replace("d6 e8 <37>", "d6 48 <37>");
+        assert_eq!(scan(&other)[0].stuck_at_call_site(), None);
+        let fault = oops.replace("Oops: int3: 0000", "Oops: 0000");
+        assert_eq!(scan(&fault)[0].stuck_at_call_site(), None);
     }
 
     #[test]

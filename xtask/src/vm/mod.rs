@@ -409,7 +409,7 @@ impl VmOutcome {
         self.incidents.iter().find_map(|i| {
             i.stuck_at_call_site().map(|f| {
                 format!(
-                    "a CPU was stuck on the ftrace call site of {f} ({})",
+                    "live code patching tripped a CPU on the ftrace call site of {f} ({})",
                     i.headline()
                 )
             })
