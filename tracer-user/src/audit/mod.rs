@@ -198,7 +198,10 @@ where
         }
         let Ok(maps) = proc.maps(pid) else {
             sum.vanished += 1;
-            rec.emit(&closing(pid, rec.mm_id(mm), "", reason, 0, 0, true));
+            if matches!(scope, Scope::Only(_)) {
+                // Findings wait for this address space: say it is gone.
+                rec.emit(&closing(pid, rec.mm_id(mm), "", reason, 0, 0, true));
+            }
             continue;
         };
         let vmas = seed::device_vmas(&maps, |maj, min| {
