@@ -192,6 +192,8 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
             audit_reason::FINAL,
         ));
         ring.get_mut().read(|bytes| sink.record(bytes));
+        // Findings raised while it read the tables wait for a read after.
+        verify(&mut guard, ring.get_mut(), &mut sink, &mut cost);
     }
     sink.losses(&drops, guard.recursion_misses());
     // Detach before the footer: nothing after it is recorded anyway.

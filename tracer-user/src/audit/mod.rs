@@ -216,7 +216,7 @@ where
             continue;
         }
         let comm = proc.comm(pid).unwrap_or_default();
-        audit_mm(kernel, rec, &mut sum, pid, mm, &comm, &vmas, reason)
+        audit_mm(kernel, proc, rec, &mut sum, pid, mm, &comm, &vmas, reason)
             .map_err(AuditError::Kernel)?;
     }
     sum.elapsed = started.elapsed();
@@ -224,8 +224,9 @@ where
 }
 
 #[allow(clippy::too_many_arguments)]
-fn audit_mm<K, R>(
+fn audit_mm<K, P, R>(
     kernel: &mut K,
+    proc: &mut P,
     rec: &mut R,
     sum: &mut Summary,
     pid: u32,
@@ -236,6 +237,7 @@ fn audit_mm<K, R>(
 ) -> Result<(), <K as PageTables>::Error>
 where
     K: Kernel + PageTables<Error = <K as Kernel>::Error>,
+    P: Procfs,
     R: Recording,
 {
     sum.address_spaces += 1;
@@ -253,6 +255,9 @@ where
     }
     blocks.extend(rec.shadow(id).keys().map(|va| va & !(PMD_SIZE - 1)));
     let blocks: Vec<u64> = blocks.into_iter().collect();
+    // Findings raised after this instant wait for a later audit: the
+    // table read may predate what they accuse.
+    let read_at = proc.now();
     let first = read(kernel, mm, &blocks, &in_device, sum)?;
     rec.drain();
     let shadow = rec.shadow(id);
@@ -306,15 +311,9 @@ where
     let n = (drift_stale.len() + drift_missing.len()) as u64;
     sum.stale += drift_stale.len() as u64;
     sum.missing += drift_missing.len() as u64;
-    rec.emit(&closing(
-        pid,
-        id,
-        comm,
-        reason,
-        shadow.len() as u64,
-        n,
-        false,
-    ));
+    let mut done = closing(pid, id, comm, reason, shadow.len() as u64, n, false);
+    done.t = read_at;
+    rec.emit(&done);
     Ok(())
 }
 

@@ -72,6 +72,8 @@ impl PageTables for FakeKernel {
 
 struct FakeProc {
     maps: String,
+    /// The clock when the page table is read (after every event by default).
+    now: u64,
 }
 
 impl Procfs for FakeProc {
@@ -94,7 +96,7 @@ impl Procfs for FakeProc {
         major == 0x103
     }
     fn now(&mut self) -> u64 {
-        0
+        self.now
     }
 }
 
@@ -192,6 +194,7 @@ fn setup(pages: u64) -> (FakeKernel, FakeProc) {
             VA,
             VA + 64 * PAGE_SIZE
         ),
+        now: u64::MAX / 2,
     };
     (k, p)
 }
@@ -306,6 +309,35 @@ fn an_unconfirmed_accusation_is_withdrawn_and_a_confirmed_one_is_definite() {
     assert!(f[0].explanation.contains("Confirmed"));
     assert_eq!(r.an.stats().findings_withdrawn, 1);
     assert_eq!(r.an.stats().drift_stale, 1);
+}
+
+#[test]
+fn a_finding_raised_while_the_table_is_read_waits_for_a_later_read() {
+    // Copy-on-write replaced the device PTE by an anonymous page, then
+    // dropped the device page (a free refscope sees; the replacement it
+    // does not). The table was read just before the replacement, and the
+    // free's event is drained while it is read: that read cannot confirm
+    // the free happened while the page was mapped.
+    let (mut k, mut p) = setup(1);
+    let mut r = Rec::new(true);
+    r.map(VA, DEV);
+    p.now = r.t + 5;
+    let mut e = r.ev(EventKind::Free, HookId::FreeZoneDeviceFolio);
+    e.pfn = DEV;
+    e.ref_before = Some(0);
+    r.ring.push_back(e);
+    audit(&mut k, &mut p, &mut r, &all());
+    assert!(r.an.findings().is_empty(), "{:#?}", r.an.findings());
+    assert_eq!(r.an.pending_findings(), 1, "still waiting");
+    let req = r.an.take_verify_requests();
+    assert_eq!(req, vec![(MM, PID)], "and asking for a read after it");
+    // The next read sees the replacement: the accusation is withdrawn.
+    k.ptes.insert(VA, pte(0x5000));
+    p.now = u64::MAX / 2;
+    audit(&mut k, &mut p, &mut r, &Scope::Only(req));
+    assert!(r.an.findings().is_empty(), "{:#?}", r.an.findings());
+    assert_eq!(r.an.stats().findings_withdrawn, 1);
+    assert_eq!(r.an.pending_findings(), 0);
 }
 
 #[test]

@@ -1134,13 +1134,18 @@ impl Analyzer {
     }
 
     /// An address space was audited (its corrections came first): settle
-    /// the findings that waited for it.
+    /// the findings that waited for it. Its `t` is when the page table was
+    /// read: a finding raised later (its event drained while the table was
+    /// read) waits for the next audit, which it has requested, since the
+    /// read may predate what it accuses (a copy-on-write replacing the PTE
+    /// just before the free that raised it).
     fn on_audit(&mut self, ev: &Event) {
         self.stats.audits += 1;
         let mm = ev.mm;
+        let gone = ev.failed();
         let (mine, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
             .into_iter()
-            .partition(|p| p.finding.mm == mm);
+            .partition(|p| p.finding.mm == mm && (gone || p.finding.t_ns <= ev.t));
         self.pending = rest;
         for p in mine {
             if p.contradicted {
@@ -1151,7 +1156,7 @@ impl Analyzer {
                 .mappings
                 .get(&(mm.0, p.finding.vaddr.0))
                 .is_some_and(|m| m.pfn <= p.finding.pfn && p.finding.pfn < m.pfn + (1 << m.order));
-            if ev.failed() {
+            if gone {
                 self.settle(
                     p,
                     Status::Unconfirmed,
