@@ -24,19 +24,15 @@ use crate::{
     audit::{self, devices_of, shadow_of},
     cli::RecordArgs,
     output::{self, create_output},
-    probe::loader::Attached,
     probe::ringbuf::RingReader,
     probe::ringbuf::{self, StallWatch},
     seed,
     session::{self, Pipeline, Session, clock_ns},
 };
 use aya::maps::{MapData, PerCpuArray};
-use refscope_common::{DropStats, audit_reason};
+use refscope_common::DropStats;
 use refscope_core::event::Event;
 use std::collections::BTreeMap;
-
-/// The share of wall time periodic audits may take (docs/rules.md).
-const AUDIT_BUDGET: f64 = 0.02;
 
 /// How often the trace is flushed and drop counters polled.
 const TICK: Duration = Duration::from_millis(100);
@@ -124,22 +120,14 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
     if let Some(ready) = &args.ready_file {
         output::write_ready_file(ready)?;
     }
-    let audit_on = header.audit.is_some();
-    let audit_every = header
-        .audit
-        .map(|a| a.interval_s)
-        .filter(|&s| s > 0.0)
-        .map(Duration::from_secs_f64);
-    let mut next_audit = audit_every.map(|d| Instant::now() + d);
-    let scope = session::audit_scope(&args.trace);
-    let mut cost = AuditCost::default();
+    let mut auditor = session::Auditor::new(&header, &args.trace);
     let mut stall = StallWatch::default();
     let end_reason = loop {
         tokio::select! {
             read = ringbuf::wait_and_read(&mut ring, |bytes| sink.record(bytes)) => {
                 read.context("ring buffer poll failed")?;
-                if audit_on {
-                    verify(&mut guard, ring.get_mut(), &mut sink, &mut cost);
+                if let Some(a) = &mut auditor {
+                    a.verify(&mut guard, &mut SeedSink { ring: ring.get_mut(), sink: &mut sink });
                 }
                 sink.findings();
                 if sink.error.is_some() { break "error"; }
@@ -151,18 +139,10 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
                     log::warn!("{msg}");
                 }
                 log::debug!("ring {:?} after read: {stop:?}", ring.get_ref().state());
-                if audit_on {
-                    verify(&mut guard, ring.get_mut(), &mut sink, &mut cost);
-                }
-                if next_audit.is_some_and(|at| Instant::now() >= at) {
+                if let Some(a) = &mut auditor {
                     let mut rec = SeedSink { ring: ring.get_mut(), sink: &mut sink };
-                    let pass = session::audit(&mut guard, &mut rec, &scope, audit_reason::PERIODIC);
-                    // Never more than AUDIT_BUDGET of the time: a host with
-                    // much device memory mapped is audited less often.
-                    let spent = pass.as_ref().map_or(Duration::ZERO, |p| p.elapsed);
-                    cost.add(pass);
-                    next_audit = audit_every
-                        .map(|d| Instant::now() + d.max(spent.mul_f64(1.0 / AUDIT_BUDGET)));
+                    a.verify(&mut guard, &mut rec);
+                    a.tick(&mut guard, &mut rec);
                 }
                 sink.findings();
                 sink.losses(&drops, guard.recursion_misses());
@@ -178,22 +158,12 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
 
     // Drain what is left in the ring buffer.
     ring.get_mut().read(|bytes| sink.record(bytes));
-    if audit_on {
-        // Confirm what waits, then the last audit of everything.
-        verify(&mut guard, ring.get_mut(), &mut sink, &mut cost);
+    if let Some(a) = &mut auditor {
         let mut rec = SeedSink {
             ring: ring.get_mut(),
             sink: &mut sink,
         };
-        cost.add(session::audit(
-            &mut guard,
-            &mut rec,
-            &scope,
-            audit_reason::FINAL,
-        ));
-        ring.get_mut().read(|bytes| sink.record(bytes));
-        // Findings raised while it read the tables wait for a read after.
-        verify(&mut guard, ring.get_mut(), &mut sink, &mut cost);
+        a.finish(&mut guard, &mut rec);
     }
     sink.losses(&drops, guard.recursion_misses());
     // Detach before the footer: nothing after it is recorded anyway.
@@ -229,14 +199,10 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
         Path::new(&path),
         args.quiet,
     );
-    if cost.passes > 0 && !args.quiet {
-        eprintln!(
-            "refscope: shadow audit cost: {} pass(es), {} page-table block(s) read, {:.1} ms in all, longest {:.1} ms",
-            cost.passes,
-            cost.blocks,
-            cost.total.as_secs_f64() * 1e3,
-            cost.max.as_secs_f64() * 1e3
-        );
+    if let Some(line) = auditor.and_then(|a| a.cost.line())
+        && !args.quiet
+    {
+        eprintln!("{line}");
     }
     match failure {
         Some(e) => Err(e),
@@ -344,45 +310,9 @@ impl<W: Write> audit::Recording for SeedSink<'_, W> {
     fn pause(&mut self) {
         std::thread::sleep(audit::PAUSE);
     }
-}
 
-/// Findings waiting for the page table: audit their address spaces now.
-fn verify<W: Write>(
-    guard: &mut Attached,
-    ring: &mut RingReader,
-    sink: &mut Sink<W>,
-    cost: &mut AuditCost,
-) {
-    let req = sink.pipeline.analyzer.take_verify_requests();
-    if req.is_empty() {
-        return;
-    }
-    let mut rec = SeedSink { ring, sink };
-    cost.add(session::audit(
-        guard,
-        &mut rec,
-        &audit::Scope::Only(req),
-        audit_reason::VERIFY,
-    ));
-}
-
-/// What the audit passes of a recording cost, for its summary.
-#[derive(Default)]
-struct AuditCost {
-    passes: u64,
-    blocks: u64,
-    total: Duration,
-    max: Duration,
-}
-
-impl AuditCost {
-    fn add(&mut self, s: Option<audit::Summary>) {
-        if let Some(s) = s {
-            self.passes += 1;
-            self.blocks += s.blocks;
-            self.total += s.elapsed;
-            self.max = self.max.max(s.elapsed);
-        }
+    fn verify_requests(&mut self) -> Vec<(u64, u32)> {
+        self.sink.pipeline.analyzer.take_verify_requests()
     }
 }
 

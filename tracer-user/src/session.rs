@@ -416,11 +416,119 @@ pub fn audit(
     }
 }
 
-/// The periodic audit's scope: what the recording traces.
-pub fn audit_scope(opts: &TraceOpts) -> audit::Scope {
-    audit::Scope::All {
-        pids: opts.pids.clone(),
-        comm: opts.comm.clone(),
+/// The share of wall time periodic audits may take (docs/rules.md).
+const AUDIT_BUDGET: f64 = 0.02;
+
+/// When a session audits its shadow (`record` and `live` alike): the
+/// confirmations findings ask for after each read of the ring buffer,
+/// periodic passes within [`AUDIT_BUDGET`], a last pass before detaching;
+/// and what they cost.
+pub struct Auditor {
+    scope: audit::Scope,
+    every: Option<Duration>,
+    next: Option<Instant>,
+    pub cost: AuditCost,
+}
+
+impl Auditor {
+    /// `None` when the session does not audit (`--no-audit`).
+    pub fn new(header: &Header, opts: &TraceOpts) -> Option<Auditor> {
+        let settings = header.audit?;
+        let every = Some(settings.interval_s)
+            .filter(|&s| s > 0.0)
+            .map(Duration::from_secs_f64);
+        Some(Auditor {
+            scope: audit::Scope::All {
+                pids: opts.pids.clone(),
+                comm: opts.comm.clone(),
+            },
+            every,
+            next: every.map(|d| Instant::now() + d),
+            cost: AuditCost::default(),
+        })
+    }
+
+    /// Findings waiting for the page table: audit their address spaces now.
+    pub fn verify(&mut self, attached: &mut Attached, rec: &mut impl audit::Recording) {
+        let req = rec.verify_requests();
+        if !req.is_empty() {
+            let pass = audit(
+                attached,
+                rec,
+                &audit::Scope::Only(req),
+                refscope_common::audit_reason::VERIFY,
+            );
+            self.cost.add(pass);
+        }
+    }
+
+    /// The periodic pass, when it is due. Never more than [`AUDIT_BUDGET`]
+    /// of the time: a host with much device memory mapped is audited less
+    /// often.
+    pub fn tick(&mut self, attached: &mut Attached, rec: &mut impl audit::Recording) {
+        if self.next.is_none_or(|at| Instant::now() < at) {
+            return;
+        }
+        let pass = audit(
+            attached,
+            rec,
+            &self.scope,
+            refscope_common::audit_reason::PERIODIC,
+        );
+        let spent = pass.as_ref().map_or(Duration::ZERO, |p| p.elapsed);
+        self.cost.add(pass);
+        self.next = self
+            .every
+            .map(|d| Instant::now() + d.max(spent.mul_f64(1.0 / AUDIT_BUDGET)));
+    }
+
+    /// Before detaching (the ring buffer drained): confirm what waits, the
+    /// last audit of everything, then confirm what it raised (findings
+    /// raised while it read the tables wait for a read after).
+    pub fn finish(&mut self, attached: &mut Attached, rec: &mut impl audit::Recording) {
+        self.verify(attached, rec);
+        let pass = audit(
+            attached,
+            rec,
+            &self.scope,
+            refscope_common::audit_reason::FINAL,
+        );
+        self.cost.add(pass);
+        rec.drain();
+        self.verify(attached, rec);
+    }
+}
+
+/// What the audit passes of a session cost, for its summary.
+#[derive(Default)]
+pub struct AuditCost {
+    passes: u64,
+    blocks: u64,
+    total: Duration,
+    max: Duration,
+}
+
+impl AuditCost {
+    fn add(&mut self, s: Option<audit::Summary>) {
+        if let Some(s) = s {
+            self.passes += 1;
+            self.blocks += s.blocks;
+            self.total += s.elapsed;
+            self.max = self.max.max(s.elapsed);
+        }
+    }
+
+    /// The summary line (none without a pass).
+    pub fn line(&self) -> Option<String> {
+        (self.passes > 0).then(|| {
+            format!(
+                "refscope: shadow audit cost: {} pass(es), {} page-table block(s) read, {:.1} ms in all, longest {:.1} ms",
+                self.passes,
+                self.blocks,
+                self.total.as_secs_f64() * 1e3,
+                self.max.as_secs_f64() * 1e3
+            )
+        })
     }
 }
 

@@ -82,6 +82,9 @@ pub trait Recording {
     /// Wait a little before reading disagreements again, so that events
     /// of changes made while the table was read are in the ring buffer.
     fn pause(&mut self);
+    /// Address spaces findings wait for (with a pid holding each), since
+    /// the last call.
+    fn verify_requests(&mut self) -> Vec<(u64, u32)>;
 }
 
 /// How long to wait before reading disagreements again.

@@ -176,6 +176,9 @@ impl Recording for Rec {
     fn pause(&mut self) {
         self.ring.extend(self.late.drain(..));
     }
+    fn verify_requests(&mut self) -> Vec<(u64, u32)> {
+        self.an.take_verify_requests()
+    }
 }
 
 fn pte(pfn: u64) -> u64 {
