@@ -150,13 +150,18 @@ pub struct LiveArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Create this file once every hook is attached and the mappings that
+    /// existed are seen (for scripts).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+
     /// Show a recorded trace instead of the live kernel.
     #[arg(
         long,
         value_name = "FILE",
         conflicts_with_all = [
             "output", "force", "pids", "comm", "ringbuf_size", "attach",
-            "raw_kernel_addresses", "no_snapshot", "gup_stacks",
+            "raw_kernel_addresses", "no_snapshot", "gup_stacks", "ready_file",
         ]
     )]
     pub replay: Option<PathBuf>,
@@ -334,6 +339,20 @@ impl Cli {
                         ),
                     ));
                 }
+            }
+            Command::Live(LiveArgs {
+                ready_file: Some(r),
+                output: Some(o),
+                ..
+            }) if r == o || same_file(r, o) => {
+                return Err((
+                    "live",
+                    ErrorKind::ArgumentConflict,
+                    format!(
+                        "--ready-file {} is the output trace: it would overwrite it",
+                        r.display()
+                    ),
+                ));
             }
             Command::Live(_) | Command::Report(_) | Command::Doctor(_) => {}
         }

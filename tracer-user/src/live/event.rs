@@ -18,15 +18,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::probe::ringbuf::{self, RingReader};
+use crate::probe::ringbuf::RingReader;
 use refscope_core::{
     event::Event,
     trace::{Footer, Loss, Record, TraceReader},
 };
-use tokio::{
-    io::unix::AsyncFd,
-    sync::{mpsc, oneshot},
-};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 /// Records per data message.
 pub const BATCH: usize = 2048;
@@ -49,8 +46,6 @@ pub enum Control {
 /// Data messages: the trace, in order.
 #[derive(Debug)]
 pub enum Data {
-    /// Ring-buffer records, undecoded (live).
-    Records(RawBatch),
     /// Decoded events (replay); `clock` is the replay clock after them.
     Events { events: Vec<Event>, clock: u64 },
     /// The kernel's drop counters moved (replay: loss records).
@@ -329,39 +324,6 @@ fn replay(
 
 /// The ring buffer, registered with the event loop.
 pub type Ring = AsyncFd<RingReader>;
-
-/// Drain the ring buffer into data messages until `stop` fires; then hand
-/// the ring back (the owner drains what is left and detaches).
-pub async fn read_ring(
-    mut ring: Ring,
-    tx: mpsc::Sender<Data>,
-    mut stop: oneshot::Receiver<()>,
-) -> std::io::Result<Ring> {
-    let mut batch = RawBatch::default();
-    let mut full: Vec<RawBatch> = Vec::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut stop => return Ok(ring),
-            read = ringbuf::wait_and_read(&mut ring, |record| {
-                batch.push(record);
-                if batch.len() >= BATCH {
-                    full.push(std::mem::take(&mut batch));
-                }
-            }) => {
-                read?;
-                if !batch.is_empty() {
-                    full.push(std::mem::take(&mut batch));
-                }
-                for b in full.drain(..) {
-                    if tx.send(Data::Records(b)).await.is_err() {
-                        return Ok(ring);
-                    }
-                }
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

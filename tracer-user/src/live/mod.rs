@@ -20,6 +20,7 @@ pub mod ui;
 mod tests;
 
 use std::{
+    collections::BTreeMap,
     fs::{self, File},
     io::{self, BufReader, BufWriter, IsTerminal as _, Write as _},
     path::Path,
@@ -40,7 +41,7 @@ use refscope_core::{
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
-    sync::{mpsc, oneshot},
+    sync::mpsc,
 };
 
 pub use self::logging::init as init_logging;
@@ -49,6 +50,7 @@ use self::{
     event::{Control, DATA_QUEUE, Data, StopFlag},
 };
 use crate::{
+    audit,
     cli::LiveArgs,
     hash::AddrMapper,
     output::{self, create_output},
@@ -234,12 +236,15 @@ impl Recording {
     }
 }
 
-/// The kernel side of live mode, read on ticks.
+/// The kernel side of live mode.
 struct Kernel {
     drops: PerCpuArray<MapData, DropStats>,
     stats_at: Option<Instant>,
     /// The programs: dropping it detaches them.
     attached: Attached,
+    /// Read by the owner loop itself, so that an audit can drain it.
+    ring: event::Ring,
+    auditor: Option<session::Auditor>,
 }
 
 /// The I/O the owner loop does around the app.
@@ -252,10 +257,6 @@ struct Io {
 impl Io {
     fn data(&mut self, app: &mut App, d: Data) {
         match d {
-            Data::Records(batch) => {
-                let events = app.on_records(&batch);
-                self.record(app, &events);
-            }
             Data::Events { events, clock } => app.on_events(&events, clock),
             Data::Losses(l) => app.on_losses(&l),
             Data::Progress { clock, bytes } => app.on_progress(clock, bytes),
@@ -263,19 +264,26 @@ impl Io {
         }
     }
 
-    fn record(&mut self, app: &mut App, events: &[Event]) {
-        if let Some(r) = &mut self.recording {
-            let failed = r.failure.is_some();
-            r.events(events);
-            r.findings(app.analyzer().findings());
-            if !failed && let Some(e) = &r.failure {
-                app.on_recording_error(e.clone());
-            }
+    /// The ring buffer was readable: analyse what it holds, and confirm the
+    /// findings that wait for the page table.
+    fn ring_ready(&mut self, app: &mut App, batch: &event::RawBatch) {
+        let Some(k) = &mut self.kernel else { return };
+        let mut rec = SeedSink::new(k.ring.get_mut(), app, &mut self.recording);
+        rec.records(batch);
+        if let Some(a) = &mut k.auditor {
+            a.verify(&mut k.attached, &mut rec);
         }
     }
 
     fn tick(&mut self, app: &mut App) {
         if let Some(k) = &mut self.kernel {
+            // Safety net for missed wake-ups; then the audits due.
+            let mut rec = SeedSink::new(k.ring.get_mut(), app, &mut self.recording);
+            audit::Recording::drain(&mut rec);
+            if let Some(a) = &mut k.auditor {
+                a.verify(&mut k.attached, &mut rec);
+                a.tick(&mut k.attached, &mut rec);
+            }
             let misses = k.attached.recursion_misses();
             let losses = app.pipeline_mut().poll_drops(&k.drops, misses);
             if !losses.is_empty() {
@@ -405,6 +413,14 @@ where
                 app.on_tick(start.elapsed(), now_t);
             }
             _ = tokio::time::sleep_until(redraw_at.unwrap_or(far).into()), if redraw_at.is_some() => {}
+            read = ring_batch(&mut io.kernel) => match read {
+                Ok(batch) => io.ring_ready(app, &batch),
+                Err(e) => {
+                    end.error = Some(anyhow::Error::new(e).context("ring buffer poll failed"));
+                    end.reason = "error: ring buffer poll failed";
+                    app.request_quit();
+                }
+            },
             d = data.recv(), if data_open => match d {
                 Some(d) => io.data(app, d),
                 None => data_open = false,
@@ -413,22 +429,52 @@ where
     }
 }
 
-/// The attach snapshot's way into the view (and the recording): the ring
-/// buffer is drained as the reader would, snapshot events are batched as
+/// The ring buffer's way into the view (and the recording), for the
+/// attach snapshot, the shadow audit and the owner loop: records are
+/// analysed and written as they are read; snapshot events are batched as
 /// ring-buffer records.
 struct SeedSink<'a> {
     ring: &'a mut crate::probe::ringbuf::RingReader,
     app: &'a mut App,
-    io: &'a mut Io,
+    recording: &'a mut Option<Recording>,
     pending: event::RawBatch,
 }
 
-impl SeedSink<'_> {
-    fn flush(&mut self) {
-        if !self.pending.is_empty() {
-            let batch = std::mem::take(&mut self.pending);
-            self.io.data(self.app, Data::Records(batch));
+impl<'a> SeedSink<'a> {
+    fn new(
+        ring: &'a mut crate::probe::ringbuf::RingReader,
+        app: &'a mut App,
+        recording: &'a mut Option<Recording>,
+    ) -> Self {
+        SeedSink {
+            ring,
+            app,
+            recording,
+            pending: event::RawBatch::default(),
         }
+    }
+
+    fn records(&mut self, batch: &event::RawBatch) {
+        if !batch.is_empty() {
+            let events = self.app.on_records(batch);
+            self.write(&events);
+        }
+    }
+
+    fn write(&mut self, events: &[Event]) {
+        if let Some(r) = self.recording {
+            let failed = r.failure.is_some();
+            r.events(events);
+            r.findings(self.app.analyzer().findings());
+            if !failed && let Some(e) = &r.failure {
+                self.app.on_recording_error(e.clone());
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let batch = std::mem::take(&mut self.pending);
+        self.records(&batch);
     }
 }
 
@@ -437,14 +483,53 @@ impl crate::seed::Sink for SeedSink<'_> {
         self.flush();
         let mut batch = event::RawBatch::default();
         self.ring.read(|record| batch.push(record));
-        if !batch.is_empty() {
-            self.io.data(self.app, Data::Records(batch));
-        }
+        self.records(&batch);
     }
 
     fn emit(&mut self, ev: &refscope_common::Event) {
         self.pending.push(ev.as_bytes());
     }
+}
+
+impl audit::Recording for SeedSink<'_> {
+    fn drain(&mut self) {
+        crate::seed::Sink::drain(self);
+    }
+
+    fn mm_id(&self, mm: u64) -> u64 {
+        self.app.pipeline().mm_id(mm)
+    }
+
+    fn shadow(&self, mm_id: u64) -> BTreeMap<u64, (u64, u8)> {
+        audit::shadow_of(self.app.analyzer(), mm_id)
+    }
+
+    fn devices(&self) -> Vec<(u64, u64)> {
+        audit::devices_of(self.app.analyzer())
+    }
+
+    fn emit(&mut self, ev: &Event) {
+        self.app.on_events(std::slice::from_ref(ev), ev.t);
+        self.write(std::slice::from_ref(ev));
+    }
+
+    fn pause(&mut self) {
+        std::thread::sleep(audit::PAUSE);
+    }
+
+    fn verify_requests(&mut self) -> Vec<(u64, u32)> {
+        self.app.pipeline_mut().analyzer.take_verify_requests()
+    }
+}
+
+/// The next batch of ring-buffer records (live); never ready in a replay.
+async fn ring_batch(kernel: &mut Option<Kernel>) -> io::Result<event::RawBatch> {
+    let Some(k) = kernel else {
+        return std::future::pending().await;
+    };
+    let mut batch = event::RawBatch::default();
+    crate::probe::ringbuf::wait_and_read(&mut k.ring, |record| batch.push(record)).await?;
+    Ok(batch)
 }
 
 fn signals(tx: mpsc::UnboundedSender<Control>) -> anyhow::Result<()> {
@@ -552,11 +637,7 @@ fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     };
     // Attach warnings go to the log pane (and stderr if attaching fails).
     logging::capture();
-    // The live view does not audit page tables yet (its ring buffer is
-    // read by another task): its findings about mappings are unconfirmed.
-    let mut trace_opts = args.trace.clone();
-    trace_opts.no_audit = true;
-    let session = match Session::start(&trace_opts, command) {
+    let session = match Session::start(&args.trace, command) {
         Ok(s) => s,
         Err(e) => {
             print_logs(logging::release());
@@ -597,44 +678,44 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
     let mode = Mode::Live {
         recording: path.clone(),
     };
+    let auditor = session::Auditor::new(&header, &args.trace);
     let mut app = App::new(pipeline, header.clone(), mode, detect_look());
-    let mut io = Io {
-        recording,
-        kernel: Some(Kernel {
-            drops,
-            stats_at: None,
-            attached,
-        }),
-    };
     let rt = runtime()?;
     rt.block_on(async {
         let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
-        let (data_tx, mut data_rx) = mpsc::channel(DATA_QUEUE);
+        // Live data comes from the ring buffer, read by the owner loop.
+        let (_data_tx, mut data_rx) = mpsc::channel(1);
         signals(ctl_tx.clone())?;
         // SAFETY: the ring buffer owns its map fd, which stays open and
         // unchanged for as long as the AsyncFd owns the ring buffer.
-        let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+        let ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+        let mut io = Io {
+            recording,
+            kernel: Some(Kernel {
+                drops,
+                stats_at: None,
+                attached,
+                ring,
+                auditor,
+            }),
+        };
         // Mappings that exist already (before the screen is taken over, so
         // its progress shows on the terminal).
-        let mut kernel = io.kernel.take().expect("live has a kernel");
-        let mut seed_sink = SeedSink {
-            ring: ring.get_mut(),
-            app: &mut app,
-            io: &mut io,
-            pending: event::RawBatch::default(),
-        };
-        session::attach_snapshot(
-            &mut kernel.attached,
-            &args.trace,
-            &device_ranges,
-            &mut seed_sink,
-            true,
-        );
-        seed_sink.flush();
-        io.kernel = Some(kernel);
-        let (stop_ring, stop_rx) = oneshot::channel();
-        let mut reader = tokio::spawn(event::read_ring(ring, data_tx, stop_rx));
+        if let Some(k) = &mut io.kernel {
+            let mut seed_sink = SeedSink::new(k.ring.get_mut(), &mut app, &mut io.recording);
+            session::attach_snapshot(
+                &mut k.attached,
+                &args.trace,
+                &device_ranges,
+                &mut seed_sink,
+                true,
+            );
+            seed_sink.flush();
+        }
+        if let Some(ready) = &args.ready_file {
+            output::write_ready_file(ready)?;
+        }
         let stop: StopFlag = Arc::new(AtomicBool::new(false));
 
         let (guard, mut terminal) = TerminalGuard::enter()?;
@@ -654,28 +735,16 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         stop.store(true, Ordering::Relaxed);
         drop(guard);
 
-        // Stop the reader (taking what it sends meanwhile), then drain
-        // what is left in the ring, as `record` does.
-        let _ = stop_ring.send(());
-        let ring = loop {
-            tokio::select! {
-                biased;
-                r = &mut reader => break r,
-                Some(d) = data_rx.recv() => io.data(&mut app, d),
+        // Drain what is left in the ring, as `record` does, and the last
+        // audit.
+        let mut audit_cost = None;
+        if let Some(k) = &mut io.kernel {
+            let mut rec = SeedSink::new(k.ring.get_mut(), &mut app, &mut io.recording);
+            audit::Recording::drain(&mut rec);
+            if let Some(mut a) = k.auditor.take() {
+                a.finish(&mut k.attached, &mut rec);
+                audit_cost = a.cost.line();
             }
-        };
-        while let Ok(d) = data_rx.try_recv() {
-            io.data(&mut app, d);
-        }
-        match ring {
-            Ok(Ok(mut ring)) => {
-                let mut batch = event::RawBatch::default();
-                ring.get_mut().read(|record| batch.push(record));
-                let events = app.on_records(&batch);
-                io.record(&mut app, &events);
-            }
-            Ok(Err(e)) => log::error!("reading the ring buffer failed: {e}"),
-            Err(e) => log::error!("the ring-buffer reader failed: {e}"),
         }
         io.tick(&mut app);
         // Detach before the footer: nothing after it is recorded anyway.
@@ -701,6 +770,9 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
             let decode_errors = app.pipeline_mut().decode_errors;
             if !end.hangup {
                 output::summary(app.analyzer(), events, decode_errors, p, false);
+                if let Some(line) = audit_cost {
+                    eprintln!("{line}");
+                }
             }
             if end.error.is_none()
                 && let Some(e) = r.failure

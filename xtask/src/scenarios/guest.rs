@@ -1,12 +1,13 @@
 //! The shell that runs scenarios inside one guest boot.
 //!
-//! Each case: start `refscope record` (writing to the guest's tmpfs: 9p
+//! Each case: start `refscope record` (or `refscope live -o` on a
+//! pseudo-terminal; writing to the guest's tmpfs: 9p
 //! writes can stall for minutes when the host is loaded), wait for it to
 //! attach, run the workload, stop the recorder with SIGINT, then copy the
 //! trace and the workload's output to /share/<case>/. The host runs
 //! `refscope report` on the copies.
 
-use super::table::{Case, Kind};
+use super::table::{Case, Kind, Recorder};
 
 /// Shell functions every generated script starts with.
 const PRELUDE: &str = r#"
@@ -24,7 +25,12 @@ start_recording() { # CASE
     rm -f /tmp/ready /tmp/t.jsonl
     # The shadow audit every 0.2 s: short workloads get audited while they
     # run, and its race handling is exercised against live faults.
-    refscope record -o /tmp/t.jsonl --force --ready-file /tmp/ready --audit-interval 0.2 $RECORD_ARGS 2>/tmp/record.err &
+    if [ "$RECORDER" = live ]; then
+        vm-pty --size 120x40 --log "/share/$1/live.screen" -- \
+            refscope live -o /tmp/t.jsonl --force --ready-file /tmp/ready --audit-interval 0.2 $RECORD_ARGS 2>/tmp/record.err &
+    else
+        refscope record -o /tmp/t.jsonl --force --ready-file /tmp/ready --audit-interval 0.2 $RECORD_ARGS 2>/tmp/record.err &
+    fi
     REC=$!
     if ! wait_for /tmp/ready 300; then
         echo "$1: refscope record did not attach" >&2
@@ -34,10 +40,17 @@ start_recording() { # CASE
 }
 stop_recording() { # CASE
     sleep 0.3
-    kill -INT "$REC"
+    if [ "$RECORDER" = live ]; then
+        # vm-pty runs it: the signal goes to refscope itself.
+        kill -INT $(pidof refscope)
+    else
+        kill -INT "$REC"
+    fi
     wait "$REC"
     echo $? > "/share/$1/record.status"
     cp /tmp/t.jsonl /tmp/record.err "/share/$1/"
+    [ "$RECORDER" = live ] && cp /tmp/live.screen "/share/$1/"
+    true
 }
 pfn_device() {
     for d in /sys/bus/nd/drivers/nd_pmem/pfn*; do
@@ -61,7 +74,14 @@ pub fn script(cases: &[&Case]) -> String {
 fn case_script(c: &Case) -> String {
     let name = &c.name;
     let wl = &c.workload;
-    let prefix = format!("RECORD_ARGS='{}'\n", c.record_args.replace('\'', ""));
+    let recorder = match c.recorder {
+        Recorder::Record => "record",
+        Recorder::Live => "live",
+    };
+    let prefix = format!(
+        "RECORD_ARGS='{}'\nRECORDER={recorder}\n",
+        c.record_args.replace('\'', "")
+    );
     prefix
         + &match c.kind {
             Kind::Command => format!(

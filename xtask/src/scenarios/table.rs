@@ -82,6 +82,10 @@ pub struct Case {
     /// Extra `refscope record` arguments.
     #[serde(default)]
     pub record_args: String,
+    /// What records the trace: `refscope record`, or `refscope live -o`
+    /// on a pseudo-terminal (the same checks apply to its trace).
+    #[serde(default)]
+    pub recorder: Recorder,
     /// Check each mapping the workload reports against the trace's map
     /// events (address space of the workload, virtual address, pfn).
     #[serde(default)]
@@ -97,6 +101,15 @@ pub struct Case {
     pub oracle: Option<Oracle>,
     /// Kernel tag -> what must be seen there.
     pub kernels: BTreeMap<String, Expect>,
+}
+
+/// The command that records a case's trace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recorder {
+    #[default]
+    Record,
+    Live,
 }
 
 /// Where the truth about a case's mappings comes from, when it does not
