@@ -20,6 +20,9 @@ pub struct Observed {
     pub events: BTreeMap<String, u64>,
     pub oops: bool,
     pub lost: u64,
+    /// Divergences the shadow audit found, shown when the case expects
+    /// some (a hook left out on purpose).
+    pub drift: Option<u64>,
     /// `command` cases: the command's output.
     pub output: Option<String>,
 }
@@ -40,6 +43,9 @@ impl Observed {
         }
         if self.lost > 0 {
             parts.push(format!("{} events lost", self.lost));
+        }
+        if let Some(d) = self.drift {
+            parts.push(format!("drift {d}"));
         }
         if self.oops {
             parts.push("then the known oops".into());
@@ -185,6 +191,12 @@ pub fn check(
         _ => {}
     }
     problems.extend(audit_problems(&report, expect.drift, case.oracle.is_some()));
+    if expect.drift.is_some() {
+        let st = &report["stats"];
+        obs.drift = Some(
+            st["drift_missing"].as_u64().unwrap_or(0) + st["drift_stale"].as_u64().unwrap_or(0),
+        );
+    }
     for (kind, count) in &expect.events {
         let got = obs.events.get(kind).copied().unwrap_or(0);
         if !count.matches(got) {
