@@ -95,10 +95,13 @@ impl Incident {
     ///   another CPU was running at that moment (a forked shell's
     ///   copy-on-write fault in `page_add_new_anon_rmap`);
     /// - an `int3` oops whose RIP is right after a call (`e8`) or breakpoint
-    ///   (`cc`) byte in the first 16 bytes of a function: text_poke_bp's
-    ///   int3, executed by another CPU, and already gone when the int3
-    ///   handler looked for it (seen once, on 7.3's
-    ///   `folio_add_new_anon_rmap` while `refscope doctor` attached).
+    ///   (`cc`) byte, or after the first byte of ftrace's 5-byte NOP
+    ///   (`0f 1f 44 00 00`, the site restored when a program is detached),
+    ///   in the first 16 bytes of a function: text_poke_bp's int3, executed
+    ///   by another CPU, and already gone when the int3 handler looked for
+    ///   it (seen on 7.3's `folio_add_new_anon_rmap` while `refscope
+    ///   doctor` attached, and on 6.12's `insert_pfn` while `refscope
+    ///   record` stopped on a full disk with the workload faulting).
     ///
     /// Live code patching (text_poke_bp's int3 and IPIs) under emulation,
     /// not the function.
@@ -114,19 +117,22 @@ impl Incident {
         let off = u64::from_str_radix(off.split('/').next()?.trim_start_matches("0x"), 16).ok()?;
         let code = lines.get(at + 1).filter(|l| l.contains("Code:"))?;
         let (before, rest) = code.split_once('<')?;
-        let byte = if int3 {
+        let patched = if int3 {
             // The trap reports the address after the int3.
             if off == 0 || off > 16 {
                 return None;
             }
-            before.split_whitespace().last()?
+            let byte = before.split_whitespace().last()?;
+            let after: Vec<&str> = rest.split_whitespace().take(4).collect();
+            let nop_tail = after.join(" ").replace(['<', '>'], "") == "1f 44 00 00";
+            matches!(byte, "e8" | "cc") || (byte == "0f" && nop_tail)
         } else {
             if off != 0 {
                 return None;
             }
-            rest.split_once('>')?.0
+            matches!(rest.split_once('>')?.0, "e8" | "cc")
         };
-        matches!(byte, "e8" | "cc").then(|| name.to_owned())
+        patched.then(|| name.to_owned())
     }
 }
 
@@ -439,6 +445,25 @@ Kernel panic - not syncing: Fatal exception";
         assert_eq!(scan(&other)[0].stuck_at_call_site(), None);
         let fault = oops.replace("Oops: int3: 0000", "Oops: 0000");
         assert_eq!(scan(&fault)[0].stuck_at_call_site(), None);
+    }
+
+    #[test]
+    fn an_int3_oops_on_a_call_site_just_restored_to_a_nop_is_recognised() {
+        // A program detached while another CPU ran the function: the site
+        // is ftrace's NOP again, the int3 already gone.
+        let oops = "[   88.2] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI
+[   88.2] CPU: 1 UID: 0 PID: 1017 Comm: refscope-worklo Not tainted 6.12.117+deb12-amd64 #1
+[   88.2] RIP: 0010:insert_pfn+0x1/0x210
+[   88.2] Code: cc cc cc cc cc cc cc cc cc cc cc cc cc cc cc cc cc cc cc cc 0f <1f> 44 00 00 41 57 41 56
+[   88.2] Call Trace:
+[   88.2]  vmf_insert_mixed+0x2e/0x40";
+        assert_eq!(
+            scan(oops)[0].stuck_at_call_site().as_deref(),
+            Some("insert_pfn")
+        );
+        // Another instruction starting with 0f is not the site.
+        let other = oops.replace("0f <1f> 44 00 00", "0f <b6> 44 00 00");
+        assert_eq!(scan(&other)[0].stuck_at_call_site(), None);
     }
 
     #[test]
