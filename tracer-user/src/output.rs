@@ -150,6 +150,12 @@ pub fn audit_line(a: &Analyzer) -> Option<String> {
             st.drift_missing, st.drift_stale
         ));
     }
+    if st.drift_late > 0 {
+        line.push_str(&format!(
+            "; {} divergence(s) explained by an event that arrived after the read (the shadow was behind, not wrong)",
+            st.drift_late
+        ));
+    }
     if st.findings_withdrawn > 0 {
         line.push_str(&format!(
             "; {} finding(s) withdrawn (the page table did not confirm them)",

@@ -281,8 +281,10 @@ impl<W: Write> seed::Sink for SeedSink<'_, W> {
 }
 
 impl<W: Write> audit::Recording for SeedSink<'_, W> {
-    fn drain(&mut self) {
-        seed::Sink::drain(self);
+    fn sync(&mut self) -> bool {
+        let sink = &mut *self.sink;
+        self.ring
+            .read_through(|bytes| sink.record(bytes), audit::SYNC_PATIENCE)
     }
 
     fn mm_id(&self, mm: u64) -> u64 {

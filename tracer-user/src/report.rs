@@ -249,7 +249,8 @@ fn write_text(out: &mut impl Write, a: &Analysed, findings: &[&Finding]) -> std:
     for d in a.analyzer.drift().iter().take(TEXT_FINDINGS_PER_RULE) {
         writeln!(
             out,
-            "  drift: {} pfn {:#x}{} at {} of pid {} ({}) mm {}, +{:.6}s: {}",
+            "  drift: {}{} pfn {:#x}{} at {} of pid {} ({}) mm {}, +{:.6}s: {}",
+            if d.late { "late " } else { "" },
             match d.kind {
                 refscope_core::analysis::DriftKind::Missing => "missing",
                 refscope_core::analysis::DriftKind::Stale => "stale",

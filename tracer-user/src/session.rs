@@ -427,6 +427,9 @@ pub struct Auditor {
     scope: audit::Scope,
     every: Option<Duration>,
     next: Option<Instant>,
+    /// Address spaces a pass read but could not compare (the ring buffer
+    /// held behind a record still being written): verified again.
+    again: Vec<(u64, u32)>,
     pub cost: AuditCost,
 }
 
@@ -444,13 +447,19 @@ impl Auditor {
             },
             every,
             next: every.map(|d| Instant::now() + d),
+            again: Vec::new(),
             cost: AuditCost::default(),
         })
     }
 
     /// Findings waiting for the page table: audit their address spaces now.
     pub fn verify(&mut self, attached: &mut Attached, rec: &mut impl audit::Recording) {
-        let req = rec.verify_requests();
+        let mut req = rec.verify_requests();
+        for x in std::mem::take(&mut self.again) {
+            if !req.contains(&x) {
+                req.push(x);
+            }
+        }
         if !req.is_empty() {
             let pass = audit(
                 attached,
@@ -458,8 +467,21 @@ impl Auditor {
                 &audit::Scope::Only(req),
                 refscope_common::audit_reason::VERIFY,
             );
-            self.cost.add(pass);
+            self.add(pass);
         }
+    }
+
+    fn add(&mut self, pass: Option<audit::Summary>) {
+        if let Some(s) = &pass
+            && !s.unsynced.is_empty()
+        {
+            log::debug!(
+                "audit: {} address space(s) not compared: the ring buffer was held behind a record still being written",
+                s.unsynced.len()
+            );
+            self.again.extend(s.unsynced.iter().copied());
+        }
+        self.cost.add(pass);
     }
 
     /// The periodic pass, when it is due. Never more than [`AUDIT_BUDGET`]
@@ -476,7 +498,7 @@ impl Auditor {
             refscope_common::audit_reason::PERIODIC,
         );
         let spent = pass.as_ref().map_or(Duration::ZERO, |p| p.elapsed);
-        self.cost.add(pass);
+        self.add(pass);
         self.next = self
             .every
             .map(|d| Instant::now() + d.max(spent.mul_f64(1.0 / AUDIT_BUDGET)));
@@ -493,8 +515,8 @@ impl Auditor {
             &self.scope,
             refscope_common::audit_reason::FINAL,
         );
-        self.cost.add(pass);
-        rec.drain();
+        self.add(pass);
+        rec.sync();
         self.verify(attached, rec);
     }
 }
@@ -504,6 +526,8 @@ impl Auditor {
 pub struct AuditCost {
     passes: u64,
     blocks: u64,
+    /// Address spaces read but not compared, the ring buffer held.
+    unsynced: u64,
     total: Duration,
     max: Duration,
 }
@@ -513,6 +537,7 @@ impl AuditCost {
         if let Some(s) = s {
             self.passes += 1;
             self.blocks += s.blocks;
+            self.unsynced += s.unsynced.len() as u64;
             self.total += s.elapsed;
             self.max = self.max.max(s.elapsed);
         }
@@ -527,7 +552,14 @@ impl AuditCost {
                 self.blocks,
                 self.total.as_secs_f64() * 1e3,
                 self.max.as_secs_f64() * 1e3
-            )
+            ) + &if self.unsynced > 0 {
+                format!(
+                    "; {} address space(s) read again: the ring buffer was held behind a record still being written",
+                    self.unsynced
+                )
+            } else {
+                String::new()
+            }
         })
     }
 }

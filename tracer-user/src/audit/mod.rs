@@ -11,11 +11,14 @@
 //! One address space at a time:
 //! 1. the ring buffer is drained (the shadow is as of now), the blocks
 //!    (2 MiB) of its device VMAs and of the shadow's mappings are read;
-//! 2. the ring buffer is drained again, and the shadow compared with what
-//!    the page table held: a disagreement may only be an event not yet
-//!    applied (a fault finishing while the table was read);
-//! 3. only when there are disagreements: a pause, another drain, and a
-//!    second read of the blocks concerned. A disagreement that is in both
+//! 2. the ring buffer is read up to the read (a barrier: every event
+//!    reserved before it applied, waiting for a record still being
+//!    written; if that wait runs out the address space is audited again
+//!    later, never compared), and the shadow compared with what the page
+//!    table held: a disagreement may only be an event not yet reserved (a
+//!    fault finishing while the table was read);
+//! 3. only when there are disagreements: a pause, and a second read of the
+//!    blocks concerned, with barriers around it. A disagreement that is in both
 //!    comparisons, the same way, is drift: `audit_unmap` (the shadow had
 //!    it) or `audit_map` (the page table had it) corrects the shadow, and
 //!    records which kind of path was missed;
@@ -68,8 +71,10 @@ pub trait PageTables {
 
 /// What the audit needs from the recording it checks.
 pub trait Recording {
-    /// Apply what the ring buffer holds now.
-    fn drain(&mut self);
+    /// Apply every event the kernel reserved before this call (a barrier:
+    /// it waits, briefly, for a record still being written). False when
+    /// one still was after that wait: the shadow is not as of now.
+    fn sync(&mut self) -> bool;
     /// The id events carry for kernel address space pointer `mm`.
     fn mm_id(&self, mm: u64) -> u64;
     /// The shadow's mappings of address space id `mm`: address ->
@@ -89,6 +94,9 @@ pub trait Recording {
 
 /// How long to wait before reading disagreements again.
 pub const PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How long [`Recording::sync`] waits for a record still being written.
+pub const SYNC_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The shadow's mappings of one address space, as [`Recording::shadow`]
 /// hands them over.
@@ -126,6 +134,10 @@ pub struct Summary {
     pub address_spaces: usize,
     /// Address spaces whose process was gone before it could be read.
     pub vanished: usize,
+    /// Address spaces read but not compared: the ring buffer could not be
+    /// read up to the table read (a record still being written); with a
+    /// pid holding each, to audit again.
+    pub unsynced: Vec<(u64, u32)>,
     /// Shadow mappings compared.
     pub compared: u64,
     pub missing: u64,
@@ -213,7 +225,7 @@ where
                 .or_insert_with(|| proc.dax_capable(maj, min))
         });
         let id = rec.mm_id(mm);
-        rec.drain();
+        rec.sync();
         if vmas.is_empty() && rec.shadow(id).is_empty() && matches!(scope, Scope::All { .. }) {
             // Nothing of device memory here.
             continue;
@@ -262,15 +274,26 @@ where
     // table read may predate what they accuse.
     let read_at = proc.now();
     let first = read(kernel, mm, &blocks, &in_device, sum)?;
-    rec.drain();
+    // Every comparison needs the events of changes the read saw: an unmap
+    // is reported before its PTEs are cleared, so its event is reserved
+    // before a read that misses them, but may still be behind a record
+    // being written.
+    if !rec.sync() {
+        sum.unsynced.push((id, pid));
+        return Ok(());
+    }
     let shadow = rec.shadow(id);
     sum.compared += shadow.len() as u64;
     let (stale, missing) = diff(&shadow, &first);
     let mut drift_stale = Vec::new();
     let mut drift_missing = Vec::new();
+    // Divergences carry the time of the read that confirmed them: an
+    // event older than that, arriving later anyway, explains them
+    // (`drift_late` in the analysis).
+    let mut confirmed_at = read_at;
     if !stale.is_empty() || !missing.is_empty() {
         rec.pause();
-        rec.drain();
+        rec.sync();
         let again: BTreeSet<u64> = stale
             .iter()
             .chain(missing.iter())
@@ -278,7 +301,12 @@ where
             .collect();
         let again: Vec<u64> = again.into_iter().collect();
         let mut scratch = Summary::default();
+        confirmed_at = proc.now();
         let second = read(kernel, mm, &again, &in_device, &mut scratch)?;
+        if !rec.sync() {
+            sum.unsynced.push((id, pid));
+            return Ok(());
+        }
         let shadow2 = rec.shadow(id);
         let (stale2, missing2) = diff(&shadow2, &second);
         drift_stale = stale2
@@ -293,6 +321,7 @@ where
     }
     for (va, (pfn, order), entry) in &drift_stale {
         let mut ev = event(EventKind::AuditUnmap, pid, id, comm);
+        ev.t = confirmed_at;
         ev.vaddr = Hex(*va);
         ev.pfn = *pfn;
         ev.order = *order;
@@ -301,6 +330,7 @@ where
     }
     for (va, (pfn, order)) in &drift_missing {
         let mut ev = event(EventKind::AuditMap, pid, id, comm);
+        ev.t = confirmed_at;
         ev.vaddr = Hex(*va);
         ev.pfn = *pfn;
         ev.order = *order;

@@ -106,6 +106,9 @@ struct Rec {
     ring: VecDeque<Event>,
     /// Events that reach the ring buffer only during the audit's pause.
     late: Vec<Event>,
+    /// Syncs that find a record still being written at the head of the
+    /// ring buffer (nothing after it can be read).
+    busy_syncs: usize,
     written: Vec<Event>,
     t: u64,
 }
@@ -126,6 +129,7 @@ impl Rec {
             an,
             ring: VecDeque::new(),
             late: Vec::new(),
+            busy_syncs: 0,
             written: Vec::new(),
             t: 100,
         }
@@ -155,10 +159,15 @@ impl Rec {
 }
 
 impl Recording for Rec {
-    fn drain(&mut self) {
+    fn sync(&mut self) -> bool {
+        if self.busy_syncs > 0 {
+            self.busy_syncs -= 1;
+            return false;
+        }
         while let Some(e) = self.ring.pop_front() {
             self.an.apply(&e);
         }
+        true
     }
     fn mm_id(&self, mm: u64) -> u64 {
         mm
@@ -418,4 +427,136 @@ fn pmd_leaves_and_prot_none_entries_are_read_as_the_kernel_means_them() {
     r.an.apply(&e);
     let s = audit(&mut k, &mut p, &mut r, &all());
     assert_eq!((s.compared, s.missing, s.stale), (1, 0, 0));
+}
+
+#[test]
+fn an_unmap_held_behind_a_record_being_written_is_not_drift() {
+    // Page 1 was unmapped: its PTE is clear and its unmap event is in the
+    // ring buffer, behind a record another CPU is still writing.
+    let (mut k, mut p) = setup(4);
+    let mut r = Rec::new(true);
+    for i in 0..4 {
+        r.map(VA + i * PAGE_SIZE, DEV + i);
+    }
+    k.ptes.remove(&(VA + PAGE_SIZE));
+    let mut e = r.ev(EventKind::Unmap, HookId::ZapVmaRange);
+    e.vaddr = Hex(VA + PAGE_SIZE);
+    e.vaddr_end = Hex(VA + 2 * PAGE_SIZE);
+    r.ring.push_back(e);
+    r.busy_syncs = usize::MAX;
+    let s = audit(&mut k, &mut p, &mut r, &all());
+    assert_eq!(s.stale, 0, "the shadow was behind, not wrong");
+    assert_eq!(s.unsynced, [(MM, PID)], "to be audited again");
+    assert!(
+        r.written.is_empty(),
+        "no drift, no closing: {:?}",
+        r.kinds()
+    );
+    assert_eq!(r.an.stats().drift(), 0);
+    // Once the record is written, the next pass agrees.
+    r.busy_syncs = 0;
+    let s = audit(&mut k, &mut p, &mut r, &Scope::Only(s.unsynced.clone()));
+    assert_eq!((s.compared, s.stale, s.missing), (3, 0, 0));
+    assert!(s.unsynced.is_empty());
+    assert_eq!(r.kinds(), [EventKind::Audit]);
+    assert_eq!(r.an.stats().drift(), 0);
+}
+
+#[test]
+fn a_record_being_written_during_the_second_read_stops_the_comparison_too() {
+    // Disagreement at the first read (a fault finishing: its event comes
+    // during the pause); the ring buffer is held after the second read.
+    let (mut k, mut p) = setup(4);
+    let mut r = Rec::new(true);
+    for i in 0..3 {
+        r.map(VA + i * PAGE_SIZE, DEV + i);
+    }
+    let mut e = r.ev(EventKind::Map, HookId::InsertPfn);
+    e.vaddr = Hex(VA + 3 * PAGE_SIZE);
+    e.pfn = DEV + 3;
+    e.ref_after = Some(2);
+    r.late.push(e);
+    // Syncs: before the read, after it, before the second read pass; the
+    // one after the second read finds the ring buffer held.
+    r.busy_syncs = 0;
+    struct Nth<'a>(&'a mut Rec, usize);
+    impl Recording for Nth<'_> {
+        fn sync(&mut self) -> bool {
+            self.1 += 1;
+            self.1 != 4 && self.0.sync()
+        }
+        fn mm_id(&self, mm: u64) -> u64 {
+            self.0.mm_id(mm)
+        }
+        fn shadow(&self, id: u64) -> BTreeMap<u64, (u64, u8)> {
+            self.0.shadow(id)
+        }
+        fn devices(&self) -> Vec<(u64, u64)> {
+            self.0.devices()
+        }
+        fn emit(&mut self, ev: &Event) {
+            self.0.emit(ev)
+        }
+        fn pause(&mut self) {
+            self.0.pause()
+        }
+        fn verify_requests(&mut self) -> Vec<(u64, u32)> {
+            self.0.verify_requests()
+        }
+    }
+    let mut n = Nth(&mut r, 0);
+    let s = run(
+        &mut k,
+        &mut p,
+        &mut n,
+        &all(),
+        refscope_common::audit_reason::PERIODIC,
+        1,
+    )
+    .unwrap();
+    assert_eq!(n.1, 4, "a barrier around each read");
+    assert_eq!(k.walks, 2);
+    assert_eq!((s.missing, s.stale), (0, 0));
+    assert_eq!(s.unsynced, [(MM, PID)]);
+    assert!(r.written.is_empty(), "{:?}", r.kinds());
+}
+
+#[test]
+fn a_divergence_an_older_event_explains_later_is_late_not_drift() {
+    // The audit reads at t=1000: page 1 is gone from the table, page 3 is
+    // in it; the shadow does not know either (their events are late).
+    let (mut k, mut p) = setup(4);
+    p.now = 1000;
+    k.ptes.remove(&(VA + PAGE_SIZE));
+    let mut r = Rec::new(true);
+    for i in 0..3 {
+        r.map(VA + i * PAGE_SIZE, DEV + i);
+    }
+    let s = audit(&mut k, &mut p, &mut r, &all());
+    assert_eq!((s.missing, s.stale), (1, 1));
+    assert_eq!(r.an.stats().drift(), 2);
+    // An unmap of page 1 from after the read explains nothing (the page
+    // table had already lost it)...
+    let mut late_unmap = r.ev(EventKind::Unmap, HookId::ZapVmaRange);
+    late_unmap.vaddr = Hex(VA + PAGE_SIZE);
+    late_unmap.vaddr_end = Hex(VA + 2 * PAGE_SIZE);
+    let mut after = late_unmap.clone();
+    after.t = 2000;
+    r.an.apply(&after);
+    // ...nor does an install of another page at page 3's address.
+    let mut install = r.ev(EventKind::Map, HookId::InsertPfn);
+    install.vaddr = Hex(VA + 3 * PAGE_SIZE);
+    install.pfn = DEV + 9;
+    r.an.apply(&install);
+    assert_eq!(r.an.stats().drift(), 2);
+    assert_eq!(r.an.stats().drift_late, 0);
+    // The events from before the read, arriving now, explain both.
+    r.an.apply(&late_unmap);
+    let mut install = install.clone();
+    install.pfn = DEV + 3;
+    r.an.apply(&install);
+    let st = r.an.stats();
+    assert_eq!((st.drift(), st.drift_late), (0, 2));
+    assert!(r.an.drift().iter().all(|d| d.late), "{:?}", r.an.drift());
+    assert!(r.an.drift()[0].hint.contains("behind"));
 }

@@ -279,7 +279,7 @@ impl Io {
         if let Some(k) = &mut self.kernel {
             // Safety net for missed wake-ups; then the audits due.
             let mut rec = SeedSink::new(k.ring.get_mut(), app, &mut self.recording);
-            audit::Recording::drain(&mut rec);
+            crate::seed::Sink::drain(&mut rec);
             if let Some(a) = &mut k.auditor {
                 a.verify(&mut k.attached, &mut rec);
                 a.tick(&mut k.attached, &mut rec);
@@ -492,8 +492,14 @@ impl crate::seed::Sink for SeedSink<'_> {
 }
 
 impl audit::Recording for SeedSink<'_> {
-    fn drain(&mut self) {
-        crate::seed::Sink::drain(self);
+    fn sync(&mut self) -> bool {
+        self.flush();
+        let mut batch = event::RawBatch::default();
+        let done = self
+            .ring
+            .read_through(|record| batch.push(record), audit::SYNC_PATIENCE);
+        self.records(&batch);
+        done
     }
 
     fn mm_id(&self, mm: u64) -> u64 {
@@ -740,7 +746,7 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         let mut audit_cost = None;
         if let Some(k) = &mut io.kernel {
             let mut rec = SeedSink::new(k.ring.get_mut(), &mut app, &mut io.recording);
-            audit::Recording::drain(&mut rec);
+            crate::seed::Sink::drain(&mut rec);
             if let Some(mut a) = k.auditor.take() {
                 a.finish(&mut k.attached, &mut rec);
                 audit_cost = a.cost.line();

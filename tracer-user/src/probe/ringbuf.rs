@@ -79,9 +79,27 @@ impl Drop for Mapping {
     }
 }
 
+/// What keeps the ring buffer's memory alive.
+enum Owner {
+    Map(MapData),
+    /// A stand-in laid out like a ring buffer map (tests).
+    #[cfg(test)]
+    Memfd(std::os::fd::OwnedFd),
+}
+
+impl Owner {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Owner::Map(m) => m.fd().as_fd(),
+            #[cfg(test)]
+            Owner::Memfd(f) => f.as_fd(),
+        }
+    }
+}
+
 /// The consumer side of one ring buffer.
 pub struct RingReader {
-    map: MapData,
+    map: Owner,
     consumer: Mapping,
     producer: Mapping,
     page: usize,
@@ -95,9 +113,13 @@ unsafe impl Send for RingReader {}
 impl RingReader {
     /// `size`: the ring buffer's data size (a power of two).
     pub fn new(map: MapData, size: u32) -> io::Result<Self> {
+        Self::over(Owner::Map(map), size)
+    }
+
+    fn over(map: Owner, size: u32) -> io::Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let fd = map.fd().as_fd();
+        let fd = map.fd();
         let consumer = Mapping::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
         let producer = Mapping::new(fd, page + 2 * size as usize, libc::PROT_READ, page)?;
         Ok(RingReader {
@@ -162,6 +184,32 @@ impl RingReader {
         stop
     }
 
+    /// Read until every record reserved before this call has been handed
+    /// to `f` (a barrier). A record still being written (BUSY) holds back
+    /// the committed ones after it, which a plain [`read`](Self::read)
+    /// leaves for later; this waits for it, `patience` at most. On a
+    /// preemptible kernel a program can be preempted between reserving and
+    /// committing, so that wait is not always short. Returns whether the
+    /// barrier was reached.
+    pub fn read_through(
+        &mut self,
+        mut f: impl FnMut(&[u8]),
+        patience: std::time::Duration,
+    ) -> bool {
+        let target = self.producer_pos();
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            self.read(&mut f);
+            if reached(self.consumer_pos().load(Ordering::Acquire), target) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+    }
+
     pub fn state(&self) -> State {
         let consumer = self.consumer_pos().load(Ordering::Acquire);
         let producer = self.producer_pos();
@@ -175,8 +223,14 @@ impl RingReader {
 
 impl AsRawFd for RingReader {
     fn as_raw_fd(&self) -> RawFd {
-        self.map.fd().as_fd().as_raw_fd()
+        self.map.fd().as_raw_fd()
     }
+}
+
+/// Whether consumer position `consumer` is at or past `target` (positions
+/// only grow; compared as the kernel does, wrapping).
+fn reached(consumer: u64, target: u64) -> bool {
+    consumer.wrapping_sub(target) as i64 >= 0
 }
 
 /// Wait until the ring buffer is readable, then read everything committed.
@@ -232,6 +286,112 @@ impl StallWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SIZE: u32 = 1 << 16;
+
+    /// The kernel's side of a stand-in ring buffer: reserves and commits
+    /// records the way `bpf_ringbuf_reserve` and `_submit` do.
+    struct Producer {
+        base: usize,
+        page: usize,
+    }
+
+    impl Producer {
+        fn pos(&self) -> &AtomicU64 {
+            // SAFETY: the producer position lives at page 1 of the mapping.
+            unsafe { &*((self.base + self.page) as *const AtomicU64) }
+        }
+        fn header(&self, pos: u64) -> &AtomicU32 {
+            // SAFETY: inside the data area (tests never wrap).
+            unsafe { &*((self.base + 2 * self.page + pos as usize) as *const AtomicU32) }
+        }
+        /// Reserve a record holding `byte` repeated; returns its position.
+        fn reserve(&self, len: u32, byte: u8) -> u64 {
+            let pos = self.pos().load(Ordering::Acquire);
+            let data = self.base + 2 * self.page + pos as usize + HDR as usize;
+            // SAFETY: the record's bytes, inside the data area.
+            unsafe { std::ptr::write_bytes(data as *mut u8, byte, len as usize) };
+            self.header(pos).store(BUSY | len, Ordering::Release);
+            self.pos().store(
+                pos + (u64::from(len) + HDR).next_multiple_of(8),
+                Ordering::Release,
+            );
+            pos
+        }
+        fn commit(&self, pos: u64) {
+            self.header(pos).fetch_and(!BUSY, Ordering::AcqRel);
+        }
+    }
+
+    /// A reader over a memfd laid out like a ring buffer map, and the
+    /// producer side of it (the mapping stays for the test's lifetime).
+    fn stand_in() -> (RingReader, Producer) {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        // SAFETY: plain syscalls on a fresh memfd we own.
+        let (fd, base, page) = unsafe {
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let raw = libc::memfd_create(c"refscope-ring-test".as_ptr(), 0);
+            assert!(raw >= 0, "memfd_create: {}", io::Error::last_os_error());
+            let fd = OwnedFd::from_raw_fd(raw);
+            let len = 2 * page + 2 * SIZE as usize;
+            assert_eq!(libc::ftruncate(raw, len as libc::off_t), 0);
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                raw,
+                0,
+            );
+            assert_ne!(base, libc::MAP_FAILED);
+            (fd, base as usize, page)
+        };
+        let reader = RingReader::over(Owner::Memfd(fd), SIZE).expect("map the stand-in");
+        (reader, Producer { base, page })
+    }
+
+    fn collect(reader: &mut RingReader) -> (Stop, Vec<u8>) {
+        let mut got = Vec::new();
+        let stop = reader.read(|r| got.push(r[0]));
+        (stop, got)
+    }
+
+    #[test]
+    fn a_record_still_being_written_holds_back_the_committed_ones_after_it() {
+        let (mut reader, k) = stand_in();
+        let a = k.reserve(24, 1);
+        k.commit(a);
+        let b = k.reserve(24, 2);
+        let c = k.reserve(40, 3);
+        k.commit(c);
+        assert_eq!(collect(&mut reader), (Stop::Busy, vec![1]));
+        // The barrier is not reached while b is being written...
+        let mut got = Vec::new();
+        let t = std::time::Instant::now();
+        assert!(!reader.read_through(|r| got.push(r[0]), std::time::Duration::from_millis(20)));
+        assert!(got.is_empty(), "{got:?}");
+        assert!(t.elapsed() >= std::time::Duration::from_millis(20));
+        // ...and is once its writer commits it, in order.
+        let base = k.base;
+        let page = k.page;
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            Producer { base, page }.commit(b);
+        });
+        assert!(reader.read_through(|r| got.push(r[0]), std::time::Duration::from_secs(10)));
+        writer.join().unwrap();
+        assert_eq!(got, vec![2, 3]);
+        assert_eq!(collect(&mut reader), (Stop::Empty, vec![]));
+    }
+
+    #[test]
+    fn the_barrier_is_reached_at_or_past_its_target() {
+        assert!(reached(0x100, 0x100));
+        assert!(reached(0x108, 0x100));
+        assert!(!reached(0xf8, 0x100));
+        assert!(reached(3, u64::MAX - 4), "positions wrap");
+        assert!(!reached(u64::MAX - 4, 3));
+    }
 
     #[test]
     fn a_lasting_busy_record_is_reported_once() {

@@ -101,6 +101,10 @@ pub struct Stats {
     pub drift_missing: u64,
     /// Mappings the shadow had and the page tables did not (`audit_unmap`).
     pub drift_stale: u64,
+    /// Divergences an event explained after the audit: older than the
+    /// page-table read, it reached refscope after the comparison. The
+    /// shadow was behind, not wrong; not counted as drift.
+    pub drift_late: u64,
     /// Findings dropped because the page table did not confirm them.
     pub findings_withdrawn: u64,
 }
@@ -137,6 +141,9 @@ pub struct Drift {
     pub entry: Hex,
     /// Which kind of path refscope missed, as far as the audit can tell.
     pub hint: &'static str,
+    /// An event older than the read that found it arrived after: the
+    /// shadow was behind, no path was missed.
+    pub late: bool,
 }
 
 /// Divergences kept for reports (later ones are only counted).
@@ -279,6 +286,9 @@ pub struct Analyzer {
     /// can be resolved; taken by the recorder.
     verify_requests: BTreeMap<u64, u32>,
     drift: Vec<Drift>,
+    /// Kept divergences an event older than their read could still
+    /// explain, by (address space, address): index into `drift`.
+    drift_open: BTreeMap<(u64, u64), usize>,
     /// Set while an audit correction is applied: what it raises is
     /// confirmed by the page table.
     in_audit: bool,
@@ -308,6 +318,7 @@ impl Analyzer {
             pending: Vec::new(),
             verify_requests: BTreeMap::new(),
             drift: Vec::new(),
+            drift_open: BTreeMap::new(),
             in_audit: false,
             evict_retry_at: 0,
         }
@@ -789,6 +800,10 @@ impl Analyzer {
         if ev.failed() {
             return;
         }
+        if !at_attach && !self.in_audit && !self.drift_open.is_empty() {
+            let va = ev.vaddr.0;
+            self.explain_late(DriftKind::Missing, ev.mm.0, va, va + 1, ev.t, Some(pfn));
+        }
         let key = (ev.mm.0, ev.vaddr.0);
         let mapping = Mapping {
             pfn,
@@ -944,6 +959,9 @@ impl Analyzer {
 
     fn on_unmap(&mut self, ev: &Event) {
         let (mm, start, end) = (ev.mm.0, ev.vaddr.0, ev.vaddr_end.0);
+        if !self.drift_open.is_empty() {
+            self.explain_late(DriftKind::Stale, mm, start, end, ev.t, None);
+        }
         let lo = start.saturating_sub(MAX_MAPPING_BYTES - 1);
         let hits: Vec<(u64, u64)> = self
             .mappings
@@ -967,6 +985,10 @@ impl Analyzer {
 
     /// A DAX huge PMD was cleared by a split (it is refaulted as PTEs).
     fn on_pmd_split(&mut self, ev: &Event) {
+        if !self.drift_open.is_empty() {
+            let (mm, start, end) = (ev.mm.0, ev.vaddr.0, ev.vaddr_end.0);
+            self.explain_late(DriftKind::Stale, mm, start, end, ev.t, None);
+        }
         let key = (ev.mm.0, ev.vaddr.0);
         if self.mappings.get(&key).is_some_and(|m| m.order > 0)
             && let Some(m) = self.mappings.remove(&key)
@@ -1114,6 +1136,8 @@ impl Analyzer {
             DriftKind::Stale => self.stats.drift_stale += 1,
         }
         if self.drift.len() < MAX_DRIFT_KEPT {
+            self.drift_open
+                .insert((ev.mm.0, ev.vaddr.0), self.drift.len());
             self.drift.push(Drift {
                 t: ev.t,
                 kind,
@@ -1129,7 +1153,44 @@ impl Analyzer {
                     Hex(0)
                 },
                 hint,
+                late: false,
             });
+        }
+    }
+
+    /// An event of `kind`'s cause at `t` for `[start, end)` of `mm`: a
+    /// divergence there found by a later page-table read was this event
+    /// arriving late, not a missed path.
+    fn explain_late(
+        &mut self,
+        kind: DriftKind,
+        mm: u64,
+        start: u64,
+        end: u64,
+        t: u64,
+        pfn: Option<u64>,
+    ) {
+        let keys: Vec<(u64, u64)> = self
+            .drift_open
+            .range((mm, start)..(mm, end.max(start)))
+            .filter(|(_, i)| {
+                let d = &self.drift[**i];
+                d.kind == kind && t < d.t && pfn.is_none_or(|p| p == d.pfn)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            let Some(i) = self.drift_open.remove(&k) else {
+                continue;
+            };
+            let d = &mut self.drift[i];
+            d.late = true;
+            d.hint = "its event reached refscope after the page table was read: the shadow was behind, no path was missed";
+            match kind {
+                DriftKind::Missing => self.stats.drift_missing -= 1,
+                DriftKind::Stale => self.stats.drift_stale -= 1,
+            }
+            self.stats.drift_late += 1;
         }
     }
 
