@@ -129,6 +129,7 @@ pub fn check(
     if events.is_empty() {
         problems.push("the tracer recorded no event for the scenario".into());
     }
+    problems.extend(attach_problems(&case.record_args, &events));
 
     // The report, as a user would get it.
     let out = Command::new(refscope)
@@ -436,6 +437,32 @@ fn page_str((pid, va, pfn): Page) -> String {
     format!("pid {pid} vaddr {va:#x} pfn {pfn:#x}")
 }
 
+/// A case recorded with `--attach kprobe` must have seen every probe event
+/// through a kprobe (entry or return): a run that used fentry silently
+/// would prove nothing about the fallback.
+fn attach_problems(record_args: &str, events: &[Value]) -> Vec<String> {
+    let args: Vec<&str> = record_args.split_whitespace().collect();
+    let want_kprobe = args.windows(2).any(|w| w == ["--attach", "kprobe"]);
+    if !want_kprobe {
+        return Vec::new();
+    }
+    let mut other: BTreeMap<String, u64> = BTreeMap::new();
+    for e in events {
+        let via = e["attach"].as_str().unwrap_or("?");
+        if matches!(via, "fentry" | "fexit" | "?") {
+            *other
+                .entry(format!("{} via {via}", e["kind"].as_str().unwrap_or("?")))
+                .or_default() += 1;
+        }
+    }
+    if other.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "recorded with --attach kprobe, yet events came through other attachments: {other:?}"
+    )]
+}
+
 /// The shadow audit must have run and found the shadow equal to the
 /// kernel's page tables: any divergence is a kernel path refscope missed.
 /// `must_run`: the case holds its mappings until the unbind, so the audit
@@ -622,6 +649,24 @@ mod tests {
         ];
         let p = invariants(&header, &bad);
         assert_eq!(p.len(), 2, "{p:?}");
+    }
+
+    #[test]
+    fn a_kprobe_case_fails_on_an_event_through_fentry() {
+        let ev = |kind: &str, via: &str| -> Value {
+            serde_json::json!({"type": "event", "kind": kind, "attach": via})
+        };
+        let events = [
+            ev("map", "kretprobe"),
+            ev("unmap", "kprobe"),
+            ev("audit", "audit"),
+        ];
+        assert!(attach_problems("--attach kprobe", &events).is_empty());
+        assert!(attach_problems("", &[ev("map", "fexit")]).is_empty());
+        let mixed = [ev("map", "kprobe"), ev("remap", "fentry")];
+        let p = attach_problems("--ringbuf-size 4096 --attach kprobe", &mixed);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("remap via fentry"), "{p:?}");
     }
 
     #[test]
