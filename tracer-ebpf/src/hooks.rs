@@ -556,7 +556,10 @@ pub fn move_page_tables_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
 }
 
 /// `copy_page_range(dst_vma, src_vma)` returned (fork): when the source
-/// VMA has anonymous pages, its present PTEs, DAX ones included, were copied.
+/// VMA has anonymous pages, or the child's VMA has a flag that makes fork
+/// copy page tables (`vma_needs_copy`: uffd-wp, guard regions, PFNMAP,
+/// MIXEDMAP; `copy_on_fork_mask`), its present PTEs, DAX ones included,
+/// were copied.
 #[inline(always)]
 pub fn copy_page_range_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
     let Some(a) = args_or_stash(HookId::CopyPageRange, args) else {
@@ -567,8 +570,10 @@ pub fn copy_page_range_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
     if ret as i32 != 0 || !is_tracked_mm(src_mm) {
         return;
     }
-    if read_u64(src + conf!(vma_anon_vma_off) as u64).unwrap_or(0) == 0 {
-        // Shared file mappings are not copied: the child refaults.
+    if read_u64(src + conf!(vma_anon_vma_off) as u64).unwrap_or(0) == 0
+        && read_u64(dst + conf!(vma_flags_off) as u64).unwrap_or(0) & conf!(copy_on_fork_mask) == 0
+    {
+        // Other file mappings are not copied: the child refaults.
         return;
     }
     let mut ev = new_event(

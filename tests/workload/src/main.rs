@@ -68,6 +68,9 @@ enum Cmd {
     UnplugCow(unplug::UnplugCow),
     /// fork of a process holding a private DAX mapping, then the unbind.
     UnplugForkPrivate(unplug::UnplugForkPrivate),
+    /// fork of a process holding a shared DAX mapping with a guard region
+    /// (VM_MAYBE_GUARD: fork copies its page table), then unbind.
+    UnplugForkGuard(unplug::UnplugForkGuard),
     /// Map a device-dax device (/dev/daxX.Y), touch, pin, unmap.
     Devdax(devdax::DevDax),
     /// Continuous map/touch/unmap for soak tests.
@@ -99,6 +102,7 @@ impl Cmd {
             Cmd::UnplugMremap(_) => "unplug-mremap",
             Cmd::UnplugCow(_) => "unplug-cow",
             Cmd::UnplugForkPrivate(_) => "unplug-fork-private",
+            Cmd::UnplugForkGuard(_) => "unplug-fork-guard",
             Cmd::Devdax(_) => "devdax",
             Cmd::Churn(_) => "churn",
             Cmd::SnapshotChurn(_) => "snapshot-churn",
@@ -124,6 +128,7 @@ fn run(ctx: &Ctx, cmd: &Cmd) -> anyhow::Result<()> {
         Cmd::UnplugMremap(a) => unplug::unplug_mremap(ctx, a),
         Cmd::UnplugCow(a) => unplug::unplug_cow(ctx, a),
         Cmd::UnplugForkPrivate(a) => unplug::unplug_fork_private(ctx, a),
+        Cmd::UnplugForkGuard(a) => unplug::unplug_fork_guard(ctx, a),
         Cmd::Devdax(a) => devdax::devdax(ctx, a),
         Cmd::Churn(a) => bench::churn(ctx, a),
         Cmd::SnapshotChurn(a) => touch::snapshot_churn(ctx, a),

@@ -421,9 +421,16 @@ pub struct Config {
     /// Address of `__pgtable_l5_enabled` (5-level paging in use when
     /// non-zero), or 0 when the kernel has no 5-level support.
     pub pgtable_l5_sym: u64,
+    /// Offset of `vm_flags` in `struct vm_area_struct`.
+    pub vma_flags_off: u32,
+    pub _pad0: u32,
+    /// The `vm_flags` bits of the child's VMA that make fork copy a page
+    /// table without an anon_vma (`vma_needs_copy`): PFNMAP, MIXEDMAP,
+    /// uffd-wp, and on 7.x guard regions and uffd read-write protection.
+    pub copy_on_fork_mask: u64,
 }
 
-const _: () = assert!(size_of::<Config>() == 224);
+const _: () = assert!(size_of::<Config>() == 240);
 
 impl Config {
     pub const fn zeroed() -> Self {
@@ -469,6 +476,9 @@ impl Config {
             page_offset_base_sym: 0,
             page_offset_fixed: 0,
             pgtable_l5_sym: 0,
+            vma_flags_off: 0,
+            _pad0: 0,
+            copy_on_fork_mask: 0,
         }
     }
 }

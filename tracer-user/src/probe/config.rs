@@ -83,6 +83,35 @@ pub fn gup_flags(btf: &Btf) -> GupFlagBits {
     }
 }
 
+/// The `vm_flags` bits that make fork copy a VMA's page table even when it
+/// has no anon_vma (`vma_needs_copy` in mm/memory.c, tested on the child's
+/// VMA): 6.1 and 6.12 copy for uffd-wp (`userfaultfd_wp(dst_vma)`) and for
+/// `VM_HUGETLB | VM_PFNMAP | VM_MIXEDMAP`, x86-64 `#define`s invisible to
+/// BTF; 7.x tests `VM_COPY_ON_FORK`, which adds guard regions
+/// (`VM_MAYBE_GUARD`) and uffd read-write protection, with the bits numbered
+/// in an enum that BTF has. All-or-nothing, as for the FOLL_* bits.
+pub fn copy_on_fork_mask(btf: &Btf) -> u64 {
+    const VM_PFNMAP: u64 = 0x400;
+    const VM_UFFD_WP: u64 = 0x1000;
+    const VM_HUGETLB: u64 = 0x40_0000;
+    const VM_MIXEDMAP: u64 = 0x1000_0000;
+    if btf.enum_value("VMA_PFNMAP_BIT").is_none() {
+        return VM_PFNMAP | VM_UFFD_WP | VM_HUGETLB | VM_MIXEDMAP;
+    }
+    [
+        "VMA_PFNMAP_BIT",
+        "VMA_MIXEDMAP_BIT",
+        "VMA_UFFD_WP_BIT",
+        "VMA_MAYBE_GUARD_BIT",
+        "VMA_UFFD_RWP_BIT",
+        "VMA_HUGETLB_BIT",
+    ]
+    .iter()
+    .filter_map(|name| btf.enum_value(name))
+    .filter(|bit| (0..64).contains(bit))
+    .fold(0, |mask, bit| mask | 1 << bit)
+}
+
 /// User choices that end up in the programs' configuration.
 #[derive(Clone, Debug, Default)]
 pub struct Filters {
@@ -146,6 +175,8 @@ pub fn build(btf: &Btf, kallsyms: &Kallsyms, f: &Filters) -> Result<Config, Conf
     c.vma_start_off = btf.member_offset("vm_area_struct", "vm_start")?;
     c.vma_end_off = btf.member_offset("vm_area_struct", "vm_end")?;
     c.vma_anon_vma_off = btf.member_offset("vm_area_struct", "anon_vma")?;
+    c.vma_flags_off = btf.member_offset("vm_area_struct", "vm_flags")?;
+    c.copy_on_fork_mask = copy_on_fork_mask(btf);
     // 7.x: move_page_tables(struct pagetable_move_control *pmc).
     if btf
         .func("move_page_tables")
@@ -283,6 +314,31 @@ mod tests {
                 (0x2, 0x80000, 0x100),
                 "{k}"
             );
+        }
+    }
+
+    #[test]
+    fn fork_copies_page_tables_for_the_flags_each_kernel_names() {
+        // 6.x: x86-64 #defines (uffd-wp, hugetlb, pfnmap, mixedmap).
+        for k in ["6.1", "6.12"] {
+            assert_eq!(copy_on_fork_mask(&fixture(k)), 0x1040_1400, "{k}");
+        }
+        // 7.3: VM_COPY_ON_FORK's bits from the VMA_*_BIT enum: PFNMAP 10,
+        // MAYBE_GUARD 11, UFFD_WP 12, MIXEDMAP 28, UFFD_RWP 43.
+        let m = copy_on_fork_mask(&fixture("7.3"));
+        for bit in [10, 11, 12, 28, 43] {
+            assert_ne!(m & 1 << bit, 0, "bit {bit} of {m:#x}");
+        }
+        assert_eq!(m & 1, 0, "VM_READ is not one");
+        for k in ["6.1", "6.12", "7.3"] {
+            let c = build(
+                &fixture(k),
+                &Kallsyms::parse("ffffffff81000000 T _stext\n"),
+                &Filters::default(),
+            )
+            .unwrap();
+            assert_eq!(c.vma_flags_off, 32, "{k}");
+            assert_eq!(c.copy_on_fork_mask, copy_on_fork_mask(&fixture(k)));
         }
     }
 

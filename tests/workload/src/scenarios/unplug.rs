@@ -345,6 +345,16 @@ fn map_private(
     n: usize,
     fopts: &FileOpts,
 ) -> anyhow::Result<(sys::TestFile, Obj, Mapping)> {
+    map_kept(ctx, n, fopts, libc::MAP_PRIVATE)
+}
+
+/// `n` pages of a new DAX file (kept), mapped with `flags`, PTEs only.
+fn map_kept(
+    ctx: &Ctx,
+    n: usize,
+    fopts: &FileOpts,
+    flags: libc::c_int,
+) -> anyhow::Result<(sys::TestFile, Obj, Mapping)> {
     let mut f = ctx.create_file("0", (n * PAGE_SIZE) as u64, fopts.fill(), false)?;
     f.keep();
     let env = ctx.file_env(&f);
@@ -354,9 +364,9 @@ fn map_private(
         0,
         PAGE_SIZE,
         libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE,
+        flags,
     )
-    .context("mmap MAP_PRIVATE")?;
+    .with_context(|| format!("mmap flags {flags:#x}"))?;
     force_pte(ctx, &m);
     Ok((f, env, m))
 }
@@ -431,11 +441,88 @@ pub fn unplug_fork_private(ctx: &Ctx, a: &UnplugForkPrivate) -> anyhow::Result<(
     touch_pages(&m, &rest, false, false);
     let recs = ctx.page_records(&m, &rest, &f.path.display().to_string(), 0, None)?;
     ctx.check_present(&recs)?;
+    fork_then_unplug(
+        ctx,
+        &a.unplug,
+        Held {
+            maps: vec![m],
+            recs,
+            touch: "write the first page, read the rest",
+            env,
+            extra: Obj::new(),
+        },
+    )
+}
 
+#[derive(Debug, Clone, Args)]
+pub struct UnplugForkGuard {
+    /// Pages of a DAX file to map shared and read. One more page is mapped
+    /// after them and made a guard region (`MADV_GUARD_INSTALL`, file
+    /// mappings since 6.15): the VMA is then `VM_MAYBE_GUARD`, and fork
+    /// copies its page table, device PTEs included, though it has no
+    /// anon_vma. Where the kernel refuses the guard, fork copies nothing
+    /// (a shared file mapping is refaulted by the child).
+    #[arg(default_value_t = 8)]
+    pub pages: usize,
+    #[command(flatten)]
+    pub unplug: UnplugOpts,
+    #[command(flatten)]
+    pub fopts: FileOpts,
+}
+
+/// `MADV_GUARD_INSTALL` (include/uapi/asm-generic/mman-common.h, 6.13+).
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// fork of a process holding a shared DAX mapping with a guard region.
+pub fn unplug_fork_guard(ctx: &Ctx, a: &UnplugForkGuard) -> anyhow::Result<()> {
+    let n = a.pages.max(1);
+    let (f, env, m) = map_kept(ctx, n + 1, &a.fopts, libc::MAP_SHARED)?;
+    let pages: Vec<usize> = (0..n).collect();
+    touch_pages(&m, &pages, false, false);
+    let recs = ctx.page_records(&m, &pages, &f.path.display().to_string(), 0, None)?;
+    ctx.check_present(&recs)?;
+    // SAFETY: the last page of our own mapping.
+    let rc = unsafe {
+        libc::madvise(
+            (m.addr() + n * PAGE_SIZE) as *mut libc::c_void,
+            PAGE_SIZE,
+            MADV_GUARD_INSTALL,
+        )
+    };
+    let guard = if rc == 0 {
+        ctx.say(format!(
+            "guard region on page {n}: fork copies the page table"
+        ));
+        "installed".to_owned()
+    } else {
+        let e = std::io::Error::last_os_error();
+        ctx.say(format!(
+            "MADV_GUARD_INSTALL refused ({e}): fork copies nothing of this shared mapping"
+        ));
+        format!("refused: {e}")
+    };
+    fork_then_unplug(
+        ctx,
+        &a.unplug,
+        Held {
+            maps: vec![m],
+            recs,
+            touch: "read",
+            env,
+            extra: Obj::new().with("guard", guard),
+        },
+    )
+}
+
+/// Fork while `held` is mapped: the child prints its own pagemap `oracle`
+/// line, then holds until released; the parent ends like every unplug
+/// scenario, then waits for the child.
+fn fork_then_unplug(ctx: &Ctx, unplug: &UnplugOpts, mut held: Held) -> anyhow::Result<()> {
+    let n = held.recs.len();
     let to_parent = sys::Pipe::new()?;
     let parent = sys::getpid();
     let wait = ctx.child_wait();
-    let region = [(m.addr(), m.pages())];
+    let region: Vec<(usize, usize)> = held.maps.iter().map(|m| (m.addr(), m.pages())).collect();
     let child = sys::fork_child(ctx.g.timeout, || {
         // The child's own view, from its own pagemap, before the unbind.
         ctx.emit(
@@ -458,21 +545,11 @@ pub fn unplug_fork_private(ctx: &Ctx, a: &UnplugForkPrivate) -> anyhow::Result<(
         .recv(wait)?
         .context("the child exited before reading its pagemap")?;
     ctx.say(format!(
-        "forked child {child}; both hold {} device pages",
-        n - 1
+        "forked child {child}; the parent holds {n} device pages"
     ));
     // The parent ends like every unplug scenario, then waits for the child
     // (released by the same hold).
-    unplug_flow(
-        ctx,
-        &a.unplug,
-        Held {
-            maps: vec![m],
-            recs,
-            touch: "write the first page, read the rest",
-            env,
-            extra: Obj::new().with("child_pid", child),
-        },
-    )?;
+    held.extra.set("child_pid", child);
+    unplug_flow(ctx, unplug, held)?;
     sys::expect_child_ok(child, wait, "fork child")
 }

@@ -65,7 +65,8 @@ pub const ROOTS: Roots<'static> = Roots {
     enums: &["memory_type"],
     // Two anonymous enums since 6.2: the public FOLL_* (include/linux/mm_types.h)
     // and the mm-internal ones (mm/internal.h).
-    enumerators: &["FOLL_WRITE", "FOLL_PIN"],
+    // 7.x numbers the VMA flags in an anonymous enum (VM_COPY_ON_FORK).
+    enumerators: &["FOLL_WRITE", "FOLL_PIN", "VMA_MAYBE_GUARD_BIT"],
 };
 
 /// Kernel versions with a fixture, and the default image each one is
