@@ -567,6 +567,9 @@ pub const GUP_PIN_COUNTING_BIAS: i32 = 1024;
 /// PMD order on x86-64 (2 MiB / 4 KiB).
 pub const PMD_ORDER: u8 = 9;
 
+/// PUD order on x86-64 (1 GiB / 4 KiB): device-dax with `align=1G`.
+pub const PUD_ORDER: u8 = 18;
+
 /// One record of the attach-time snapshot's task iterator (`iter/task`):
 /// which address space a process has, so mappings found in
 /// `/proc/PID/pagemap` get the same address-space id as probe events.

@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use refscope_common::{COMM_LEN, EventKind, HookId, PMD_ORDER, PT_ENTRIES, flags};
+use refscope_common::{COMM_LEN, EventKind, HookId, PMD_ORDER, PT_ENTRIES, PUD_ORDER, flags};
 use refscope_core::event::{Attach, Comm, Event, Flags, Hex};
 
 use crate::seed::{self, Kernel, Procfs};
@@ -35,6 +35,7 @@ use crate::seed::{self, Kernel, Procfs};
 const PAGE_SHIFT: u64 = 12;
 const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 const PMD_SIZE: u64 = PAGE_SIZE << PMD_ORDER;
+const PUD_SIZE: u64 = PAGE_SIZE << PUD_ORDER;
 
 /// x86-64 page-table entry bits.
 const PAGE_PRESENT: u64 = 1 << 0;
@@ -145,7 +146,8 @@ pub struct Summary {
     /// 2 MiB blocks read, and those whose tables could not be read.
     pub blocks: u64,
     pub unreadable: u64,
-    /// 1 GiB device leaves seen (not tracked by the shadow).
+    /// 1 GiB device leaves seen (refscope does not follow them: each is
+    /// reported as a missing mapping).
     pub pud_leaves: u64,
     /// Wall time of the pass.
     pub elapsed: std::time::Duration,
@@ -393,8 +395,15 @@ fn read<K: PageTables>(
             }
             Block::None => {}
             Block::Pud(e) => {
-                if leaf_pfn(*e, true).is_some_and(in_device) {
-                    sum.pud_leaves += 1;
+                // Every 2 MiB block of a 1 GiB leaf reads the same entry:
+                // one mapping, at the leaf's address. refscope does not
+                // follow PUD mappings, so it is never in the shadow and
+                // always a divergence: the audit says what it cannot see.
+                if let Some(pfn) = leaf_pfn(*e, true).filter(|p| in_device(*p)) {
+                    let leaf = va & !(PUD_SIZE - 1);
+                    if obs.mappings.insert(leaf, (pfn, PUD_ORDER)).is_none() {
+                        sum.pud_leaves += 1;
+                    }
                 }
             }
             Block::Pmd(e) => {

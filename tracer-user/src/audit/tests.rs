@@ -30,6 +30,8 @@ struct FakeKernel {
     tracked: Vec<u64>,
     ptes: BTreeMap<u64, u64>,
     pmds: BTreeMap<u64, u64>,
+    /// 1 GiB leaves, at 1 GiB-aligned addresses.
+    puds: BTreeMap<u64, u64>,
     walks: usize,
 }
 
@@ -54,6 +56,10 @@ impl PageTables for FakeKernel {
         self.walks += 1;
         for &va in vas {
             assert_eq!(va % PMD_SIZE, 0, "2 MiB-aligned blocks");
+            if let Some(&e) = self.puds.get(&(va & !(PUD_SIZE - 1))) {
+                out.push(Block::Pud(e));
+                continue;
+            }
             if let Some(&e) = self.pmds.get(&va) {
                 out.push(Block::Pmd(e));
                 continue;
@@ -559,4 +565,37 @@ fn a_divergence_an_older_event_explains_later_is_late_not_drift() {
     assert_eq!((st.drift(), st.drift_late), (0, 2));
     assert!(r.an.drift().iter().all(|d| d.late), "{:?}", r.an.drift());
     assert!(r.an.drift()[0].hint.contains("behind"));
+}
+
+#[test]
+fn a_1g_device_mapping_is_reported_once_as_what_refscope_does_not_follow() {
+    // device-dax with align=1G: one PUD leaf over a 1 GiB VMA.
+    let (mut k, mut p) = setup(0);
+    let va = 0x7f00_4000_0000;
+    assert_eq!(va % PUD_SIZE, 0);
+    k.puds.insert(va, (DEV << PAGE_SHIFT) | PRESENT_RW | 0x80);
+    p.maps = format!(
+        "{:x}-{:x} rw-s 00000000 103:00 7 /dev/dax0.0\n",
+        va,
+        va + PUD_SIZE
+    );
+    let mut r = Rec::new(true);
+    for pass in 0..2 {
+        let s = audit(&mut k, &mut p, &mut r, &all());
+        assert_eq!(
+            s.pud_leaves, 1,
+            "pass {pass}: one leaf, read through 512 blocks"
+        );
+        assert_eq!(s.blocks, 512, "pass {pass}: every block of the VMA");
+        assert_eq!(s.missing, 1, "pass {pass}");
+    }
+    let st = r.an.stats();
+    assert_eq!(
+        st.drift_missing, 1,
+        "one divergence, however many audits see it"
+    );
+    let d = &r.an.drift()[0];
+    assert_eq!((d.vaddr, d.pfn, d.order), (Hex(va), DEV, PUD_ORDER));
+    assert!(d.hint.contains("PUD"), "{}", d.hint);
+    assert!(shadow_of(&r.an, MM).is_empty(), "its pages are not tracked");
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque, hash_map::Entry};
 
 pub use finding::{Finding, GupLabel, TimelineEntry};
 pub use loss::{LossTracker, REORDER_WINDOW};
-use refscope_common::{EventKind, HookId, flags};
+use refscope_common::{EventKind, HookId, PUD_ORDER, flags};
 pub use rules::{RuleId, Severity, Status};
 use rustc_hash::FxBuildHasher;
 
@@ -289,6 +289,9 @@ pub struct Analyzer {
     /// Kept divergences an event older than their read could still
     /// explain, by (address space, address): index into `drift`.
     drift_open: BTreeMap<(u64, u64), usize>,
+    /// Device mappings larger than a PMD the audit found, by (address
+    /// space, address, pfn): reported once each, never in the shadow.
+    untracked_leaves: std::collections::HashSet<(u64, u64, u64)>,
     /// Set while an audit correction is applied: what it raises is
     /// confirmed by the page table.
     in_audit: bool,
@@ -319,6 +322,7 @@ impl Analyzer {
             verify_requests: BTreeMap::new(),
             drift: Vec::new(),
             drift_open: BTreeMap::new(),
+            untracked_leaves: Default::default(),
             in_audit: false,
             evict_retry_at: 0,
         }
@@ -357,7 +361,10 @@ impl Analyzer {
         self.last_t = self.last_t.max(ev.t);
         // The per-page loops below run over 2^order pages: a corrupt trace
         // must not make them run for ever or overflow.
-        if ev.order > MAX_ORDER || ev.pfn >= MAX_PFN || ev.pfn_end >= MAX_PFN {
+        // The one exception: the audit's report of a 1 GiB leaf, which
+        // touches no page (`on_audit_map`).
+        let pud_report = ev.kind == EventKind::AuditMap && ev.order == PUD_ORDER;
+        if (ev.order > MAX_ORDER && !pud_report) || ev.pfn >= MAX_PFN || ev.pfn_end >= MAX_PFN {
             self.stats.invalid_events += 1;
             return;
         }
@@ -1068,6 +1075,19 @@ impl Analyzer {
 
     /// The page table maps what the shadow did not: take it in.
     fn on_audit_map(&mut self, ev: &Event) {
+        if ev.order == PUD_ORDER {
+            // A 1 GiB (PUD) leaf: refscope does not follow PUD mappings, so
+            // every audit finds it again; it is one divergence, kept out of
+            // the shadow (its pages are not tracked).
+            if self.untracked_leaves.insert((ev.mm.0, ev.vaddr.0, ev.pfn)) {
+                self.note_drift(
+                    ev,
+                    DriftKind::Missing,
+                    "a 1 GiB (PUD) device mapping: refscope does not follow PUD mappings (device-dax with align=1G), no finding covers its pages",
+                );
+            }
+            return;
+        }
         let hint = self.missing_hint(ev);
         self.note_drift(ev, DriftKind::Missing, hint);
         // Install-time rules do not apply (the install was not seen); a
