@@ -416,6 +416,10 @@ pub fn audit(
     }
 }
 
+/// How many passes in a row may fail to compare one address space before
+/// the audit stops asking for it (the last pass still reads everything).
+const AUDIT_RETRIES: u32 = 3;
+
 /// The share of wall time periodic audits may take (docs/rules.md).
 const AUDIT_BUDGET: f64 = 0.02;
 
@@ -428,8 +432,10 @@ pub struct Auditor {
     every: Option<Duration>,
     next: Option<Instant>,
     /// Address spaces a pass read but could not compare (the ring buffer
-    /// held behind a record still being written): verified again.
-    again: Vec<(u64, u32)>,
+    /// held behind a record still being written): verified again, at most
+    /// [`AUDIT_RETRIES`] times each (a record that is never committed must
+    /// not make every read of the ring buffer wait).
+    again: Vec<Retry>,
     pub cost: AuditCost,
 }
 
@@ -455,9 +461,9 @@ impl Auditor {
     /// Findings waiting for the page table: audit their address spaces now.
     pub fn verify(&mut self, attached: &mut Attached, rec: &mut impl audit::Recording) {
         let mut req = rec.verify_requests();
-        for x in std::mem::take(&mut self.again) {
-            if !req.contains(&x) {
-                req.push(x);
+        for (x, _) in &self.again {
+            if !req.contains(x) {
+                req.push(*x);
             }
         }
         if !req.is_empty() {
@@ -467,19 +473,23 @@ impl Auditor {
                 &audit::Scope::Only(req),
                 refscope_common::audit_reason::VERIFY,
             );
-            self.add(pass);
+            self.add(pass, true);
         }
     }
 
-    fn add(&mut self, pass: Option<audit::Summary>) {
-        if let Some(s) = &pass
-            && !s.unsynced.is_empty()
-        {
-            log::debug!(
-                "audit: {} address space(s) not compared: the ring buffer was held behind a record still being written",
-                s.unsynced.len()
-            );
-            self.again.extend(s.unsynced.iter().copied());
+    /// Account for a pass; `requested_again`: it was asked for every
+    /// address space waiting in `again`.
+    fn add(&mut self, pass: Option<audit::Summary>, requested_again: bool) {
+        if let Some(s) = &pass {
+            let old = std::mem::take(&mut self.again);
+            let (next, given_up) = retry_after(&old, &s.unsynced, requested_again);
+            for (mm, pid) in given_up {
+                log::warn!(
+                    "the shadow audit could not compare address space {mm:#x} (pid {pid}) \
+                     {AUDIT_RETRIES} times: the ring buffer stays held behind a record still being written"
+                );
+            }
+            self.again = next;
         }
         self.cost.add(pass);
     }
@@ -498,7 +508,7 @@ impl Auditor {
             refscope_common::audit_reason::PERIODIC,
         );
         let spent = pass.as_ref().map_or(Duration::ZERO, |p| p.elapsed);
-        self.add(pass);
+        self.add(pass, false);
         self.next = self
             .every
             .map(|d| Instant::now() + d.max(spent.mul_f64(1.0 / AUDIT_BUDGET)));
@@ -515,10 +525,39 @@ impl Auditor {
             &self.scope,
             refscope_common::audit_reason::FINAL,
         );
-        self.add(pass);
+        self.add(pass, false);
         rec.sync();
         self.verify(attached, rec);
     }
+}
+
+/// An address space to audit again (id, a pid holding it), and how many
+/// passes failed to compare it.
+type Retry = ((u64, u32), u32);
+
+/// Address spaces to audit again after a pass that could not compare
+/// `unsynced`, from `old` (with the tries each took); `requested_again`:
+/// the pass was asked for all of `old`, so those it compared are done.
+/// Returns them and those given up after [`AUDIT_RETRIES`] tries.
+fn retry_after(
+    old: &[Retry],
+    unsynced: &[(u64, u32)],
+    requested_again: bool,
+) -> (Vec<Retry>, Vec<(u64, u32)>) {
+    let mut next: Vec<Retry> = Vec::new();
+    if !requested_again {
+        next.extend(old.iter().filter(|(x, _)| !unsynced.contains(x)).copied());
+    }
+    let mut given_up = Vec::new();
+    for x in unsynced {
+        let tries = old.iter().find(|(y, _)| y == x).map_or(0, |(_, n)| *n) + 1;
+        if tries < AUDIT_RETRIES {
+            next.push((*x, tries));
+        } else {
+            given_up.push(*x);
+        }
+    }
+    (next, given_up)
 }
 
 /// What the audit passes of a session cost, for its summary.
@@ -725,4 +764,28 @@ pub fn analyzer_for(header: &Header, timeline: usize) -> Analyzer {
         a.add_device(d);
     }
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_space_not_compared_is_audited_again_a_bounded_number_of_times() {
+        let a = (0xa, 1);
+        let b = (0xb, 2);
+        // A periodic pass could not compare a: due again, first try.
+        let (next, gone) = retry_after(&[], &[a], false);
+        assert_eq!((next.clone(), gone), (vec![(a, 1)], vec![]));
+        // A periodic pass that did not read a keeps it due; b joins.
+        let (next, _) = retry_after(&next, &[b], false);
+        assert_eq!(next, vec![(a, 1), (b, 1)]);
+        // A confirmation asked for both and compared b: a is tried again.
+        let (next, gone) = retry_after(&next, &[a], true);
+        assert_eq!((next.clone(), gone), (vec![(a, 2)], vec![]));
+        // The third failure gives it up.
+        let (next, gone) = retry_after(&next, &[a], true);
+        assert_eq!(AUDIT_RETRIES, 3);
+        assert_eq!((next, gone), (vec![], vec![a]));
+    }
 }
