@@ -150,12 +150,18 @@ impl Rec {
         e
     }
 
-    /// A probe saw `va` mapped to `pfn` (applied now).
-    fn map(&mut self, va: u64, pfn: u64) {
+    /// A probe's event: `va` mapped to `pfn`.
+    fn map_ev(&mut self, va: u64, pfn: u64) -> Event {
         let mut e = self.ev(EventKind::Map, HookId::InsertPfn);
         e.vaddr = Hex(va);
         e.pfn = pfn;
         e.ref_after = Some(2);
+        e
+    }
+
+    /// A probe saw `va` mapped to `pfn` (applied now).
+    fn map(&mut self, va: u64, pfn: u64) {
+        let e = self.map_ev(va, pfn);
         self.an.apply(&e);
     }
 
@@ -286,10 +292,7 @@ fn a_change_whose_event_arrives_while_the_table_is_read_is_not_drift() {
     for i in 0..4 {
         r.map(VA + i * PAGE_SIZE, DEV + i);
     }
-    let mut e = r.ev(EventKind::Map, HookId::InsertPfn);
-    e.vaddr = Hex(VA + 4 * PAGE_SIZE);
-    e.pfn = DEV + 4;
-    e.ref_after = Some(2);
+    let e = r.map_ev(VA + 4 * PAGE_SIZE, DEV + 4);
     r.late.push(e);
     let s = audit(&mut k, &mut p, &mut r, &all());
     assert_eq!(k.walks, 2, "the disagreement was read again");
@@ -477,10 +480,7 @@ fn a_record_being_written_during_the_second_read_stops_the_comparison_too() {
     for i in 0..3 {
         r.map(VA + i * PAGE_SIZE, DEV + i);
     }
-    let mut e = r.ev(EventKind::Map, HookId::InsertPfn);
-    e.vaddr = Hex(VA + 3 * PAGE_SIZE);
-    e.pfn = DEV + 3;
-    e.ref_after = Some(2);
+    let e = r.map_ev(VA + 3 * PAGE_SIZE, DEV + 3);
     r.late.push(e);
     // Syncs: before the read, after it, before the second read pass; the
     // one after the second read finds the ring buffer held.
