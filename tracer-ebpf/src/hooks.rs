@@ -209,14 +209,22 @@ pub struct GrabSpec {
     pub ret: GrabRet,
 }
 
-/// `(pfn, head)` of a `struct page *`/`folio *` argument, if a device page.
+/// `(pfn, head)` of a `struct page *`/`folio *` argument, if a device page:
+/// the folio's head and its pfn. The kernel counts GUP references and pins
+/// per folio (`_refcount`, `_pincount` of the head), and puts name the folio
+/// (`gup_put_folio`), so a get on a tail page of a large folio (a device-dax
+/// PMD or PUD) is reported on the head, where its put will be.
 #[inline(always)]
 fn device_page(page: u64) -> Option<(u64, u64)> {
     let pfn = page_to_pfn(page)?;
     if !is_device_pfn(pfn) {
         return None;
     }
-    Some((pfn, compound_head(page)))
+    let head = compound_head(page);
+    if head == page {
+        return Some((pfn, head));
+    }
+    Some((page_to_pfn(head).unwrap_or(pfn), head))
 }
 
 #[inline(always)]
@@ -477,23 +485,21 @@ pub fn exit_mmap_entry(a: &Args, kprobe: bool) {
 // Paths that change mappings outside insert and unmap.
 // ---------------------------------------------------------------------------
 
-/// `__split_huge_pmd(vma, pmd, address, freeze[, folio])`: on a DAX VMA the
-/// huge PMD is cleared (and refaulted as PTEs later), outside the unmap path.
+/// `__split_huge_pmd(vma, pmd, address, freeze[, folio])` and
+/// `__split_huge_pud(vma, pud, address)`: on a DAX VMA the huge entry
+/// (`4096 << order` bytes) is cleared (and refaulted at a smaller size
+/// later), outside the unmap path.
 #[inline(always)]
-pub fn split_pmd_entry(a: &Args, kprobe: bool) {
+pub fn split_huge_entry(a: &Args, kprobe: bool, hook: HookId, order: u8) {
     let mm = vma_mm(a[0]);
     if !is_tracked_mm(mm) {
         return;
     }
-    let mut ev = new_event(
-        EventKind::PmdSplit,
-        HookId::SplitHugePmd,
-        kprobe,
-        current_comm(),
-    );
+    let mut ev = new_event(EventKind::PmdSplit, hook, kprobe, current_comm());
     ev.mm = mm;
-    ev.vaddr = a[2] & !((4096u64 << 9) - 1);
-    ev.vaddr_end = ev.vaddr + (4096u64 << 9);
+    ev.order = order;
+    ev.vaddr = a[2] & !((4096u64 << order) - 1);
+    ev.vaddr_end = ev.vaddr + (4096u64 << order);
     submit(ev);
 }
 

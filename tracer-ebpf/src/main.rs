@@ -21,7 +21,7 @@ use aya_ebpf::{
 use hooks::{
     Addr, Args, GrabRet, GrabSpec, MapSpec, PutFlags, PutSpec, Refs, Ret, Target, UnmapSpec, Write,
 };
-use refscope_common::{EventKind, HookId, PMD_ORDER, STASH_ARGS};
+use refscope_common::{EventKind, HookId, PMD_ORDER, PUD_ORDER, STASH_ARGS};
 
 /// The first `N` arguments of an fentry/fexit program, as plain integers.
 ///
@@ -307,6 +307,51 @@ map_hook!(
     vmf_insert_folio_pmd_kretprobe
 );
 
+// ----------------------------------------------------------------- map PUD --
+// device-dax with align=1G (`__dev_dax_pud_fault`); FS-DAX never maps PUDs.
+
+// 6.1: vmf_insert_pfn_pud_prot(vmf, pfn_t pfn, pgprot_t pgprot, bool write) -> vm_fault_t
+const VMF_INSERT_PFN_PUD_PROT: MapSpec = MapSpec {
+    hook: HookId::VmfInsertPfnPudProt,
+    order: PUD_ORDER,
+    ..VMF_INSERT_PFN_PMD_PROT
+};
+map_hook!(
+    VMF_INSERT_PFN_PUD_PROT,
+    4,
+    vmf_insert_pfn_pud_prot_fexit,
+    vmf_insert_pfn_pud_prot_kprobe,
+    vmf_insert_pfn_pud_prot_kretprobe
+);
+
+// 6.12: vmf_insert_pfn_pud(vmf, pfn_t pfn, bool write) -> vm_fault_t
+const VMF_INSERT_PFN_PUD: MapSpec = MapSpec {
+    hook: HookId::VmfInsertPfnPud,
+    order: PUD_ORDER,
+    ..VMF_INSERT_PFN_PMD
+};
+map_hook!(
+    VMF_INSERT_PFN_PUD,
+    3,
+    vmf_insert_pfn_pud_fexit,
+    vmf_insert_pfn_pud_kprobe,
+    vmf_insert_pfn_pud_kretprobe
+);
+
+// 7.x: vmf_insert_folio_pud(vmf, struct folio *folio, bool write) -> vm_fault_t
+const VMF_INSERT_FOLIO_PUD: MapSpec = MapSpec {
+    hook: HookId::VmfInsertFolioPud,
+    order: PUD_ORDER,
+    ..VMF_INSERT_FOLIO_PMD
+};
+map_hook!(
+    VMF_INSERT_FOLIO_PUD,
+    3,
+    vmf_insert_folio_pud_fexit,
+    vmf_insert_folio_pud_kprobe,
+    vmf_insert_folio_pud_kretprobe
+);
+
 // --------------------------------------------------------------------- GUP --
 
 // 6.1: try_grab_page(struct page *page, unsigned int flags) -> bool
@@ -471,12 +516,29 @@ entry_hook!(5, zap_vma_range_fentry, zap_vma_range_kprobe, |a, k| {
 // __split_huge_pmd(vma, pmd, address, freeze[, folio]): 5 args on 6.x, 4 on 7.x.
 #[fentry]
 pub fn split_huge_pmd_fentry(ctx: FEntryContext) -> u32 {
-    hooks::split_pmd_entry(&args::<_, STASH_ARGS>(&ctx), false);
+    hooks::split_huge_entry(
+        &args::<_, STASH_ARGS>(&ctx),
+        false,
+        HookId::SplitHugePmd,
+        PMD_ORDER,
+    );
     0
 }
 #[kprobe]
 pub fn split_huge_pmd_kprobe(ctx: ProbeContext) -> u32 {
-    hooks::split_pmd_entry(&kprobe_args(&ctx), true);
+    hooks::split_huge_entry(&kprobe_args(&ctx), true, HookId::SplitHugePmd, PMD_ORDER);
+    0
+}
+
+// __split_huge_pud(vma, pud, address): a device-dax 1 GiB PUD cleared.
+#[fentry]
+pub fn split_huge_pud_fentry(ctx: FEntryContext) -> u32 {
+    hooks::split_huge_entry(&args::<_, 3>(&ctx), false, HookId::SplitHugePud, PUD_ORDER);
+    0
+}
+#[kprobe]
+pub fn split_huge_pud_kprobe(ctx: ProbeContext) -> u32 {
+    hooks::split_huge_entry(&kprobe_args(&ctx), true, HookId::SplitHugePud, PUD_ORDER);
     0
 }
 

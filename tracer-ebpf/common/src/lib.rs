@@ -106,8 +106,10 @@ named_enum! {
         DaxKill = 11 => "dax_kill",
         /// `dax_holder_notify_failure`: the filesystem holder was told.
         HolderNotify = 12 => "holder_notify",
-        /// A huge PMD at `vaddr` of `mm` is split (on DAX: cleared, to be
-        /// refaulted as PTEs) outside the unmap path.
+        /// A huge PMD (`order` 9; 0 in traces before PUDs were followed) or
+        /// PUD (`order` 18) at `vaddr` of `mm` is split (on DAX: cleared, to
+        /// be refaulted at a smaller size) outside the unmap path; the name
+        /// stays `pmd_split` for the trace format's sake.
         PmdSplit = 13 => "pmd_split",
         /// mremap moved `[vaddr, vaddr_end)` of `mm` to `aux` without
         /// unmapping or refaulting.
@@ -177,6 +179,10 @@ named_enum! {
         WakeUpNewTask = 30 => "wake_up_new_task",
         PageAddNewAnonRmap = 31 => "page_add_new_anon_rmap",
         FolioAddNewAnonRmap = 32 => "folio_add_new_anon_rmap",
+        VmfInsertPfnPudProt = 33 => "vmf_insert_pfn_pud_prot",
+        VmfInsertPfnPud = 34 => "vmf_insert_pfn_pud",
+        VmfInsertFolioPud = 35 => "vmf_insert_folio_pud",
+        SplitHugePud = 36 => "__split_huge_pud",
         /// Userspace only: the attach-time snapshot.
         Snapshot = 64 => "snapshot",
         /// Userspace only: the shadow audit (a read of the kernel's page tables).

@@ -185,6 +185,15 @@ impl Kernel for SeedKernel<'_> {
         Ok(())
     }
 
+    fn pud_leaf(&mut self, mm: u64, va: u64) -> Result<Option<u64>, SeedError> {
+        let mut out = Vec::with_capacity(1);
+        self.walk(mm, &[va], &mut out)?;
+        Ok(match out.pop() {
+            Some(Block::Pud(e)) => Some(e),
+            _ => None,
+        })
+    }
+
     fn track_mm(&mut self, mm: u64, now: u64) -> Result<(), SeedError> {
         let map = self
             .ebpf

@@ -63,6 +63,9 @@ pub const HOOKS: &[HookDef] = &[
     def!(VmfInsertPfnPmdProt, Exit, [4], 0 => ["vm_fault"]),
     def!(VmfInsertPfnPmd, Exit, [3], 0 => ["vm_fault"]),
     def!(VmfInsertFolioPmd, Exit, [3], 0 => ["vm_fault"], 1 => ["folio"]),
+    def!(VmfInsertPfnPudProt, Exit, [4], 0 => ["vm_fault"]),
+    def!(VmfInsertPfnPud, Exit, [3], 0 => ["vm_fault"]),
+    def!(VmfInsertFolioPud, Exit, [3], 0 => ["vm_fault"], 1 => ["folio"]),
     def!(TryGrabPage, Both, [2], 0 => ["page"]),
     def!(TryGrabFolio, Both, [3], 0 => ["page", "folio"]),
     def!(TryGrabFolioFast, Both, [3], 0 => ["page"]),
@@ -81,6 +84,7 @@ pub const HOOKS: &[HookDef] = &[
     def!(UnpinUserPage, Both, [1], 0 => ["page"]),
     // 6.x: (vma, pmd, address, freeze, folio); 7.x drops folio.
     def!(SplitHugePmd, Entry, [5, 4], 0 => ["vm_area_struct"]),
+    def!(SplitHugePud, Entry, [3], 0 => ["vm_area_struct"]),
     // 6.1: 6 args, 6.12: 7 (for_stack); 7.x: one struct pagetable_move_control *.
     def!(MovePageTables, Exit, [6, 7, 1]),
     def!(CopyPageRange, Exit, [2], 0 => ["vm_area_struct"], 1 => ["vm_area_struct"]),
@@ -140,6 +144,12 @@ pub const GROUPS: &[Group] = &[
         &[&[H::VmfInsertPfnPmdProt], &[H::VmfInsertPfnPmd]],
     ),
     optional("map_pmd", &[&[H::VmfInsertFolioPmd]]),
+    // device-dax with align=1G: 1 GiB mappings (FS-DAX never maps PUDs).
+    optional(
+        "map_pud",
+        &[&[H::VmfInsertPfnPudProt], &[H::VmfInsertPfnPud]],
+    ),
+    optional("map_pud", &[&[H::VmfInsertFolioPud]]),
     optional("gup_get", &[&[H::TryGrabPage]]),
     optional("gup_get", &[&[H::TryGrabFolio]]),
     optional("gup_get", &[&[H::TryGrabFolioFast]]),
@@ -154,6 +164,9 @@ pub const GROUPS: &[Group] = &[
     optional("unmap", &[&[H::UnmapPageRange], &[H::ZapVmaRange]]),
     // DAX huge PMDs cleared by a split, outside the unmap path.
     optional("unmap", &[&[H::SplitHugePmd]]),
+    // 1 GiB device-dax PUDs cleared by a split (mprotect or a page walk
+    // over part of one: /proc/PID/pagemap and smaps split them).
+    optional("split_pud", &[&[H::SplitHugePud]]),
     // Copy-on-write of a DAX PTE in a private mapping: the anonymous copy
     // takes the device PTE's place, with no unmap.
     optional(

@@ -60,6 +60,8 @@ fn linux_6_1() {
         ["insert_pfn fexit", "vm_insert_page fexit"]
     );
     assert_eq!(chosen(&p, "map_pmd"), ["vmf_insert_pfn_pmd_prot fexit"]);
+    assert_eq!(chosen(&p, "map_pud"), ["vmf_insert_pfn_pud_prot fexit"]);
+    assert_eq!(chosen(&p, "split_pud"), ["__split_huge_pud fentry"]);
     assert_eq!(
         chosen(&p, "gup_get"),
         ["try_grab_folio fentry+fexit", "try_grab_page fentry+fexit"]
@@ -104,6 +106,8 @@ fn linux_6_12() {
         ["insert_pfn fexit", "vm_insert_page fexit"]
     );
     assert_eq!(chosen(&p, "map_pmd"), ["vmf_insert_pfn_pmd fexit"]);
+    assert_eq!(chosen(&p, "map_pud"), ["vmf_insert_pfn_pud fexit"]);
+    assert_eq!(chosen(&p, "split_pud"), ["__split_huge_pud fentry"]);
     assert_eq!(
         chosen(&p, "gup_get"),
         [
@@ -138,6 +142,11 @@ fn linux_7_3() {
         chosen(&p, "map_pmd"),
         ["vmf_insert_folio_pmd fexit", "vmf_insert_pfn_pmd fexit"]
     );
+    assert_eq!(
+        chosen(&p, "map_pud"),
+        ["vmf_insert_folio_pud fexit", "vmf_insert_pfn_pud fexit"]
+    );
+    assert_eq!(chosen(&p, "split_pud"), ["__split_huge_pud fentry"]);
     assert_eq!(
         chosen(&p, "ref_put"),
         Vec::<String>::new(),
@@ -183,6 +192,7 @@ fn kprobe_mode_attaches_both_halves_of_return_hooks() {
         chosen(&p, "unmap"),
         ["__split_huge_pmd kprobe", "unmap_page_range kprobe"]
     );
+    assert_eq!(chosen(&p, "split_pud"), ["__split_huge_pud kprobe"]);
     let a = p
         .attach
         .iter()
