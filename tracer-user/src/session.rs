@@ -343,9 +343,14 @@ pub fn attach_snapshot(
     match result {
         Ok(sum) => {
             let line = format!(
-                "attach snapshot: {} mapping(s) of device memory ({} PMD, {} pages) in {} of {} processes, {:.2}s{}{}{}",
+                "attach snapshot: {} mapping(s) of device memory ({} PMD, {}{} pages) in {} of {} processes, {:.2}s{}{}{}",
                 sum.mappings,
                 sum.pmd_mappings,
+                if sum.pud_mappings > 0 {
+                    format!("{} PUD, ", sum.pud_mappings)
+                } else {
+                    String::new()
+                },
                 sum.pages,
                 sum.processes_mapping,
                 sum.processes,

@@ -146,8 +146,8 @@ pub struct Summary {
     /// 2 MiB blocks read, and those whose tables could not be read.
     pub blocks: u64,
     pub unreadable: u64,
-    /// 1 GiB device leaves seen (refscope does not follow them: each is
-    /// reported as a missing mapping).
+    /// 1 GiB (PUD) device leaves seen, each once however many of its 512
+    /// blocks were read.
     pub pud_leaves: u64,
     /// Wall time of the pass.
     pub elapsed: std::time::Duration,
@@ -396,9 +396,8 @@ fn read<K: PageTables>(
             Block::None => {}
             Block::Pud(e) => {
                 // Every 2 MiB block of a 1 GiB leaf reads the same entry:
-                // one mapping, at the leaf's address. refscope does not
-                // follow PUD mappings, so it is never in the shadow and
-                // always a divergence: the audit says what it cannot see.
+                // one mapping, at the leaf's address, as the shadow keeps
+                // it (one order-18 mapping).
                 if let Some(pfn) = leaf_pfn(*e, true).filter(|p| in_device(*p)) {
                     let leaf = va & !(PUD_SIZE - 1);
                     if obs.mappings.insert(leaf, (pfn, PUD_ORDER)).is_none() {

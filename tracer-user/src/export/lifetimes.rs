@@ -16,15 +16,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use refscope_common::{EventKind, flags};
+use refscope_common::{EventKind, PMD_ORDER, PUD_ORDER, flags};
 use refscope_core::{
     analysis::GupLabel,
     event::{Comm, Event},
     model::GupFlagBits,
 };
 
-/// Largest mapping (a PMD) in bytes, for range-overlap queries.
+/// Largest mapping but a PUD (a PMD) in bytes, for range-overlap queries.
 const MAX_MAPPING_BYTES: u64 = 512 * 4096;
+/// A PUD (device-dax with align=1G): looked back this far only in traces
+/// that have one.
+const PUD_BYTES: u64 = 4096 << PUD_ORDER;
 
 /// A live (or just ended) mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +124,8 @@ pub struct Lifetimes {
     maps: BTreeMap<(u64, u64), MapLife>,
     /// Per page, oldest first.
     pins: HashMap<u64, Vec<PinLife>>,
+    /// A PUD mapping was seen: range queries must look back 1 GiB.
+    saw_pud: bool,
 }
 
 impl Lifetimes {
@@ -130,6 +135,7 @@ impl Lifetimes {
             next_id: 1,
             maps: BTreeMap::new(),
             pins: HashMap::new(),
+            saw_pud: false,
         }
     }
 
@@ -167,8 +173,11 @@ impl Lifetimes {
                 self.end_pins_where(|p| p.mm == ev.mm.0, End::HolderExit, out);
             }
             EventKind::PmdSplit => {
+                // A PMD split (order 9, or 0 in older traces) or a PUD
+                // split (order 18) clears an entry of that size only.
                 let key = (ev.mm.0, ev.vaddr.0);
-                if self.maps.get(&key).is_some_and(|m| m.order > 0)
+                let order = if ev.order == 0 { PMD_ORDER } else { ev.order };
+                if self.maps.get(&key).is_some_and(|m| m.order == order)
                     && let Some(m) = self.maps.remove(&key)
                 {
                     out.push(Change::MapEnd(m, End::PmdSplit));
@@ -218,6 +227,7 @@ impl Lifetimes {
     }
 
     fn begin_map(&mut self, key: (u64, u64), life: MapLife, out: &mut Vec<Change>) {
+        self.saw_pud |= life.order == PUD_ORDER;
         if let Some(old) = self.maps.insert(key, life.clone()) {
             out.push(Change::MapEnd(old, End::Replaced));
         }
@@ -255,10 +265,15 @@ impl Lifetimes {
     }
 
     fn unmap(&mut self, mm: u64, start: u64, end: u64, why: End, out: &mut Vec<Change>) {
-        let lo = start.saturating_sub(MAX_MAPPING_BYTES - 1);
+        let back = if self.saw_pud {
+            PUD_BYTES
+        } else {
+            MAX_MAPPING_BYTES
+        };
+        let lo = start.saturating_sub(back - 1);
         let hits: Vec<(u64, u64)> = self
             .maps
-            .range((mm, lo)..(mm, end))
+            .range((mm, lo)..(mm, end.max(lo)))
             .filter(|((_, va), m)| va.saturating_add(4096u64 << m.order) > start)
             .map(|(k, _)| *k)
             .collect();
@@ -294,8 +309,9 @@ impl Lifetimes {
         let copied: Vec<MapLife> = self
             .maps
             .range((src, ev.vaddr.0)..(src, ev.vaddr_end.0))
-            // copy_huge_pmd leaves DAX PMDs to the child's own faults.
-            .filter(|(_, m)| m.order == 0)
+            // copy_huge_pmd leaves DAX PMDs to the child's own faults;
+            // copy_huge_pud copies a device-dax PUD.
+            .filter(|(_, m)| m.order == 0 || m.order == PUD_ORDER)
             .map(|(_, m)| m.clone())
             .collect();
         for m in copied {
@@ -487,6 +503,36 @@ mod tests {
             unmap(3, 7, 0x30_0000, 0x30_1000),
         ]);
         assert_eq!(summary(&out), ["map+ 1 0x200000", "map- 1 unmap"]);
+    }
+
+    #[test]
+    fn a_pud_mapping_ends_at_an_unmap_anywhere_inside_it_or_its_split() {
+        const GIB: u64 = 1 << 30;
+        let mut split = ev(EventKind::PmdSplit, 5, 7, 0);
+        split.vaddr = Hex(4 * GIB);
+        split.order = 9;
+        let mut pud_split = split.clone();
+        pud_split.t = 6;
+        pud_split.order = PUD_ORDER;
+        let (out, _) = run(&[
+            map(1, 7, GIB, 0x40000, PUD_ORDER),
+            map(2, 7, GIB - 0x1000, 0x100, 0),
+            // 900 MiB into it.
+            unmap(3, 7, GIB + (900 << 20), GIB + (901 << 20)),
+            map(4, 7, 4 * GIB, 0x80000, PUD_ORDER),
+            split,     // a PMD split there: not this mapping
+            pud_split, // its own split
+        ]);
+        assert_eq!(
+            summary(&out),
+            [
+                "map+ 1 0x40000000",
+                "map+ 2 0x3ffff000",
+                "map- 1 unmap",
+                "map+ 3 0x100000000",
+                "map- 3 pmd_split",
+            ]
+        );
     }
 
     #[test]

@@ -106,7 +106,13 @@ impl Filter {
         };
         for (_, m) in a.mappings() {
             let (p, c) = who(m.pid, &m.comm.as_str());
-            for pfn in m.pfn..m.pfn + (1u64 << m.order.min(20)) {
+            // A PUD is one folio: its events name the head pfn.
+            let pages = if m.order == refscope_common::PUD_ORDER {
+                1
+            } else {
+                1u64 << m.order.min(20)
+            };
+            for pfn in m.pfn..m.pfn + pages {
                 if p {
                     ctx.pid.insert(pfn);
                 }

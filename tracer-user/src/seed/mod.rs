@@ -23,15 +23,25 @@
 
 pub mod procfs;
 
-use std::{collections::HashMap, io, time::Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    time::Instant,
+};
 
-use refscope_common::{COMM_LEN, Event as RawEvent, EventKind, HookId, PMD_ORDER, flags};
+use refscope_common::{
+    COMM_LEN, Event as RawEvent, EventKind, HookId, PMD_ORDER, PUD_ORDER, flags,
+};
 
 /// Base pages in a PMD mapping (x86-64).
 const PMD_PAGES: u64 = 1 << PMD_ORDER;
 const PAGE_SHIFT: u64 = 12;
 const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 const PMD_SIZE: u64 = PAGE_SIZE * PMD_PAGES;
+const PUD_SHIFT: u64 = PAGE_SHIFT + PUD_ORDER as u64;
+const PUD_SIZE: u64 = 1 << PUD_SHIFT;
+/// `vpn >> PUD_PAGES_SHIFT`: the GiB a page is in.
+const PUD_PAGES_SHIFT: u64 = PUD_ORDER as u64;
 /// Pages of pagemap read at once (a 64 MiB window, 128 KiB of entries):
 /// a multiple of a PMD so a PMD never straddles two chunks.
 const CHUNK_PAGES: u64 = 16 * 1024;
@@ -76,6 +86,12 @@ pub trait Kernel {
     ) -> Result<(), Self::Error>;
     /// Report unmaps and the exit of `mm` from now on.
     fn track_mm(&mut self, mm: u64, now: u64) -> Result<(), Self::Error>;
+    /// The page-table entry of a 1 GiB (PUD) leaf at `va` of `mm`, if the
+    /// kernel's page table has one there. A pagemap read must not see it:
+    /// the pagemap walk splits (clears) a device-dax PUD on 6.1 to 7.3.
+    fn pud_leaf(&mut self, _mm: u64, _va: u64) -> Result<Option<u64>, Self::Error> {
+        Ok(None)
+    }
 }
 
 /// What the snapshot reads from `/proc` and `/sys` (faked in tests).
@@ -145,6 +161,8 @@ pub struct Summary {
     pub vmas: usize,
     pub mappings: u64,
     pub pmd_mappings: u64,
+    /// 1 GiB (PUD) mappings, read from the page table (not from pagemap).
+    pub pud_mappings: u64,
     /// Base pages those mappings cover.
     pub pages: u64,
     /// Entries that changed between the two reads of their chunk (skipped).
@@ -362,10 +380,16 @@ impl Scan<'_> {
         let pid = self.pid;
         let mut first = Vec::new();
         let mut second = Vec::new();
+        let puds = self.pud_leaves(kernel, proc, sink, vma)?;
         // Chunks aligned to CHUNK_PAGES (so to PMDs), clipped to the VMA.
         let mut vpn = vma.start >> PAGE_SHIFT;
         let end_vpn = vma.end >> PAGE_SHIFT;
         while vpn < end_vpn {
+            if puds.contains(&(vpn >> PUD_PAGES_SHIFT)) {
+                // Read from the page table instead (`pud_leaves`).
+                vpn = ((vpn >> PUD_PAGES_SHIFT) + 1) << PUD_PAGES_SHIFT;
+                continue;
+            }
             let next = ((vpn / CHUNK_PAGES) + 1) * CHUNK_PAGES;
             let n = (next.min(end_vpn) - vpn) as usize;
             sink.drain();
@@ -395,6 +419,55 @@ impl Scan<'_> {
             vpn += n as u64;
         }
         Ok(())
+    }
+
+    /// The 1 GiB (PUD) device mappings of `vma`, read from the kernel's page
+    /// table and emitted; returns the GiB numbers (`vpn >> 18`) they cover,
+    /// which the pagemap scan then skips: reading pagemap there would split
+    /// each PUD, changing the process's page table to look at it.
+    fn pud_leaves<K: Kernel, P: Procfs, S: Sink>(
+        &mut self,
+        kernel: &mut K,
+        proc: &mut P,
+        sink: &mut S,
+        vma: &Vma,
+    ) -> Result<HashSet<u64>, SeedError<K::Error>> {
+        let mut puds = HashSet::new();
+        let first = vma.start.div_ceil(PUD_SIZE);
+        let last = vma.end / PUD_SIZE;
+        for g in first..last {
+            let va = g * PUD_SIZE;
+            let Some(entry) = kernel.pud_leaf(self.mm, va).map_err(SeedError::Kernel)? else {
+                continue;
+            };
+            let Some(pfn) = crate::audit::leaf_pfn(entry, true).filter(|&p| self.in_device(p))
+            else {
+                continue;
+            };
+            sink.drain();
+            let t = proc.now();
+            let mut refs = Vec::with_capacity(1);
+            kernel
+                .read_pages(self.mm, &[PageReq { pfn, walk: 0 }], &mut refs)
+                .map_err(SeedError::Kernel)?;
+            let f = Found {
+                vaddr: va,
+                pfn,
+                order: PUD_ORDER,
+                walk: false,
+            };
+            let r = refs.pop().unwrap_or(PageRef {
+                raw: None,
+                pgmap: 0,
+                pmd: None,
+            });
+            self.sum.mappings += 1;
+            self.sum.pages += 1 << PUD_ORDER;
+            self.sum.pud_mappings += 1;
+            sink.emit(&self.event(&f, &r, t));
+            puds.insert(va >> PUD_SHIFT);
+        }
+        Ok(puds)
     }
 
     /// Read the pages of `found` from the kernel; PMD candidates nobody

@@ -20,6 +20,8 @@ struct FakeKernel {
     pmds: Option<Vec<u64>>,
     tracked: Vec<u64>,
     walked: usize,
+    /// 1 GiB leaves: virtual address -> page-table entry.
+    puds: HashMap<u64, u64>,
 }
 
 impl Kernel for FakeKernel {
@@ -52,6 +54,9 @@ impl Kernel for FakeKernel {
         self.tracked.push(mm);
         Ok(())
     }
+    fn pud_leaf(&mut self, _mm: u64, va: u64) -> Result<Option<u64>, FakeError> {
+        Ok(self.puds.get(&va).copied())
+    }
 }
 
 /// A process: its maps text and its page table (vpn -> pagemap entry).
@@ -68,6 +73,8 @@ struct Fake {
     /// Entries removed after the first pagemap read of each chunk.
     vanish_after_first_read: Vec<(u32, u64)>,
     reads: usize,
+    /// Every page pagemap was read for.
+    read_vpns: Vec<u64>,
     huge: Option<Vec<(u64, u64)>>,
     dax_devs: Vec<(u32, u32)>,
 }
@@ -87,6 +94,7 @@ impl Procfs for Fake {
     }
     fn pagemap(&mut self, pid: u32, vpn: u64, out: &mut [u64]) -> io::Result<()> {
         self.reads += 1;
+        self.read_vpns.extend(vpn..vpn + out.len() as u64);
         let p = &self.procs[&pid];
         for (i, o) in out.iter_mut().enumerate() {
             *o = p.ptes.get(&(vpn + i as u64)).copied().unwrap_or(0);
@@ -359,4 +367,57 @@ garbage\n";
             }
         ]
     );
+}
+
+#[test]
+fn a_1g_mapping_is_read_from_the_page_table_and_never_from_pagemap() {
+    // device-dax with align=1G: a 2 GiB VMA, the first GiB PUD-mapped, a
+    // PTE in the second. A pagemap read of the first GiB would split the
+    // PUD (the kernel's pagewalk clears it to look at it).
+    let va = 0x7f00_4000_0000u64;
+    let pud_pfn = 0x4_0000u64;
+    let mut k = FakeKernel::default();
+    k.mms.insert(100, MM);
+    k.refs.insert(pud_pfn, 2);
+    k.refs.insert(pud_pfn + (1 << 18), 1);
+    k.puds.insert(va, (pud_pfn << 12) | 0x80 | 0x3);
+    let mut f = Fake::default();
+    let mut p = FakeProc {
+        comm: "qemu".into(),
+        maps: format!(
+            "{:x}-{:x} rw-s 00000000 00:06 7 /dev/dax0.0\n",
+            va,
+            va + 2 * PUD_SIZE
+        ),
+        ..FakeProc::default()
+    };
+    p.ptes
+        .insert((va + PUD_SIZE) >> 12, present(pud_pfn + (1 << 18)));
+    f.procs.insert(100, p);
+    let o = Options {
+        ranges: vec![(pud_pfn, pud_pfn + (2 << 18))],
+        self_pid: 1,
+        ..Options::default()
+    };
+    let mut sink = Collect::default();
+    let sum = run(&mut k, &mut f, &mut sink, &o, |_| true).unwrap();
+    let got: Vec<(u64, u64, u8, i32)> = sink
+        .events
+        .iter()
+        .map(|e| (e.vaddr, e.pfn, e.order, e.ref_before))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (va, pud_pfn, PUD_ORDER, 2),
+            (va + PUD_SIZE, pud_pfn + (1 << 18), 0, 1),
+        ]
+    );
+    assert_eq!((sum.pud_mappings, sum.mappings), (1, 2));
+    let first_gib = va >> 12..(va + PUD_SIZE) >> 12;
+    assert!(
+        !f.read_vpns.iter().any(|v| first_gib.contains(v)),
+        "pagemap was read over the PUD"
+    );
+    assert!(f.read_vpns.contains(&((va + PUD_SIZE) >> 12)));
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque, hash_map::Entry};
 
 pub use finding::{Finding, GupLabel, TimelineEntry};
 pub use loss::{LossTracker, REORDER_WINDOW};
-use refscope_common::{EventKind, HookId, PUD_ORDER, flags};
+use refscope_common::{EventKind, HookId, PMD_ORDER, PUD_ORDER, flags};
 pub use rules::{RuleId, Severity, Status};
 use rustc_hash::FxBuildHasher;
 
@@ -29,7 +29,16 @@ const PMD_PAGES: u64 = 512;
 /// Largest mapping the shadow expects (a PMD), for range-overlap queries.
 const MAX_MAPPING_BYTES: u64 = PMD_PAGES * 4096;
 /// Largest mapping order the kernel reports (a PMD).
-const MAX_ORDER: u8 = refscope_common::PMD_ORDER;
+const MAX_ORDER: u8 = PMD_ORDER;
+/// Pages a PUD (1 GiB) mapping covers; a PUD mapping keeps no per-page
+/// state (it would be 262144 entries): see [`Analyzer::pud_heads`].
+const PUD_PAGES: u64 = 1 << PUD_ORDER;
+const PUD_BYTES: u64 = PUD_PAGES * 4096;
+
+/// Orders an event may carry: a PTE up to a PMD, or a PUD.
+fn valid_order(order: u8) -> bool {
+    order <= MAX_ORDER || order == PUD_ORDER
+}
 /// Page frame numbers of x86-64's 52-bit physical addresses are below this.
 const MAX_PFN: u64 = 1 << 40;
 
@@ -289,9 +298,13 @@ pub struct Analyzer {
     /// Kept divergences an event older than their read could still
     /// explain, by (address space, address): index into `drift`.
     drift_open: BTreeMap<(u64, u64), usize>,
-    /// Device mappings larger than a PMD the audit found, by (address
-    /// space, address, pfn): reported once each, never in the shadow.
-    untracked_leaves: std::collections::HashSet<(u64, u64, u64)>,
+    /// Keys of the PUD (1 GiB) mappings in `mappings`: range lookups look
+    /// this far back only here, not over every PTE of the last GiB.
+    pud_keys: std::collections::BTreeSet<(u64, u64)>,
+    /// PUD mappings by first pfn: how many map it. The pages a PUD covers
+    /// get no per-page `mapcount` (a compound mapping counts once, at its
+    /// head); [`Analyzer::mapped`] consults both.
+    pud_heads: BTreeMap<u64, u32>,
     /// Set while an audit correction is applied: what it raises is
     /// confirmed by the page table.
     in_audit: bool,
@@ -322,7 +335,8 @@ impl Analyzer {
             verify_requests: BTreeMap::new(),
             drift: Vec::new(),
             drift_open: BTreeMap::new(),
-            untracked_leaves: Default::default(),
+            pud_keys: Default::default(),
+            pud_heads: BTreeMap::new(),
             in_audit: false,
             evict_retry_at: 0,
         }
@@ -361,10 +375,9 @@ impl Analyzer {
         self.last_t = self.last_t.max(ev.t);
         // The per-page loops below run over 2^order pages: a corrupt trace
         // must not make them run for ever or overflow.
-        // The one exception: the audit's report of a 1 GiB leaf, which
-        // touches no page (`on_audit_map`).
-        let pud_report = ev.kind == EventKind::AuditMap && ev.order == PUD_ORDER;
-        if (ev.order > MAX_ORDER && !pud_report) || ev.pfn >= MAX_PFN || ev.pfn_end >= MAX_PFN {
+        // A PUD (order 18) is the one larger order: it keeps no per-page
+        // state, so no loop runs over its pages.
+        if !valid_order(ev.order) || ev.pfn >= MAX_PFN || ev.pfn_end >= MAX_PFN {
             self.stats.invalid_events += 1;
             return;
         }
@@ -756,9 +769,16 @@ impl Analyzer {
     }
 
     /// A mapped_after_unplug finding collects every later event on its pages.
+    /// A PUD's pages are one folio whose events name its head (GUP events
+    /// are reported on the folio's head pfn): the head stands for all.
     fn open_unplug(&mut self, f: &Finding, id: usize) {
         if f.rule == RuleId::MappedAfterUnplug {
-            for p in f.pfn..f.pfn + (1u64 << f.order) {
+            let pages = if f.order == PUD_ORDER {
+                1
+            } else {
+                1u64 << f.order
+            };
+            for p in f.pfn..f.pfn + pages {
                 self.unplug_open.entry(p).or_default().push(id);
             }
         }
@@ -826,7 +846,7 @@ impl Analyzer {
             Some(m) if m.pfn == pfn && m.order == ev.order => false,
             Some(_) => {
                 self.stats.mappings_replaced += 1;
-                if let Some(old) = self.mappings.remove(&key) {
+                if let Some(old) = self.remove_mapping(key) {
                     self.unmap_pages(&old);
                 }
                 true
@@ -834,22 +854,8 @@ impl Analyzer {
             None => true,
         };
         if new {
-            // A PMD maps 512 pages of the head's device: they share its pgmap
-            // (and so its idle bias).
-            let pgmap = self.pages.get(&pfn).map_or(0, |p| p.pgmap);
-            for p in pfn..pfn + ev.nr_pages() {
-                let page = self.pages.entry(p).or_insert_with(|| Page {
-                    first_t: ev.t,
-                    last_t: ev.t,
-                    ..Page::default()
-                });
-                if page.pgmap == 0 {
-                    page.pgmap = pgmap;
-                }
-                page.mapcount += 1;
-                page.page_flags &= !PAGE_FREED_REPORTED;
-            }
-            self.mappings.insert(key, mapping);
+            self.map_pages(&mapping, ev.t);
+            self.insert_mapping(key, mapping);
             self.stats.mappings_installed += 1;
         }
 
@@ -864,7 +870,11 @@ impl Analyzer {
         if let Some(raw) = ev.ref_after.or(ev.ref_before)
             && raw.wrapping_sub(bias).wrapping_sub(transient) <= 0
         {
-            let what = if ev.order > 0 { "PMD" } else { "PTE" };
+            let what = match ev.order {
+                0 => "PTE",
+                PUD_ORDER => "PUD",
+                _ => "PMD",
+            };
             let explanation = || {
                 format!(
                     "{} installed a {what} at {} for pfn {pfn:#x} while its _refcount was {raw} \
@@ -954,14 +964,97 @@ impl Analyzer {
         }
     }
 
+    /// Count one more mapping of every page `m` covers. A PMD maps 512
+    /// pages of the head's device: they share its pgmap (and so its idle
+    /// bias). A PUD is counted once, at its head ([`Analyzer::pud_heads`]).
+    fn map_pages(&mut self, m: &Mapping, t: u64) {
+        let pfn = m.pfn;
+        if m.order == PUD_ORDER {
+            *self.pud_heads.entry(pfn).or_default() += 1;
+            if let Some(page) = self.pages.get_mut(&pfn) {
+                page.page_flags &= !PAGE_FREED_REPORTED;
+            }
+            return;
+        }
+        let pgmap = self.pages.get(&pfn).map_or(0, |p| p.pgmap);
+        for p in pfn..pfn + (1u64 << m.order) {
+            let page = self.pages.entry(p).or_insert_with(|| Page {
+                first_t: t,
+                last_t: t,
+                ..Page::default()
+            });
+            if page.pgmap == 0 {
+                page.pgmap = pgmap;
+            }
+            page.mapcount += 1;
+            page.page_flags &= !PAGE_FREED_REPORTED;
+        }
+    }
+
     /// Decrement the mapcount of every page `m` covers.
     fn unmap_pages(&mut self, m: &Mapping) {
-        for p in m.pfn..m.pfn + (1u64 << m.order) {
-            if let Some(page) = self.pages.get_mut(&p) {
-                page.mapcount = page.mapcount.saturating_sub(1);
+        if m.order == PUD_ORDER {
+            if let Some(n) = self.pud_heads.get_mut(&m.pfn) {
+                *n -= 1;
+                if *n == 0 {
+                    self.pud_heads.remove(&m.pfn);
+                }
+            }
+        } else {
+            for p in m.pfn..m.pfn + (1u64 << m.order) {
+                if let Some(page) = self.pages.get_mut(&p) {
+                    page.mapcount = page.mapcount.saturating_sub(1);
+                }
             }
         }
         self.stats.mappings_removed += 1;
+    }
+
+    /// The only ways into and out of `mappings`: they keep `pud_keys`.
+    fn insert_mapping(&mut self, key: (u64, u64), m: Mapping) -> Option<Mapping> {
+        if m.order == PUD_ORDER {
+            self.pud_keys.insert(key);
+        }
+        let old = self.mappings.insert(key, m);
+        if let Some(o) = &old
+            && o.order == PUD_ORDER
+            && self.mappings.get(&key).is_none_or(|n| n.order != PUD_ORDER)
+        {
+            self.pud_keys.remove(&key);
+        }
+        old
+    }
+
+    fn remove_mapping(&mut self, key: (u64, u64)) -> Option<Mapping> {
+        let old = self.mappings.remove(&key);
+        if old.as_ref().is_some_and(|m| m.order == PUD_ORDER) {
+            self.pud_keys.remove(&key);
+        }
+        old
+    }
+
+    /// Keys of the shadow mappings of `mm` that overlap `[start, end)`.
+    fn overlapping(&self, mm: u64, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let covers = |va: u64, order: u8| va.saturating_add(4096u64 << order) > start;
+        let lo = start.saturating_sub(MAX_MAPPING_BYTES - 1);
+        let mut hits: Vec<(u64, u64)> = self
+            .mappings
+            .range((mm, lo)..(mm, end.max(lo)))
+            .filter(|((_, va), m)| covers(*va, m.order))
+            .map(|(k, _)| *k)
+            .collect();
+        let lo = start.saturating_sub(PUD_BYTES - 1);
+        let before = hits.len();
+        hits.extend(
+            self.pud_keys
+                .range((mm, lo)..(mm, end.max(lo)))
+                .filter(|&&(_, va)| covers(va, PUD_ORDER)),
+        );
+        if hits.len() > before {
+            hits.sort_unstable();
+            hits.dedup();
+        }
+        hits
     }
 
     fn on_unmap(&mut self, ev: &Event) {
@@ -969,15 +1062,8 @@ impl Analyzer {
         if !self.drift_open.is_empty() {
             self.explain_late(DriftKind::Stale, mm, start, end, ev.t, None);
         }
-        let lo = start.saturating_sub(MAX_MAPPING_BYTES - 1);
-        let hits: Vec<(u64, u64)> = self
-            .mappings
-            .range((mm, lo)..(mm, end.max(lo)))
-            .filter(|((_, va), m)| va.saturating_add(4096u64 << m.order) > start)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in hits {
-            if let Some(m) = self.mappings.remove(&key) {
+        for key in self.overlapping(mm, start, end) {
+            if let Some(m) = self.remove_mapping(key) {
                 self.unmap_pages(&m);
                 let mut e = ev.clone();
                 e.pfn = m.pfn;
@@ -990,15 +1076,18 @@ impl Analyzer {
         }
     }
 
-    /// A DAX huge PMD was cleared by a split (it is refaulted as PTEs).
+    /// A DAX huge PMD or PUD was cleared by a split (it is refaulted at a
+    /// smaller size). The event's order says which (0 in older traces: a
+    /// PMD); only a mapping of that size at that address is cleared.
     fn on_pmd_split(&mut self, ev: &Event) {
         if !self.drift_open.is_empty() {
             let (mm, start, end) = (ev.mm.0, ev.vaddr.0, ev.vaddr_end.0);
             self.explain_late(DriftKind::Stale, mm, start, end, ev.t, None);
         }
         let key = (ev.mm.0, ev.vaddr.0);
-        if self.mappings.get(&key).is_some_and(|m| m.order > 0)
-            && let Some(m) = self.mappings.remove(&key)
+        let order = if ev.order == 0 { PMD_ORDER } else { ev.order };
+        if self.mappings.get(&key).is_some_and(|m| m.order == order)
+            && let Some(m) = self.remove_mapping(key)
         {
             self.unmap_pages(&m);
             let mut e = ev.clone();
@@ -1017,9 +1106,9 @@ impl Analyzer {
             .map(|((_, va), m)| (*va, m.clone()))
             .collect();
         for (va, m) in moved {
-            self.mappings.remove(&(mm, va));
+            self.remove_mapping((mm, va));
             let new_va = ev.new_vaddr.0.wrapping_add(va - start);
-            if let Some(old) = self.mappings.insert((mm, new_va), m) {
+            if let Some(old) = self.insert_mapping((mm, new_va), m) {
                 self.unmap_pages(&old);
             }
             self.stats.mappings_moved += 1;
@@ -1027,16 +1116,17 @@ impl Analyzer {
     }
 
     /// fork copied the present PTEs of `[vaddr, vaddr_end)` from `src_mm`.
-    /// Only PTEs: `copy_huge_pmd` never copies a DAX PMD (devmap on 6.x, a
-    /// file folio on 7.x; the child refaults it), so PMD mappings stay the
-    /// parent's alone. The copy runs in the parent's context: the copies
+    /// PTEs and PUDs, not PMDs: `copy_huge_pmd` never copies a DAX PMD
+    /// (devmap on 6.x, a file folio on 7.x; the child refaults it), so PMD
+    /// mappings stay the parent's alone, while `copy_huge_pud` copies a
+    /// device-dax PUD. The copy runs in the parent's context: the copies
     /// carry the parent's pid until `task_new` names the child.
     fn on_copy_range(&mut self, ev: &Event) {
         let (src, dst) = (ev.src_mm.0, ev.mm.0);
         let copied: Vec<(u64, Mapping)> = self
             .mappings
             .range((src, ev.vaddr.0)..(src, ev.vaddr_end.0.max(ev.vaddr.0)))
-            .filter(|(_, m)| m.order == 0)
+            .filter(|(_, m)| m.order == 0 || m.order == PUD_ORDER)
             .map(|((_, va), m)| (*va, m.clone()))
             .collect();
         for (va, m) in copied {
@@ -1046,12 +1136,12 @@ impl Analyzer {
                 comm: ev.comm,
                 ..m
             };
-            for p in copy.pfn..copy.pfn + (1u64 << copy.order) {
-                if let Some(page) = self.pages.get_mut(&p) {
-                    page.mapcount += 1;
-                }
+            if copy.order == PUD_ORDER {
+                *self.pud_heads.entry(copy.pfn).or_default() += 1;
+            } else if let Some(page) = self.pages.get_mut(&copy.pfn) {
+                page.mapcount += 1;
             }
-            if let Some(old) = self.mappings.insert((dst, va), copy) {
+            if let Some(old) = self.insert_mapping((dst, va), copy) {
                 self.unmap_pages(&old);
             }
             self.stats.mappings_copied += 1;
@@ -1075,19 +1165,6 @@ impl Analyzer {
 
     /// The page table maps what the shadow did not: take it in.
     fn on_audit_map(&mut self, ev: &Event) {
-        if ev.order == PUD_ORDER {
-            // A 1 GiB (PUD) leaf: refscope does not follow PUD mappings, so
-            // every audit finds it again; it is one divergence, kept out of
-            // the shadow (its pages are not tracked).
-            if self.untracked_leaves.insert((ev.mm.0, ev.vaddr.0, ev.pfn)) {
-                self.note_drift(
-                    ev,
-                    DriftKind::Missing,
-                    "a 1 GiB (PUD) device mapping: refscope does not follow PUD mappings (device-dax with align=1G), no finding covers its pages",
-                );
-            }
-            return;
-        }
         let hint = self.missing_hint(ev);
         self.note_drift(ev, DriftKind::Missing, hint);
         // Install-time rules do not apply (the install was not seen); a
@@ -1133,7 +1210,7 @@ impl Analyzer {
         e.pfn = m.pfn;
         e.order = m.order;
         self.note_drift(&e, DriftKind::Stale, hint);
-        self.mappings.remove(&key);
+        self.remove_mapping(key);
         self.unmap_pages(&m);
         self.touch(m.pfn, &e, None);
         for p in &mut self.pending {
@@ -1513,7 +1590,17 @@ impl Analyzer {
     }
 
     fn mapped(&self, pfn: u64) -> bool {
-        self.pages.get(&pfn).is_some_and(|p| p.mapcount > 0)
+        self.pages.get(&pfn).is_some_and(|p| p.mapcount > 0) || self.pud_covers(pfn)
+    }
+
+    /// A PUD mapping covers `pfn`.
+    fn pud_covers(&self, pfn: u64) -> bool {
+        !self.pud_heads.is_empty()
+            && self
+                .pud_heads
+                .range(pfn.saturating_sub(PUD_PAGES - 1)..=pfn)
+                .next()
+                .is_some()
     }
 
     fn on_free(&mut self, ev: &Event) {
@@ -1722,7 +1809,11 @@ impl Analyzer {
             .pages
             .iter()
             .filter(|(pfn, p)| {
-                p.mapcount == 0 && p.pins == 0 && p.gets == 0 && !self.unplug_open.contains_key(pfn)
+                p.mapcount == 0
+                    && p.pins == 0
+                    && p.gets == 0
+                    && !self.unplug_open.contains_key(pfn)
+                    && !self.pud_covers(**pfn)
             })
             .map(|(&pfn, p)| (p.last_t, pfn))
             .collect();

@@ -1,7 +1,7 @@
 //! Rule tests on synthetic event sequences, positive and negative, under
 //! both refcount models.
 
-use refscope_common::{EventKind, HookId, flags};
+use refscope_common::{EventKind, HookId, PUD_ORDER, flags};
 
 use super::*;
 use crate::{event::Flags, model::GupFlagBits};
@@ -67,10 +67,10 @@ impl Trace {
     }
 
     fn map(&mut self, mm: u64, vaddr: u64, pfn: u64, order: u8, ref_after: i32) {
-        let hook = if order == 0 {
-            HookId::InsertPfn
-        } else {
-            HookId::VmfInsertPfnPmd
+        let hook = match order {
+            0 => HookId::InsertPfn,
+            PUD_ORDER => HookId::VmfInsertPfnPud,
+            _ => HookId::VmfInsertPfnPmd,
         };
         let mut e = self.ev(EventKind::Map, hook);
         e.mm = Hex(mm);
@@ -130,10 +130,14 @@ impl Trace {
     }
 
     fn pgmap_remove(&mut self) {
+        self.pgmap_remove_at(BASE, BASE + 0x20000);
+    }
+
+    fn pgmap_remove_at(&mut self, pfn: u64, pfn_end: u64) {
         let mut e = self.ev(EventKind::PgmapRemove, HookId::MemunmapPages);
         e.pgmap = Hex(0xdead);
-        e.pfn = BASE;
-        e.pfn_end = BASE + 0x20000;
+        e.pfn = pfn;
+        e.pfn_end = pfn_end;
         e.arg_flags = Hex(FSDAX);
         self.apply(e);
     }
@@ -806,4 +810,148 @@ fn audit_corrections_are_drift_and_name_the_likely_cause() {
     );
     // No install-time rule fires for a mapping whose install was not seen.
     assert_eq!(t.count(RuleId::ZeroRefMapping), 0);
+}
+
+// ------------------------------------------------------- 1 GiB (PUD) maps --
+
+/// A device-dax device with `align=1G`: its first pfn is PUD-aligned.
+const DAX1G: u64 = 0x40_0000;
+const GIB: u64 = 1 << 30;
+
+impl Trace {
+    fn with_1g_device(model: RefcountModel) -> Self {
+        let mut t = Trace::new(model);
+        t.an.add_device(&Device {
+            name: "dax1.0".into(),
+            mode: "devdax".into(),
+            pfn_start: DAX1G,
+            pfn_end: DAX1G + 2 * PUD_PAGES,
+            pgmap_type: PgmapType::Generic,
+        });
+        t
+    }
+
+    fn split(&mut self, mm: u64, vaddr: u64, order: u8) {
+        let hook = if order == PUD_ORDER {
+            HookId::SplitHugePud
+        } else {
+            HookId::SplitHugePmd
+        };
+        let mut e = self.ev(EventKind::PmdSplit, hook);
+        e.mm = Hex(mm);
+        e.vaddr = Hex(vaddr);
+        e.vaddr_end = Hex(vaddr + (4096 << order));
+        e.order = order;
+        self.apply(e);
+    }
+}
+
+#[test]
+fn a_pud_mapping_is_one_mapping_that_keeps_no_per_page_state() {
+    let mut t = Trace::with_1g_device(RefcountModel::Refcounted);
+    let pages_before = t.an.page_count();
+    t.map(MM_A, GIB, DAX1G, PUD_ORDER, 2);
+    assert_eq!(t.an.mapping_count(), 1);
+    assert_eq!(t.an.stats().invalid_events, 0);
+    assert!(
+        t.an.page_count() <= pages_before + 1,
+        "a 1 GiB mapping must not create 262144 page entries"
+    );
+    // Any page under it is mapped: freeing one is freed_while_mapped.
+    t.free(DAX1G + 12345);
+    let f = t.only(RuleId::FreedWhileMapped);
+    assert_eq!((f.mm, f.vaddr, f.order), (Hex(MM_A), Hex(GIB), PUD_ORDER));
+    // A page past its end is not.
+    t.free(DAX1G + PUD_PAGES);
+    assert_eq!(t.count(RuleId::FreedWhileMapped), 1);
+}
+
+#[test]
+fn an_unmap_inside_a_pud_mapping_drops_it_however_far_from_its_start() {
+    let mut t = Trace::with_1g_device(RefcountModel::Refcounted);
+    t.map(MM_A, GIB, DAX1G, PUD_ORDER, 2);
+    // PTEs of another device right below it must stay.
+    t.map(MM_A, GIB - 4096, BASE, 0, 2);
+    t.unmap(MM_A, GIB + 900 * (1 << 20), GIB + 901 * (1 << 20));
+    assert_eq!(
+        t.an.mapping_count(),
+        1,
+        "{:#?}",
+        t.an.mappings_in(MM_A).collect::<Vec<_>>()
+    );
+    t.free(DAX1G + 7);
+    assert_eq!(
+        t.count(RuleId::FreedWhileMapped),
+        0,
+        "{:#?}",
+        t.an.findings()
+    );
+}
+
+#[test]
+fn a_pud_split_drops_the_pud_and_a_pmd_split_there_does_not() {
+    let mut t = Trace::with_1g_device(RefcountModel::Refcounted);
+    t.map(MM_A, GIB, DAX1G, PUD_ORDER, 2);
+    t.split(MM_A, GIB, 9);
+    assert_eq!(t.an.mapping_count(), 1, "a PMD split is not a PUD split");
+    t.split(MM_A, GIB, PUD_ORDER);
+    assert_eq!(t.an.mapping_count(), 0);
+    t.free(DAX1G);
+    assert_eq!(t.count(RuleId::FreedWhileMapped), 0);
+}
+
+#[test]
+fn fork_copies_a_pud_mapping_and_mremap_moves_it() {
+    let mut t = Trace::with_1g_device(RefcountModel::Refcounted);
+    t.map(MM_A, GIB, DAX1G, PUD_ORDER, 2);
+    let mut e = t.ev(EventKind::CopyRange, HookId::CopyPageRange);
+    e.mm = Hex(MM_B);
+    e.src_mm = Hex(MM_A);
+    e.vaddr = Hex(GIB);
+    e.vaddr_end = Hex(2 * GIB);
+    t.apply(e);
+    assert_eq!(t.an.stats().mappings_copied, 1, "copy_huge_pud copies it");
+    let mut e = t.ev(EventKind::Remap, HookId::MovePageTables);
+    e.mm = Hex(MM_B);
+    e.vaddr = Hex(GIB);
+    e.vaddr_end = Hex(2 * GIB);
+    e.new_vaddr = Hex(4 * GIB);
+    t.apply(e);
+    t.exit(MM_A);
+    // The child still maps it, at the new address; an unmap there ends it.
+    t.pgmap_remove_at(DAX1G, DAX1G + 2 * PUD_PAGES);
+    let f = t.only(RuleId::MappedAfterUnplug);
+    assert_eq!((f.mm, f.vaddr, f.pfn), (Hex(MM_B), Hex(4 * GIB), DAX1G));
+    t.unmap(MM_B, 4 * GIB + 4096, 4 * GIB + 8192);
+    assert_eq!(t.an.mapping_count(), 0);
+}
+
+#[test]
+fn the_audit_takes_a_pud_leaf_into_the_shadow_and_drops_a_stale_one() {
+    let mut t = Trace::with_1g_device(RefcountModel::Refcounted);
+    let mut e = t.ev(EventKind::AuditMap, HookId::Audit);
+    e.mm = Hex(MM_A);
+    e.vaddr = Hex(GIB);
+    e.pfn = DAX1G;
+    e.order = PUD_ORDER;
+    t.apply(e);
+    assert_eq!(t.an.mapping_count(), 1);
+    assert_eq!(t.an.stats().invalid_events, 0);
+    let mut e = t.ev(EventKind::AuditUnmap, HookId::Audit);
+    e.mm = Hex(MM_A);
+    e.vaddr = Hex(GIB);
+    t.apply(e);
+    assert_eq!(t.an.mapping_count(), 0);
+    t.free(DAX1G + 1);
+    assert_eq!(t.count(RuleId::FreedWhileMapped), 0);
+    assert_eq!(t.an.drift().len(), 2);
+}
+
+#[test]
+fn orders_between_a_pmd_and_a_pud_are_invalid() {
+    let mut t = Trace::with_1g_device(RefcountModel::Refcounted);
+    t.map(MM_A, GIB, DAX1G, 10, 2);
+    t.map(MM_A, GIB, DAX1G, 19, 2);
+    assert_eq!(t.an.stats().invalid_events, 2);
+    assert_eq!(t.an.mapping_count(), 0);
 }
