@@ -1450,6 +1450,16 @@ pub fn devdax_geometry(name: &str) -> (Option<usize>, Option<u64>) {
     (None, None)
 }
 
+/// The physical address a device-dax device starts at (its sysfs
+/// `resource`, hexadecimal), when it has one range.
+pub fn devdax_resource(name: &str) -> Option<u64> {
+    ["/sys/bus/dax/devices", "/sys/class/dax"]
+        .iter()
+        .map(|base| Path::new(base).join(name).join("resource"))
+        .find_map(|p| read_trim(p))
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+}
+
 /// Elapsed milliseconds as f64.
 pub fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0

@@ -24,7 +24,7 @@ pub use table::{Case, Count};
 
 use crate::{
     util::{self, note, step},
-    vm::{self, Align, Fs, KernelChoice, MemmapOn, NsMode, VmConfig},
+    vm::{self, Align, Fs, KernelChoice, MemmapOn, NsMode, PmemKind, VmConfig},
 };
 
 /// The kernels the suite runs on, in table order.
@@ -171,11 +171,19 @@ fn run_boot(
         cfg.share = Some(share.clone());
         cfg.echo_output = false;
         cfg.fs = if boot.fs == "xfs" { Fs::Xfs } else { Fs::Ext4 };
-        cfg.align = if boot.align == "2m" {
-            Align::M2
-        } else {
-            Align::K4
+        cfg.align = match boot.align.as_str() {
+            "2m" => Align::M2,
+            "1g" => Align::G1,
+            _ => Align::K4,
         };
+        if cfg.align == Align::G1 {
+            // A 1 GiB-aligned device: the pfn info block rounds the data
+            // up to the next GiB, so 2 GiB of pmem leave one usable GiB.
+            // QEMU's NVDIMM sits GiB-aligned above 4 GiB; a memmap= region
+            // that big would run into the PCI hole.
+            cfg.pmem = PmemKind::Nvdimm;
+            cfg.pmem_mib = 2048;
+        }
         cfg.mode = if boot.mode == "devdax" {
             NsMode::Devdax
         } else {

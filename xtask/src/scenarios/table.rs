@@ -35,7 +35,7 @@ pub enum Kind {
 pub struct Boot {
     /// ext4 | xfs
     pub fs: String,
-    /// 4k | 2m
+    /// 4k | 2m | 1g (devdax only)
     pub align: String,
     /// fsdax | devdax
     pub mode: String,

@@ -102,6 +102,7 @@ pub fn vm_conf(cfg: &VmConfig, kernel: &Kernel, interactive: bool) -> String {
             match cfg.align {
                 Align::K4 => "4096",
                 Align::M2 => "2097152",
+                Align::G1 => "1073741824",
             }
             .into(),
         ),

@@ -63,6 +63,10 @@ pub enum Align {
     /// 2 MiB: DAX mappings can use PMDs.
     #[value(name = "2m")]
     M2,
+    /// 1 GiB: device-dax can map PUDs (needs --mode devdax, and more than
+    /// 2 GiB of pmem: the pfn info block takes the first GiB).
+    #[value(name = "1g")]
+    G1,
 }
 
 /// How the guest gets persistent memory.

@@ -32,8 +32,49 @@ pub struct DevDax {
     /// Pages to pin with process_vm_readv (the first K pages).
     #[arg(long, default_value_t = 1, value_name = "K")]
     pub pin: usize,
+    /// With 1 GiB alignment: after the touch and the pins, read our own
+    /// /proc/self/pagemap over the mapping. The kernel's page walk splits
+    /// (clears) each device-dax PUD to look below it (`__split_huge_pud`),
+    /// so the mapping is gone afterwards, with no unmap: a path a tracer
+    /// must see.
+    #[arg(long)]
+    pub split_by_pagemap: bool,
     #[command(flatten)]
     pub touch: TouchMode,
+}
+
+/// Order of a 1 GiB (PUD) mapping, in 4 KiB pages.
+const PUD_ORDER: u32 = 18;
+
+/// Records of 1 GiB mappings, without reading pagemap: on 6.1 to 7.3 a
+/// pagemap (or smaps) walk of a device-dax PUD calls `split_huge_pud`,
+/// which clears it, so the reading would undo what it reads. The pfns come
+/// from the device's physical start (sysfs `resource`) and the offset; the
+/// entries are marked present (the touch faulted them in).
+fn pud_records(
+    m: &Mapping,
+    order: u32,
+    name: &str,
+    offset: u64,
+) -> anyhow::Result<Vec<crate::ctx::MapRecord>> {
+    let dev = name.rsplit('/').next().unwrap_or(name);
+    let base = sys::devdax_resource(dev)
+        .with_context(|| format!("{name}: no sysfs resource to derive pfns from"))?;
+    let unit = PAGE_SIZE << order;
+    Ok((0..m.len() / unit)
+        .map(|b| {
+            let off = offset + (b * unit) as u64;
+            let pfn = (base + off) / PAGE_SIZE as u64;
+            crate::ctx::MapRecord {
+                vaddr: m.addr() + b * unit,
+                entry: crate::pagemap::PagemapEntry(1 << 63 | pfn),
+                order,
+                file: name.to_owned(),
+                offset: off,
+                t_ns: None,
+            }
+        })
+        .collect())
 }
 
 pub fn devdax(ctx: &Ctx, a: &DevDax) -> anyhow::Result<()> {
@@ -60,12 +101,19 @@ pub fn devdax(ctx: &Ctx, a: &DevDax) -> anyhow::Result<()> {
     let per = align / PAGE_SIZE;
     let firsts: Vec<usize> = (0..pages).step_by(per).collect();
     touch_pages(&m, &firsts, a.touch.is_write(), false);
-    let recs = if order == 0 {
+    let recs = if order >= PUD_ORDER {
+        pud_records(&m, order, &name, a.offset)?
+    } else if order == 0 {
         ctx.page_records(&m, &firsts, &name, a.offset, None)?
     } else {
         ctx.block_records(&m, order, &name, a.offset)?
     };
     ctx.check_present(&recs)?;
+    if order >= PUD_ORDER {
+        ctx.say(format!(
+            "{name}: 1 GiB mappings: pagemap not read (a pagemap walk splits, that is clears, a device-dax PUD); pfns from sysfs resource"
+        ));
+    }
     let huge = order > 0 && recs.iter().all(|r| r.order == order);
     ctx.say(format!(
         "{} {} fault unit(s) of {align:#x} at {:#x}{}",
@@ -93,6 +141,18 @@ pub fn devdax(ctx: &Ctx, a: &DevDax) -> anyhow::Result<()> {
             .with("mappings", ctx.records_json(&recs))
             .with("pins", a.pin),
     )?;
+    let mut split = None;
+    if a.split_by_pagemap {
+        if order < PUD_ORDER {
+            bail!("--split-by-pagemap needs a 1 GiB-aligned device (align {align:#x})");
+        }
+        let after = crate::pagemap::read(None, m.addr(), pages)?;
+        let present = after.iter().filter(|e| e.present()).count();
+        ctx.say(format!(
+            "read pagemap over the 1 GiB mapping(s): {present} of {pages} pages present after it"
+        ));
+        split = Some(present);
+    }
     let hold = ctx.hold();
     m.unmap().context("munmap")?;
     ctx.emit(
@@ -104,6 +164,7 @@ pub fn devdax(ctx: &Ctx, a: &DevDax) -> anyhow::Result<()> {
             .with("touch", a.touch.name())
             .with("mappings", ctx.records_json(&recs))
             .with("pins", a.pin)
+            .with("present_after_pagemap", split)
             .with(
                 "gup",
                 (a.pin > 0).then(|| {
