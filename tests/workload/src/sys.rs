@@ -1456,7 +1456,7 @@ pub fn devdax_resource(name: &str) -> Option<u64> {
     ["/sys/bus/dax/devices", "/sys/class/dax"]
         .iter()
         .map(|base| Path::new(base).join(name).join("resource"))
-        .find_map(|p| read_trim(p))
+        .find_map(read_trim)
         .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
 }
 

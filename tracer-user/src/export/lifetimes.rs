@@ -288,7 +288,7 @@ impl Lifetimes {
         let (mm, start, end) = (ev.mm.0, ev.vaddr.0, ev.vaddr_end.0);
         let moved: Vec<u64> = self
             .maps
-            .range((mm, start)..(mm, end))
+            .range((mm, start)..(mm, end.max(start)))
             .map(|((_, va), _)| *va)
             .collect();
         for va in moved {
@@ -308,7 +308,7 @@ impl Lifetimes {
         let (src, dst) = (ev.src_mm.0, ev.mm.0);
         let copied: Vec<MapLife> = self
             .maps
-            .range((src, ev.vaddr.0)..(src, ev.vaddr_end.0))
+            .range((src, ev.vaddr.0)..(src, ev.vaddr_end.0.max(ev.vaddr.0)))
             // copy_huge_pmd leaves DAX PMDs to the child's own faults;
             // copy_huge_pud copies a device-dax PUD.
             .filter(|(_, m)| m.order == 0 || m.order == PUD_ORDER)
@@ -645,5 +645,160 @@ mod tests {
             ]
         );
         assert_eq!(l.live_count(), (3, 0));
+    }
+}
+
+/// The export's lifetimes and the analysis core pair mappings with their
+/// own code: held against each other over random event sequences, every
+/// kind that changes the shadow, mappings of every size.
+#[cfg(test)]
+mod agrees_with_the_analysis {
+    use std::collections::BTreeSet;
+
+    use refscope_common::{HookId, PMD_ORDER, PUD_ORDER, flags};
+    use refscope_core::{
+        analysis::{Analyzer, Config},
+        event::{Flags, Hex},
+        model::{PgmapType, RefcountModel},
+        trace::Device,
+    };
+
+    use super::*;
+
+    const DEV: u64 = 0x40_0000;
+    const GIB: u64 = 1 << 30;
+    const MMS: [u64; 3] = [0xa000, 0xb000, 0xc000];
+
+    /// xorshift64*: deterministic, no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// An address in a small window of 4 GiB, aligned for `order`.
+    fn addr(r: &mut Rng, order: u8) -> u64 {
+        let unit = 4096u64 << order;
+        GIB + r.below(4 * GIB / unit) * unit
+    }
+
+    fn order(r: &mut Rng) -> u8 {
+        [0, 0, 0, PMD_ORDER, PUD_ORDER][r.below(5) as usize]
+    }
+
+    fn event(r: &mut Rng, t: u64) -> Event {
+        let kinds = [
+            EventKind::Map,
+            EventKind::Map,
+            EventKind::Map,
+            EventKind::AttachMap,
+            EventKind::Unmap,
+            EventKind::Unmap,
+            EventKind::PmdSplit,
+            EventKind::Remap,
+            EventKind::CopyRange,
+            EventKind::TaskNew,
+            EventKind::MmExit,
+            EventKind::AuditMap,
+            EventKind::AuditUnmap,
+        ];
+        let kind = kinds[r.below(kinds.len() as u64) as usize];
+        let mut e = Event::new(kind, HookId::InsertPfn);
+        e.t = t;
+        e.seq = t;
+        e.mm = Hex(MMS[r.below(3) as usize]);
+        e.pid = 100 + r.below(4) as u32;
+        let o = order(r);
+        match kind {
+            EventKind::Map | EventKind::AttachMap | EventKind::AuditMap => {
+                e.order = o;
+                e.vaddr = Hex(addr(r, o));
+                let unit = 1u64 << o;
+                e.pfn = DEV + r.below((4 << 18) / unit) * unit;
+                e.ref_after = Some(2);
+                e.flags = Flags(flags::REF_AFTER);
+                if r.below(8) == 0 {
+                    e.flags = Flags(flags::FAILED);
+                }
+            }
+            EventKind::AuditUnmap => e.vaddr = Hex(addr(r, o)),
+            EventKind::PmdSplit => {
+                e.order = if o == 0 { PMD_ORDER } else { o };
+                e.vaddr = Hex(addr(r, e.order));
+            }
+            EventKind::Unmap | EventKind::Remap | EventKind::CopyRange => {
+                let a = addr(r, 0);
+                let b = addr(r, 0);
+                // Mostly ordered ranges, sometimes backwards (corrupt).
+                let (lo, hi) = if r.below(16) == 0 {
+                    (a.max(b), a.min(b))
+                } else {
+                    (a.min(b), a.max(b) + 4096 * r.below(3))
+                };
+                e.vaddr = Hex(lo);
+                e.vaddr_end = Hex(hi);
+                e.new_vaddr = Hex(addr(r, o));
+                e.src_mm = Hex(MMS[r.below(3) as usize]);
+            }
+            _ => {}
+        }
+        e
+    }
+
+    type Live = BTreeSet<(u64, u64, u64, u8, u32)>;
+
+    fn analysis_live(an: &Analyzer) -> Live {
+        an.mappings()
+            .map(|(&(mm, va), m)| (mm, va, m.pfn, m.order, m.pid))
+            .collect()
+    }
+
+    fn export_live(l: &Lifetimes) -> Live {
+        l.live_maps()
+            .map(|m| (m.mm, m.vaddr, m.pfn, m.order, m.pid))
+            .collect()
+    }
+
+    #[test]
+    fn live_mappings_are_the_same_after_every_event() {
+        for seed in 1..=200u64 {
+            let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let mut an = Analyzer::new(Config::new(RefcountModel::Refcounted));
+            an.add_device(&Device {
+                name: "dax0.0".into(),
+                mode: "devdax".into(),
+                pfn_start: DEV,
+                pfn_end: DEV + (4 << 18),
+                pgmap_type: PgmapType::Generic,
+            });
+            let mut l = Lifetimes::new(GupFlagBits::default());
+            let mut out = Vec::new();
+            let mut trail = Vec::new();
+            for t in 1..=300 {
+                let e = event(&mut r, t);
+                trail.push(format!(
+                    "{:?} mm {:#x} [{:#x}, {:#x}) -> {:#x} o{} from {:#x}",
+                    e.kind, e.mm.0, e.vaddr.0, e.vaddr_end.0, e.new_vaddr.0, e.order, e.src_mm.0
+                ));
+                an.apply(&e);
+                l.apply(&e, &mut out);
+                let (a, x) = (analysis_live(&an), export_live(&l));
+                assert!(
+                    a == x,
+                    "seed {seed}, event {t}: only in the analysis {:x?}, only in the export {:x?}; last events:\n{}",
+                    a.difference(&x).collect::<Vec<_>>(),
+                    x.difference(&a).collect::<Vec<_>>(),
+                    trail[trail.len().saturating_sub(6)..].join("\n")
+                );
+            }
+        }
     }
 }
