@@ -133,3 +133,79 @@ fn the_ebpf_programs_only_call_audited_helpers() {
         bad.join("\n")
     );
 }
+
+/// Names of the function symbols in executable sections: the programs.
+fn programs(elf: &[u8]) -> Vec<String> {
+    let (shoff, shentsize, shnum) = (u64_at(elf, 0x28), u16_at(elf, 0x3a), u16_at(elf, 0x3c));
+    let section = |i: usize| &elf[shoff + i * shentsize..shoff + (i + 1) * shentsize];
+    let sh_type = |i: usize| u32::from_le_bytes(section(i)[4..8].try_into().expect("4 bytes"));
+    let executable = |i: usize| sh_type(i) == 1 && u64_at(section(i), 8) & 4 != 0;
+    let mut out = Vec::new();
+    // SHT_SYMTAB; its sh_link is the string table.
+    for i in (0..shnum).filter(|&i| sh_type(i) == 2) {
+        let s = section(i);
+        let (off, size) = (u64_at(s, 0x18), u64_at(s, 0x20));
+        let link = u32::from_le_bytes(s[0x28..0x2c].try_into().expect("4 bytes")) as usize;
+        let strtab = u64_at(section(link), 0x18);
+        for sym in elf[off..off + size].chunks_exact(24) {
+            let name = u32::from_le_bytes(sym[0..4].try_into().expect("4 bytes")) as usize;
+            let shndx = u16_at(sym, 6);
+            // STT_FUNC in a program section.
+            if sym[4] & 0xf != 2 || shndx == 0 || shndx >= shnum || !executable(shndx) {
+                continue;
+            }
+            let at = strtab + name;
+            let end = at + elf[at..].iter().position(|&b| b == 0).expect("NUL");
+            out.push(String::from_utf8_lossy(&elf[at..end]).into_owned());
+        }
+    }
+    out
+}
+
+/// Every program the attach plan can ask for, in either attach mode and
+/// with either half, is in the object: a name the plan derives and the
+/// object lacks would otherwise show up only as an attach failure on a
+/// kernel that picks that hook.
+#[test]
+fn every_program_the_plan_can_ask_for_is_in_the_object() {
+    use refscope::probe::plan::{Attach, HOOKS, Halves, Via};
+    assert!(
+        !OBJECT.is_empty(),
+        "refscope was built without its eBPF programs (no bpf-linker): run `cargo xtask setup` \
+         and rebuild; this test reads the object"
+    );
+    let have = programs(OBJECT);
+    assert!(
+        have.iter().any(|p| p == "insert_pfn_fexit"),
+        "no insert_pfn_fexit among {} programs: the symbol parser is broken",
+        have.len()
+    );
+    let mut missing = Vec::new();
+    for d in HOOKS {
+        for via in [Via::Fentry, Via::Kprobe] {
+            // A kprobe reports a return hook with both halves (the entry
+            // stashes the arguments); fentry needs only the one it reports.
+            let (entry, exit) = match (d.halves, via) {
+                (Halves::Both, _) | (Halves::Exit, Via::Kprobe) => (true, true),
+                (Halves::Exit, Via::Fentry) => (false, true),
+                (Halves::Entry, _) => (true, false),
+            };
+            let a = Attach {
+                hook: d.hook,
+                via,
+                entry,
+                exit,
+            };
+            for p in a.programs() {
+                if !have.contains(&p) {
+                    missing.push(format!("{p} ({:?}, {via:?})", d.hook));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "programs the plan can ask for that the eBPF object lacks:\n{}",
+        missing.join("\n")
+    );
+}
