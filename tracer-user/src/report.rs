@@ -8,17 +8,22 @@ use std::{
     io::{BufReader, Write},
     path::Path,
     process::ExitCode,
-    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use refscope_core::{
     analysis::{Analyzer, Finding, RuleId, Severity, Status, TimelineEntry},
-    trace::{Header, Record, TraceReader},
+    event::Event,
+    replay::{Consumer, End, Stop, replay},
+    trace::{Header, Loss, TraceReader},
 };
 use serde::Serialize;
 
-use crate::{cli::ReportArgs, output, session::analyzer_for};
+use crate::{
+    cli::ReportArgs,
+    output::{self, Progress},
+    session::analyzer_for,
+};
 
 /// Findings printed per rule in text mode (all are in `--json`).
 const TEXT_FINDINGS_PER_RULE: usize = 20;
@@ -53,41 +58,50 @@ pub fn analyse(
     let mut analyzer = analyzer_for(&header, timeline);
     analyzer.set_max_pages(max_pages);
     analyzer.set_max_findings(max_findings);
-    let mut progress = Progress::new(size);
-    let mut events = 0u64;
-    let mut end_t = 0;
-    let mut end_reason = None;
-    while let Some(rec) = reader.next_record() {
-        match rec? {
-            Record::Event(ev) => {
-                events += 1;
-                end_t = end_t.max(ev.t);
-                analyzer.apply(&ev);
-                if events.is_multiple_of(65536) {
-                    progress.update(reader.bytes_read());
-                }
-            }
-            Record::Loss(l) => analyzer.apply_loss(&l),
-            Record::Footer(f) => {
-                end_t = end_t.max(f.end_t);
-                end_reason = Some(f.end_reason);
-            }
-            // Findings in the trace are what was reported live; the report
-            // recomputes them from the events.
-            Record::Finding(_) | Record::Header(_) => {}
-        }
-    }
+    let mut progress = Progress::new("reading", size);
+    let end = replay(
+        &mut reader,
+        &mut Reading {
+            analyzer: &mut analyzer,
+            progress: &mut progress,
+        },
+    );
     progress.done();
-    analyzer.finish(end_t);
+    let end = end.map_err(|stop| match stop {
+        Stop::Trace { error, .. } => anyhow::Error::from(error),
+    })?;
     Ok(Analysed {
         header,
-        has_footer: reader.footer().is_some(),
-        end_reason,
-        truncated_at: reader.truncated_at(),
+        has_footer: end.footer.is_some(),
+        end_reason: end.footer.map(|f| f.end_reason),
+        truncated_at: end.truncated_at,
         analyzer,
-        events,
-        end_t,
+        events: end.events,
+        end_t: end.end_t,
     })
+}
+
+/// The analysis, with a progress line.
+struct Reading<'a> {
+    analyzer: &'a mut Analyzer,
+    progress: &'a mut Progress,
+}
+
+impl Consumer for Reading<'_> {
+    type Error = std::convert::Infallible;
+    fn event(&mut self, ev: Box<Event>) -> Result<(), Self::Error> {
+        self.analyzer.event(ev)
+    }
+    fn loss(&mut self, loss: &Loss) -> Result<(), Self::Error> {
+        self.analyzer.loss(loss)
+    }
+    fn progress(&mut self, bytes: u64) -> Result<(), Self::Error> {
+        self.progress.update(bytes);
+        Ok(())
+    }
+    fn end(&mut self, end: &End) -> Result<(), Self::Error> {
+        self.analyzer.end(end)
+    }
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
@@ -399,45 +413,4 @@ fn wrap(text: &str, width: usize, indent: &str) -> String {
         col += word.len();
     }
     out
-}
-
-/// A progress line on stderr for large inputs on a terminal.
-struct Progress {
-    total: u64,
-    enabled: bool,
-    last: Instant,
-    shown: bool,
-}
-
-impl Progress {
-    fn new(total: u64) -> Self {
-        // SAFETY: isatty has no preconditions.
-        let tty = unsafe { libc::isatty(2) } == 1;
-        Progress {
-            total,
-            enabled: tty && total > 64 << 20,
-            last: Instant::now(),
-            shown: false,
-        }
-    }
-
-    fn update(&mut self, done: u64) {
-        if !self.enabled || self.last.elapsed() < Duration::from_millis(200) {
-            return;
-        }
-        self.last = Instant::now();
-        self.shown = true;
-        eprint!(
-            "\rrefscope: reading {:>3}% ({} / {} MiB)",
-            done * 100 / self.total.max(1),
-            done >> 20,
-            self.total >> 20
-        );
-    }
-
-    fn done(&mut self) {
-        if self.shown {
-            eprint!("\r{:60}\r", "");
-        }
-    }
 }

@@ -15,10 +15,11 @@ use refscope_common::{Event as RawEvent, EventKind, HookId};
 
 use crate::{
     abi,
-    analysis::{Analyzer, Config},
+    analysis::{Analyzer, Config, Finding},
     event::Event,
     model::{PgmapType, RefcountModel},
-    trace::{Device, Header, Record, TraceReader, TraceWriter, parse_record},
+    replay::{Consumer, End, Stop, replay},
+    trace::{Device, Header, Loss, Record, TraceReader, TraceWriter, parse_record},
 };
 
 /// Small caps, so a fuzz input of a few KiB reaches them.
@@ -92,29 +93,50 @@ pub fn trace_reader(data: &[u8]) {
         "the header changed when written back"
     );
 
-    let mut a = analyzer(&header);
-    let mut end_t = 0u64;
-    while let Some(rec) = reader.next_record() {
-        match rec {
-            Ok(Record::Event(ev)) => {
-                check_round_trip(&mut w, &ev);
-                end_t = end_t.max(ev.t);
-                a.apply(&ev);
-            }
-            Ok(Record::Loss(l)) => a.apply_loss(&l),
-            Ok(Record::Footer(f)) => end_t = end_t.max(f.end_t),
-            Ok(Record::Finding(f)) => {
-                let _ = serde_json::to_string(&f).expect("a finding serializes");
-            }
-            Ok(Record::Header(_)) => {}
-            // The reports stop at the first bad line, naming it.
-            Err(e) => {
-                assert!(e.to_string().starts_with("fuzz.jsonl: line "), "{e}");
-                break;
-            }
+    let mut f = Fuzzed {
+        a: analyzer(&header),
+        w,
+    };
+    match replay(&mut reader, &mut f) {
+        Ok(end) => finish(&mut f.a, end.end_t),
+        // The reports stop at the first bad line, naming it.
+        Err(Stop::Trace { error, at }) => {
+            assert!(
+                error.to_string().starts_with("fuzz.jsonl: line "),
+                "{error}"
+            );
+            finish(&mut f.a, at.end_t);
         }
+        Err(Stop::Consumer(never)) => match never {},
     }
-    finish(&mut a, end_t);
+}
+
+/// `trace_reader`'s consumer: every event round-trips through the writer,
+/// then goes to the analysis.
+struct Fuzzed {
+    a: Analyzer,
+    w: TraceWriter<Vec<u8>>,
+}
+
+impl Consumer for Fuzzed {
+    type Error = std::convert::Infallible;
+    fn event(&mut self, ev: Box<Event>) -> Result<(), Self::Error> {
+        check_round_trip(&mut self.w, &ev);
+        self.a.apply(&ev);
+        Ok(())
+    }
+    fn loss(&mut self, l: &Loss) -> Result<(), Self::Error> {
+        self.a.apply_loss(l);
+        Ok(())
+    }
+    fn live_finding(&mut self, f: &Finding) -> Result<(), Self::Error> {
+        let _ = serde_json::to_string(f).expect("a finding serializes");
+        Ok(())
+    }
+    // The end is `finish` above, after the replay (also after an error).
+    fn end(&mut self, _end: &End) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// Target `event_decoder`: bytes as ring-buffer records, decoded as the

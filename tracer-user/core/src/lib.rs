@@ -11,4 +11,5 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
+pub mod replay;
 pub mod trace;

@@ -24,7 +24,6 @@ use std::{
     io::{BufRead, BufReader, BufWriter},
     path::{Path, PathBuf},
     process::ExitCode,
-    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -32,7 +31,8 @@ use refscope_core::{
     analysis::{Analyzer, Finding},
     event::Event,
     model::{PgmapType, idle_bias},
-    trace::{Footer, Header, Loss, Record, TraceReader},
+    replay::{Consumer, End, Stop, replay},
+    trace::{Footer, Header, Loss, TraceReader},
 };
 
 use self::{
@@ -41,7 +41,7 @@ use self::{
 };
 use crate::{
     cli::{ExportArgs, ExportFormat},
-    output::{self, create_output},
+    output::{self, Progress, create_output},
     report,
     session::analyzer_for,
 };
@@ -151,86 +151,127 @@ pub fn stream<R: BufRead, S: Sink>(
     sink: &mut S,
 ) -> anyhow::Result<Totals> {
     let header = reader.header().clone();
-    let mut analyzer = analyzer_for(&header, 0);
-    let mut lifetimes = Lifetimes::new(header.gup_flags);
-    let mut changes = Vec::new();
-    let mut progress = Progress::new(size);
-    let mut totals = Totals::default();
-    let mut opened = filter.since.is_none();
-    let mut closed = false;
-    let mut footer = None;
-    macro_rules! cx {
-        () => {
-            Cx {
-                header: &header,
-                analyzer: &analyzer,
-                lifetimes: &lifetimes,
-                filter,
-                window_closed: closed,
-            }
-        };
-    }
-    while let Some(rec) = reader.next_record() {
-        match rec? {
-            Record::Event(ev) => {
-                totals.events += 1;
-                totals.end_t = totals.end_t.max(ev.t);
-                if let Some(since) = filter.since
-                    && !opened
-                    && ev.t >= since
-                {
-                    opened = true;
-                    sink.window_open(&cx!(), since)?;
-                }
-                if let Some(until) = filter.until
-                    && !closed
-                    && ev.t >= until
-                {
-                    closed = true;
-                    sink.window_close(&cx!(), until)?;
-                }
-                let n0 = analyzer.findings().len();
-                analyzer.apply(&ev);
-                changes.clear();
-                lifetimes.apply(&ev, &mut changes);
-                let selected = !closed && filter.event_ok(&ev, &changes);
-                totals.selected += u64::from(selected);
-                let cx = cx!();
-                sink.event(&cx, &ev, &changes, selected, &analyzer.findings()[n0..])?;
-                if totals.events.is_multiple_of(65536) {
-                    progress.update(reader.bytes_read());
-                }
-            }
-            Record::Loss(l) => {
-                analyzer.apply_loss(&l);
-                sink.loss(&cx!(), &l)?;
-            }
-            Record::Finding(f) => sink.live_finding(&cx!(), &f)?,
-            Record::Footer(f) => {
-                totals.end_t = totals.end_t.max(f.end_t);
-                footer = Some(f);
-            }
-            Record::Header(_) => {}
+    let mut x = Exporting {
+        analyzer: analyzer_for(&header, 0),
+        lifetimes: Lifetimes::new(header.gup_flags),
+        header,
+        changes: Vec::new(),
+        filter,
+        sink,
+        progress: Progress::new("exporting", size),
+        selected: 0,
+        opened: filter.since.is_none(),
+        closed: false,
+    };
+    let end = replay(&mut reader, &mut x);
+    x.progress.done();
+    let end = end.map_err(|stop| match stop {
+        Stop::Trace { error, .. } => anyhow::Error::from(error),
+        Stop::Consumer(e) => e,
+    })?;
+    Ok(Totals {
+        events: end.events,
+        selected: x.selected,
+        findings: x.analyzer.findings().len(),
+        end_t: end.end_t,
+        has_footer: end.footer.is_some(),
+        end_reason: end.footer.map(|f| f.end_reason),
+        truncated_at: end.truncated_at,
+    })
+}
+
+/// One export pass: the analysis and the lifetimes, fed by the replay,
+/// feeding the sink.
+struct Exporting<'a, S> {
+    header: Header,
+    analyzer: Analyzer,
+    lifetimes: Lifetimes,
+    changes: Vec<Change>,
+    filter: &'a Filter,
+    sink: &'a mut S,
+    progress: Progress,
+    selected: u64,
+    /// `--since` has passed (or there is none).
+    opened: bool,
+    /// `--until` has passed.
+    closed: bool,
+}
+
+/// The sink's view of an [`Exporting`] (fields, so the sink stays
+/// borrowable).
+macro_rules! cx {
+    ($x:expr) => {
+        Cx {
+            header: &$x.header,
+            analyzer: &$x.analyzer,
+            lifetimes: &$x.lifetimes,
+            filter: $x.filter,
+            window_closed: $x.closed,
         }
+    };
+}
+
+impl<S: Sink> Consumer for Exporting<'_, S> {
+    type Error = anyhow::Error;
+
+    fn event(&mut self, ev: Box<Event>) -> anyhow::Result<()> {
+        let ev = &*ev;
+        if let Some(since) = self.filter.since
+            && !self.opened
+            && ev.t >= since
+        {
+            self.opened = true;
+            self.sink.window_open(&cx!(self), since)?;
+        }
+        if let Some(until) = self.filter.until
+            && !self.closed
+            && ev.t >= until
+        {
+            self.closed = true;
+            self.sink.window_close(&cx!(self), until)?;
+        }
+        let n0 = self.analyzer.findings().len();
+        self.analyzer.apply(ev);
+        self.changes.clear();
+        self.lifetimes.apply(ev, &mut self.changes);
+        let selected = !self.closed && self.filter.event_ok(ev, &self.changes);
+        self.selected += u64::from(selected);
+        self.sink.event(
+            &cx!(self),
+            ev,
+            &self.changes,
+            selected,
+            &self.analyzer.findings()[n0..],
+        )
     }
-    progress.done();
-    let n0 = analyzer.findings().len();
-    analyzer.finish(totals.end_t);
-    changes.clear();
-    lifetimes.finish(&mut changes);
-    let cx = cx!();
-    sink.finish(
-        &cx,
-        totals.end_t,
-        &changes,
-        &analyzer.findings()[n0..],
-        footer.as_ref(),
-    )?;
-    totals.findings = analyzer.findings().len();
-    totals.has_footer = footer.is_some();
-    totals.end_reason = footer.map(|f| f.end_reason);
-    totals.truncated_at = reader.truncated_at();
-    Ok(totals)
+
+    fn loss(&mut self, loss: &Loss) -> anyhow::Result<()> {
+        self.analyzer.apply_loss(loss);
+        self.sink.loss(&cx!(self), loss)
+    }
+
+    fn live_finding(&mut self, f: &Finding) -> anyhow::Result<()> {
+        self.sink.live_finding(&cx!(self), f)
+    }
+
+    fn progress(&mut self, bytes: u64) -> anyhow::Result<()> {
+        self.progress.update(bytes);
+        Ok(())
+    }
+
+    fn end(&mut self, end: &End) -> anyhow::Result<()> {
+        let n0 = self.analyzer.findings().len();
+        self.analyzer.finish(end.end_t);
+        self.changes.clear();
+        self.lifetimes.finish(&mut self.changes);
+        self.sink.finish(
+            &cx!(self),
+            end.end_t,
+            &self.changes,
+            &self.analyzer.findings()[n0..],
+            end.footer.as_ref(),
+        )
+    }
 }
 
 /// Seconds into the trace as absolute monotonic ns.
@@ -391,47 +432,6 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         totals.selected, totals.events, totals.findings
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// A progress line on stderr for large inputs on a terminal.
-struct Progress {
-    total: u64,
-    enabled: bool,
-    last: Instant,
-    shown: bool,
-}
-
-impl Progress {
-    fn new(total: u64) -> Self {
-        // SAFETY: isatty has no preconditions.
-        let tty = unsafe { libc::isatty(2) } == 1;
-        Progress {
-            total,
-            enabled: tty && total > 64 << 20,
-            last: Instant::now(),
-            shown: false,
-        }
-    }
-
-    fn update(&mut self, done: u64) {
-        if !self.enabled || self.last.elapsed() < Duration::from_millis(200) {
-            return;
-        }
-        self.last = Instant::now();
-        self.shown = true;
-        eprint!(
-            "\rrefscope: exporting {:>3}% ({} / {} MiB)",
-            done * 100 / self.total.max(1),
-            done >> 20,
-            self.total >> 20
-        );
-    }
-
-    fn done(&mut self) {
-        if self.shown {
-            eprint!("\r{:60}\r", "");
-        }
-    }
 }
 
 #[cfg(test)]

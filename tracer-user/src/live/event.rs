@@ -21,7 +21,8 @@ use std::{
 use crate::probe::ringbuf::RingReader;
 use refscope_core::{
     event::Event,
-    trace::{Footer, Loss, Record, TraceReader},
+    replay::{Consumer, End, Stop, replay as replay_records},
+    trace::{Footer, Loss, TraceReader},
 };
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
@@ -225,101 +226,156 @@ fn replay(
     tx: &mpsc::Sender<Data>,
     stop: &AtomicBool,
 ) {
-    let start = Instant::now();
-    let mut last_progress = start;
-    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
-    let mut clock = t0;
-    let mut end = ReplayEnd::default();
-    // Wall time at which trace time `t` is due.
-    // Trace time `base` plays at `start`: the recording's start, unless the
-    // header has no usable clock (then the first event).
-    let mut base: Option<u64> = None;
-    let due = |base: u64, t: u64| -> Option<Instant> {
-        (speed > 0.0)
-            .then(|| start + Duration::from_secs_f64(t.saturating_sub(base) as f64 / 1e9 / speed))
+    let mut p = Pacer {
+        t0,
+        speed,
+        tx,
+        stop,
+        start: Instant::now(),
+        last_progress: Instant::now(),
+        batch: Vec::with_capacity(BATCH),
+        clock: t0,
+        base: None,
+        bytes: 0,
     };
-    let send = |batch: &mut Vec<Event>, clock: u64| -> bool {
-        if batch.is_empty() {
-            return true;
-        }
-        let events = std::mem::replace(batch, Vec::with_capacity(BATCH));
-        tx.blocking_send(Data::Events { events, clock }).is_ok()
+    let end = match replay_records(&mut reader, &mut p) {
+        Ok(end) => ReplayEnd {
+            end_t: end.end_t,
+            footer: end.footer,
+            truncated_at: end.truncated_at,
+            error: None,
+        },
+        // The view was closed, or asked to stop.
+        Err(Stop::Consumer(Gone)) => return,
+        Err(Stop::Trace { error, at }) => ReplayEnd {
+            end_t: at.end_t,
+            footer: at.footer,
+            truncated_at: reader.truncated_at(),
+            error: Some(error.to_string()),
+        },
     };
-    while let Some(rec) = reader.next_record() {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                end.error = Some(e.to_string());
-                break;
-            }
-        };
-        match rec {
-            Record::Event(ev) => {
-                let base = *base.get_or_insert(if t0 != 0 && t0 <= ev.t { t0 } else { ev.t });
-                if let Some(at) = due(base, ev.t)
-                    && at > Instant::now() + PACE_SLACK
-                {
-                    if !send(&mut batch, clock) {
-                        return;
-                    }
-                    // Sleep in slices: keep the clock moving and notice stop.
-                    while Instant::now() < at {
-                        if stop.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        thread::sleep((at - Instant::now()).min(PROGRESS_EVERY));
-                        let now_t = base + (start.elapsed().as_secs_f64() * speed * 1e9) as u64;
-                        let progress = Data::Progress {
-                            clock: now_t.min(ev.t).max(clock),
-                            bytes: reader.bytes_read(),
-                        };
-                        if tx.blocking_send(progress).is_err() {
-                            return;
-                        }
-                    }
-                }
-                clock = clock.max(ev.t);
-                batch.push(*ev);
-                if batch.len() >= BATCH && !send(&mut batch, clock) {
-                    return;
-                }
-            }
-            Record::Loss(l) => {
-                if !send(&mut batch, clock) || tx.blocking_send(Data::Losses(vec![l])).is_err() {
-                    return;
-                }
-            }
-            Record::Footer(f) => end.footer = Some(f),
-            // Findings are recomputed from the events, as `report` does.
-            Record::Finding(_) | Record::Header(_) => {}
-        }
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            if !send(&mut batch, clock)
-                || tx
-                    .blocking_send(Data::Progress {
-                        clock,
-                        bytes: reader.bytes_read(),
-                    })
-                    .is_err()
-            {
-                return;
-            }
-        }
-    }
-    if !send(&mut batch, clock) {
+    if p.send().is_err() {
         return;
     }
-    end.truncated_at = reader.truncated_at();
-    end.end_t = end.footer.as_ref().map_or(clock, |f| f.end_t.max(clock));
     let _ = tx.blocking_send(Data::Progress {
-        clock,
+        clock: p.clock,
         bytes: reader.bytes_read(),
     });
     let _ = tx.blocking_send(Data::End(end));
+}
+
+/// The view went away or asked the replay to stop.
+struct Gone;
+
+/// Hands a trace's records to the view in batches, paced by event time at
+/// `speed` (0: as fast as the view takes them).
+struct Pacer<'a> {
+    t0: u64,
+    speed: f64,
+    tx: &'a mpsc::Sender<Data>,
+    stop: &'a AtomicBool,
+    start: Instant,
+    last_progress: Instant,
+    batch: Vec<Event>,
+    /// The latest event time sent.
+    clock: u64,
+    /// Trace time `base` plays at `start`: the recording's start, unless the
+    /// header has no usable clock (then the first event).
+    base: Option<u64>,
+    bytes: u64,
+}
+
+impl Pacer<'_> {
+    fn send(&mut self) -> Result<(), Gone> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.tx
+            .blocking_send(Data::Events {
+                events,
+                clock: self.clock,
+            })
+            .map_err(|_| Gone)
+    }
+
+    fn check_stop(&self) -> Result<(), Gone> {
+        if self.stop.load(Ordering::Relaxed) {
+            Err(Gone)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Wall time at which trace time `t` is due.
+    fn due(&self, base: u64, t: u64) -> Option<Instant> {
+        (self.speed > 0.0).then(|| {
+            self.start + Duration::from_secs_f64(t.saturating_sub(base) as f64 / 1e9 / self.speed)
+        })
+    }
+}
+
+impl Consumer for Pacer<'_> {
+    type Error = Gone;
+    // Progress is time-based (every PROGRESS_EVERY), checked on each event.
+    const PROGRESS_EVERY: u64 = 1;
+
+    fn event(&mut self, ev: Box<Event>) -> Result<(), Gone> {
+        self.check_stop()?;
+        let t0 = self.t0;
+        let base = *self
+            .base
+            .get_or_insert(if t0 != 0 && t0 <= ev.t { t0 } else { ev.t });
+        if let Some(at) = self.due(base, ev.t)
+            && at > Instant::now() + PACE_SLACK
+        {
+            self.send()?;
+            // Sleep in slices: keep the clock moving and notice stop.
+            while Instant::now() < at {
+                self.check_stop()?;
+                thread::sleep((at - Instant::now()).min(PROGRESS_EVERY));
+                let now_t = base + (self.start.elapsed().as_secs_f64() * self.speed * 1e9) as u64;
+                let progress = Data::Progress {
+                    clock: now_t.min(ev.t).max(self.clock),
+                    bytes: self.bytes,
+                };
+                self.tx.blocking_send(progress).map_err(|_| Gone)?;
+            }
+        }
+        self.clock = self.clock.max(ev.t);
+        self.batch.push(*ev);
+        if self.batch.len() >= BATCH {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn loss(&mut self, loss: &Loss) -> Result<(), Gone> {
+        self.check_stop()?;
+        self.send()?;
+        self.tx
+            .blocking_send(Data::Losses(vec![loss.clone()]))
+            .map_err(|_| Gone)
+    }
+
+    fn progress(&mut self, bytes: u64) -> Result<(), Gone> {
+        self.bytes = bytes;
+        if self.last_progress.elapsed() >= PROGRESS_EVERY {
+            self.last_progress = Instant::now();
+            self.send()?;
+            self.tx
+                .blocking_send(Data::Progress {
+                    clock: self.clock,
+                    bytes,
+                })
+                .map_err(|_| Gone)?;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, _end: &End) -> Result<(), Gone> {
+        Ok(())
+    }
 }
 
 /// The ring buffer, registered with the event loop.
