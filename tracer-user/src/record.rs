@@ -20,6 +20,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+use crate::probe::loader::DropCounters;
 use crate::{
     audit::{self, devices_of, shadow_of},
     cli::RecordArgs,
@@ -29,8 +30,6 @@ use crate::{
     seed,
     session::{self, Pipeline, Session, clock_ns},
 };
-use aya::maps::{MapData, PerCpuArray};
-use refscope_common::DropStats;
 use refscope_core::event::Event;
 use std::collections::BTreeMap;
 
@@ -240,7 +239,7 @@ impl<W: Write> Sink<W> {
     }
 
     /// Loss records for new kernel-side drops.
-    fn losses(&mut self, drops: &PerCpuArray<MapData, DropStats>, misses: u64) {
+    fn losses(&mut self, drops: &DropCounters, misses: u64) {
         for loss in self.pipeline.poll_drops(drops, misses) {
             if !self.quiet {
                 eprintln!("refscope: {}", output::loss_line(&loss));

@@ -11,7 +11,6 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use aya::maps::{MapData, PerCpuArray};
 use refscope_common::DropStats;
 use refscope_core::{
     abi,
@@ -711,11 +710,7 @@ impl Pipeline {
     /// New losses since the last call: one loss record per CPU whose ring
     /// buffer reservations failed, and one (CPU [`MISSES_CPU`]) for runs the
     /// kernel's recursion guard skipped (`misses`: the running total).
-    pub fn poll_drops(
-        &mut self,
-        drops: &PerCpuArray<MapData, DropStats>,
-        misses: u64,
-    ) -> Vec<Loss> {
+    pub fn poll_drops(&mut self, drops: &impl DropSource, misses: u64) -> Vec<Loss> {
         let mut out = Vec::new();
         let now_t = clock_ns(libc::CLOCK_MONOTONIC);
         if misses > self.misses_seen {
@@ -730,10 +725,9 @@ impl Pipeline {
             self.misses_seen = misses;
         }
         self.misses_polled_t = now_t;
-        let Ok(per_cpu) = drops.get(&0, 0) else {
+        let Some(now) = drops.per_cpu() else {
             return out;
         };
-        let now: Vec<DropStats> = per_cpu.iter().copied().collect();
         if self.last_drops.len() < now.len() {
             self.last_drops.resize(now.len(), DropStats::default());
         }
@@ -758,6 +752,19 @@ impl Pipeline {
     }
 }
 
+/// Where the kernel's per-CPU drop counters come from (the programs' map,
+/// `probe::loader::DropCounters`; a plain list in tests).
+pub trait DropSource {
+    /// Each CPU's counters, or `None` when they cannot be read now.
+    fn per_cpu(&self) -> Option<Vec<DropStats>>;
+}
+
+impl DropSource for Vec<DropStats> {
+    fn per_cpu(&self) -> Option<Vec<DropStats>> {
+        Some(self.clone())
+    }
+}
+
 /// An analyzer configured from a trace header.
 pub fn analyzer_for(header: &Header, timeline: usize) -> Analyzer {
     let mut cfg = analysis::Config::new(header.refcount_model);
@@ -774,6 +781,48 @@ pub fn analyzer_for(header: &Header, timeline: usize) -> Analyzer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stats(dropped: u64, first_ts: u64, last_ts: u64) -> DropStats {
+        DropStats {
+            dropped,
+            first_ts,
+            last_ts,
+            last_seq: 0,
+        }
+    }
+
+    #[test]
+    fn drop_counters_become_one_loss_record_per_cpu_and_poll() {
+        let header = Header::synthetic(refscope_core::model::RefcountModel::Refcounted);
+        let mut p = Pipeline::new(&header, 0, AddrMapper::new(true), None);
+        let none = vec![stats(0, 0, 0), stats(0, 0, 0)];
+        assert!(p.poll_drops(&none, 0).is_empty());
+        // CPU 1 dropped 5 events between t=100 and t=200.
+        let losses = p.poll_drops(&vec![stats(0, 0, 0), stats(5, 100, 200)], 0);
+        assert_eq!(losses.len(), 1);
+        assert_eq!(
+            (
+                losses[0].cpu,
+                losses[0].count,
+                losses[0].first_t,
+                losses[0].last_t
+            ),
+            (1, 5, 100, 200)
+        );
+        // 3 more: counted from the last drop seen, not again from the first.
+        let losses = p.poll_drops(&vec![stats(0, 0, 0), stats(8, 100, 300)], 0);
+        assert_eq!(
+            (losses[0].count, losses[0].first_t, losses[0].last_t),
+            (3, 200, 300)
+        );
+        // Recursion-guard misses are one record on their own CPU.
+        let losses = p.poll_drops(&vec![stats(0, 0, 0), stats(8, 100, 300)], 4);
+        assert_eq!(
+            (losses.len(), losses[0].cpu, losses[0].count),
+            (1, MISSES_CPU, 4)
+        );
+        assert_eq!(p.analyzer.lost(), 5 + 3 + 4);
+    }
 
     #[test]
     fn an_address_space_not_compared_is_audited_again_a_bounded_number_of_times() {

@@ -29,10 +29,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::probe::loader::DropCounters;
 use anyhow::{Context as _, bail};
-use aya::maps::{MapData, PerCpuArray};
 use ratatui::{Terminal, backend::Backend};
-use refscope_common::DropStats;
 use refscope_core::{
     analysis::Finding,
     event::Event,
@@ -238,7 +237,7 @@ impl Recording {
 
 /// The kernel side of live mode.
 struct Kernel {
-    drops: PerCpuArray<MapData, DropStats>,
+    drops: DropCounters,
     stats_at: Option<Instant>,
     /// The programs: dropping it detaches them.
     attached: Attached,

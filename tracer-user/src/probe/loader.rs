@@ -63,11 +63,23 @@ pub struct AttachFailure {
 /// Loaded and attached programs, and the maps userspace reads.
 pub struct Probes {
     pub events: RingReader,
-    pub drops: PerCpuArray<MapData, DropStats>,
+    pub drops: DropCounters,
     /// The programs that are attached: (name, hook).
     pub attached: Vec<(String, HookId)>,
     pub failures: Vec<AttachFailure>,
     pub guard: Attached,
+}
+
+/// The programs' per-CPU ring-buffer drop counters (map `DROPS`).
+pub struct DropCounters(PerCpuArray<MapData, DropStats>);
+
+impl crate::session::DropSource for DropCounters {
+    fn per_cpu(&self) -> Option<Vec<DropStats>> {
+        self.0
+            .get(&0, 0)
+            .ok()
+            .map(|per_cpu| per_cpu.iter().copied().collect())
+    }
 }
 
 /// Keeps programs and links alive; dropping it detaches everything.
@@ -226,7 +238,7 @@ pub fn load(
         })?;
     Ok(Probes {
         events,
-        drops,
+        drops: DropCounters(drops),
         attached,
         failures,
         guard: Attached {
