@@ -793,7 +793,7 @@ mod tests {
 
     #[test]
     fn drop_counters_become_one_loss_record_per_cpu_and_poll() {
-        let header = Header::synthetic(refscope_core::model::RefcountModel::Refcounted);
+        let header = Header::synthetic(RefcountModel::Refcounted);
         let mut p = Pipeline::new(&header, 0, AddrMapper::new(true), None);
         let none = vec![stats(0, 0, 0), stats(0, 0, 0)];
         assert!(p.poll_drops(&none, 0).is_empty());

@@ -59,7 +59,7 @@ pub trait Consumer {
 #[derive(Debug)]
 pub enum Stop<E> {
     /// A record could not be read; `at` describes what came before it.
-    Trace { error: TraceError, at: End },
+    Trace { error: TraceError, at: Box<End> },
     /// The consumer gave up.
     Consumer(E),
 }
@@ -87,7 +87,10 @@ pub fn replay<R: BufRead, C: Consumer>(
             Err(error) => {
                 end.bytes = reader.bytes_read();
                 end.end_t = end.last_event_t;
-                return Err(Stop::Trace { error, at: end });
+                return Err(Stop::Trace {
+                    error,
+                    at: Box::new(end),
+                });
             }
         };
         match rec {

@@ -354,7 +354,7 @@ impl Consumer for Pacer<'_> {
         self.check_stop()?;
         self.send()?;
         self.tx
-            .blocking_send(Data::Losses(vec![loss.clone()]))
+            .blocking_send(Data::Losses(vec![*loss]))
             .map_err(|_| Gone)
     }
 
