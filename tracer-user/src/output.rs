@@ -245,6 +245,52 @@ pub fn loss_line(l: &refscope_core::trace::Loss) -> String {
     }
 }
 
+/// A progress line on stderr while a large trace (over 64 MiB) is read on a
+/// terminal: `refscope: <verb> NN% (done / total MiB)`, at most five
+/// updates a second, erased when done.
+pub struct Progress {
+    verb: &'static str,
+    total: u64,
+    enabled: bool,
+    last: std::time::Instant,
+    shown: bool,
+}
+
+impl Progress {
+    pub fn new(verb: &'static str, total: u64) -> Self {
+        // SAFETY: isatty has no preconditions.
+        let tty = unsafe { libc::isatty(2) } == 1;
+        Progress {
+            verb,
+            total,
+            enabled: tty && total > 64 << 20,
+            last: std::time::Instant::now(),
+            shown: false,
+        }
+    }
+
+    pub fn update(&mut self, done: u64) {
+        if !self.enabled || self.last.elapsed() < std::time::Duration::from_millis(200) {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        self.shown = true;
+        eprint!(
+            "\rrefscope: {} {:>3}% ({} / {} MiB)",
+            self.verb,
+            done * 100 / self.total.max(1),
+            done >> 20,
+            self.total >> 20
+        );
+    }
+
+    pub fn done(&mut self) {
+        if self.shown {
+            eprint!("\r{:60}\r", "");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::{FileTypeExt as _, PermissionsExt};
@@ -327,51 +373,5 @@ mod tests {
         assert!(write_ready_file(&link).is_err());
         assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
         fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
-/// A progress line on stderr while a large trace (over 64 MiB) is read on a
-/// terminal: `refscope: <verb> NN% (done / total MiB)`, at most five
-/// updates a second, erased when done.
-pub struct Progress {
-    verb: &'static str,
-    total: u64,
-    enabled: bool,
-    last: std::time::Instant,
-    shown: bool,
-}
-
-impl Progress {
-    pub fn new(verb: &'static str, total: u64) -> Self {
-        // SAFETY: isatty has no preconditions.
-        let tty = unsafe { libc::isatty(2) } == 1;
-        Progress {
-            verb,
-            total,
-            enabled: tty && total > 64 << 20,
-            last: std::time::Instant::now(),
-            shown: false,
-        }
-    }
-
-    pub fn update(&mut self, done: u64) {
-        if !self.enabled || self.last.elapsed() < std::time::Duration::from_millis(200) {
-            return;
-        }
-        self.last = std::time::Instant::now();
-        self.shown = true;
-        eprint!(
-            "\rrefscope: {} {:>3}% ({} / {} MiB)",
-            self.verb,
-            done * 100 / self.total.max(1),
-            done >> 20,
-            self.total >> 20
-        );
-    }
-
-    pub fn done(&mut self) {
-        if self.shown {
-            eprint!("\r{:60}\r", "");
-        }
     }
 }
