@@ -233,7 +233,7 @@ fn diagnose() -> Report {
                                     fails.join("; ")
                                 ))
                             } else {
-                                Check::bad(explain_refusal(
+                                Check::bad(loader::explain_refusal(
                                     &format!(
                                         "{} of {} programs refused; {summary}",
                                         fails.len(),
@@ -244,7 +244,7 @@ fn diagnose() -> Report {
                                 ))
                             }
                         }
-                        Err(e) => Check::bad(explain_refusal(
+                        Err(e) => Check::bad(loader::explain_refusal(
                             &format!("{e:#}"),
                             facts.kprobes,
                             facts.lockdown.as_deref(),
@@ -298,36 +298,6 @@ fn snapshot_check(p: &mut loader::Probes) -> Check {
                 "{e}: mappings that exist before refscope attaches will not be seen"
             )),
         },
-    }
-}
-
-/// Say what a load/attach failure means, not just its errno (`record` and
-/// `live` say the same when they cannot trace). `lockdown` is the active
-/// lockdown mode.
-pub fn explain_refusal(err: &str, kprobes: bool, lockdown: Option<&str>) -> String {
-    let eperm = err.contains("Operation not permitted")
-        || err.contains("EPERM")
-        || err.contains("os error 1)");
-    if lockdown == Some("confidentiality") {
-        // The verifier then knows no bpf_probe_read_kernel: EINVAL, not EPERM.
-        format!(
-            "kernel lockdown is in confidentiality mode: BPF programs may not read kernel memory \
-             (bpf_probe_read_kernel), and refscope reads every struct page with it. refscope cannot \
-             trace until the machine boots without it (the lockdown= kernel parameter, or Secure \
-             Boot's lockdown; it cannot be lifted at run time). ({err})"
-        )
-    } else if eperm {
-        format!(
-            "the kernel refuses to load tracing (fentry/fexit) programs: EPERM before the verifier ran \
-             (lockdown or a BPF LSM policy){}. refscope cannot trace on this kernel. ({err})",
-            if kprobes {
-                "; retry with --attach kprobe"
-            } else {
-                ", and it has no kprobes to fall back to (CONFIG_KPROBES off)"
-            }
-        )
-    } else {
-        format!("loading or attaching failed: {err}")
     }
 }
 

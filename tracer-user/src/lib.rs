@@ -11,6 +11,7 @@ pub mod hash;
 pub mod kernel;
 pub mod live;
 pub mod output;
+pub mod pagetable;
 pub mod probe;
 pub mod record;
 pub mod report;

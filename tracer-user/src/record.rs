@@ -24,11 +24,12 @@ use crate::probe::loader::DropCounters;
 use crate::{
     audit::{self, devices_of, shadow_of},
     cli::RecordArgs,
+    kernel::clock_ns,
     output::{self, create_output},
     probe::ringbuf::RingReader,
     probe::ringbuf::{self, StallWatch},
     seed,
-    session::{self, Pipeline, Session, clock_ns},
+    session::{self, Pipeline, Session},
 };
 use refscope_core::event::Event;
 use std::collections::BTreeMap;

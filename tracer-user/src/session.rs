@@ -27,8 +27,9 @@ use crate::{
     btf::{Btf, BtfError},
     cli::{AttachMode, TraceOpts},
     hash::AddrMapper,
-    kernel::{self, Kallsyms, devices},
+    kernel::{self, Kallsyms, clock_ns, devices},
     probe::{
+        DropSource,
         config::{self, Filters},
         loader::{self, Attached, Probes},
         plan::{self, KernelView, Plan},
@@ -195,7 +196,7 @@ impl Session {
             // a warning per program.
             bail!(
                 "{}",
-                crate::doctor::explain_refusal(
+                loader::explain_refusal(
                     &format!(
                         "{} of {} programs refused; {}: {}",
                         probes.failures.len(),
@@ -634,16 +635,6 @@ pub fn clock_now() -> Clock {
     }
 }
 
-pub fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Ring-buffer records to analysed events.
 pub struct Pipeline {
     mapper: AddrMapper,
@@ -749,19 +740,6 @@ impl Pipeline {
         }
         self.last_drops = now;
         out
-    }
-}
-
-/// Where the kernel's per-CPU drop counters come from (the programs' map,
-/// `probe::loader::DropCounters`; a plain list in tests).
-pub trait DropSource {
-    /// Each CPU's counters, or `None` when they cannot be read now.
-    fn per_cpu(&self) -> Option<Vec<DropStats>>;
-}
-
-impl DropSource for Vec<DropStats> {
-    fn per_cpu(&self) -> Option<Vec<DropStats>> {
-        Some(self.clone())
     }
 }
 

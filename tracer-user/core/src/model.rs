@@ -1,6 +1,31 @@
-//! What a page's reference count means on a given kernel.
+//! What a page's reference count means on a given kernel, and the data
+//! the analysis takes besides events: the devices, and what the kernel lost.
 
 use serde::{Deserialize, Serialize};
+
+/// A device memory range (a pgmap) known at start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// e.g. `pfn0.0` (fsdax namespace), `dax0.0` (device-dax).
+    pub name: String,
+    /// e.g. `fsdax`, `devdax`.
+    pub mode: String,
+    pub pfn_start: u64,
+    /// Exclusive.
+    pub pfn_end: u64,
+    pub pgmap_type: PgmapType,
+}
+
+/// Events the kernel could not deliver (ring buffer full).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loss {
+    pub cpu: u32,
+    /// Events lost on this CPU in the window.
+    pub count: u64,
+    /// Monotonic time of the first and last loss in the window.
+    pub first_t: u64,
+    pub last_t: u64,
+}
 
 /// How the kernel counts references to device pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

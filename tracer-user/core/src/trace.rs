@@ -10,10 +10,12 @@ use std::io::{self, BufRead, Read, Write};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+// In the model (what the analysis takes), read and written here.
+pub use crate::model::{Device, Loss};
 use crate::{
     analysis::Finding,
     event::Event,
-    model::{GupFlagBits, PgmapType, RefcountModel},
+    model::{GupFlagBits, RefcountModel},
 };
 
 /// The `format` field of every refscope trace header.
@@ -129,36 +131,12 @@ impl Clock {
     }
 }
 
-/// A device memory range (a pgmap) known at start.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Device {
-    /// e.g. `pfn0.0` (fsdax namespace), `dax0.0` (device-dax).
-    pub name: String,
-    /// e.g. `fsdax`, `devdax`.
-    pub mode: String,
-    pub pfn_start: u64,
-    /// Exclusive.
-    pub pfn_end: u64,
-    pub pgmap_type: PgmapType,
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filters {
     #[serde(default)]
     pub pids: Vec<u32>,
     #[serde(default)]
     pub comm: Option<String>,
-}
-
-/// Events the kernel could not deliver (ring buffer full).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Loss {
-    pub cpu: u32,
-    /// Events lost on this CPU in the window.
-    pub count: u64,
-    /// Monotonic time of the first and last loss in the window.
-    pub first_t: u64,
-    pub last_t: u64,
 }
 
 /// Last line of a trace.
@@ -657,6 +635,7 @@ mod schema_tests {
     use crate::{
         analysis::{Finding, GupLabel, RuleId, Severity, Status, TimelineEntry},
         event::{Comm, Flags, Hex},
+        model::PgmapType,
     };
 
     const SCHEMA: &str = include_str!("../../../docs/trace-format.schema.json");

@@ -30,45 +30,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use refscope_common::{COMM_LEN, EventKind, HookId, PMD_ORDER, PT_ENTRIES, PUD_ORDER, flags};
 use refscope_core::event::{Attach, Comm, Event, Flags, Hex};
 
-use crate::seed::{self, Kernel, Procfs};
+use crate::{
+    pagetable::{Block, PageTables, leaf_pfn},
+    seed::{self, Kernel, Procfs},
+};
 
 const PAGE_SHIFT: u64 = 12;
 const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 const PMD_SIZE: u64 = PAGE_SIZE << PMD_ORDER;
 const PUD_SIZE: u64 = PAGE_SIZE << PUD_ORDER;
-
-/// x86-64 page-table entry bits.
-const PAGE_PRESENT: u64 = 1 << 0;
-/// A PROT_NONE leaf: its pfn bits are stored inverted (L1TF).
-const PAGE_PROTNONE: u64 = 1 << 8;
-/// Physical address bits of an entry (52-bit physical).
-const PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
-/// In a huge (PMD) leaf, bit 12 is the PAT bit, not address.
-const PAT_LARGE: u64 = 1 << 12;
-
-/// What the page table holds for one 2 MiB block.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Block {
-    /// A table could not be read: the block is left out of the comparison.
-    Unknown,
-    /// Nothing mapped.
-    None,
-    /// A 1 GiB leaf (device-dax); its entry.
-    Pud(u64),
-    /// A 2 MiB leaf; its entry.
-    Pmd(u64),
-    /// A page table's 512 entries.
-    Ptes(Box<[u64; PT_ENTRIES]>),
-}
-
-/// Reads page tables in the kernel (the `walk_tables` program; faked in
-/// tests).
-pub trait PageTables {
-    type Error: std::error::Error + Send + Sync + 'static;
-    /// One [`Block`] per 2 MiB-aligned address of address space `mm`,
-    /// appended to `out` in order.
-    fn walk(&mut self, mm: u64, vas: &[u64], out: &mut Vec<Block>) -> Result<(), Self::Error>;
-}
 
 /// What the audit needs from the recording it checks.
 pub trait Recording {
@@ -341,7 +311,7 @@ where
     if !drift_missing.is_empty() {
         // Mappings the probes never saw: from now on the kernel must
         // report this address space's unmaps and exit.
-        kernel.track_mm(mm, crate::session::clock_ns(libc::CLOCK_MONOTONIC))?;
+        kernel.track_mm(mm, crate::kernel::clock_ns(libc::CLOCK_MONOTONIC))?;
     }
     let n = (drift_stale.len() + drift_missing.len()) as u64;
     sum.stale += drift_stale.len() as u64;
@@ -448,19 +418,6 @@ fn read<K: PageTables>(
     Ok(obs)
 }
 
-/// The pfn a leaf entry maps, if it maps one (present or PROT_NONE).
-pub fn leaf_pfn(e: u64, huge: bool) -> Option<u64> {
-    let addr = if e & PAGE_PRESENT != 0 {
-        e & PFN_MASK
-    } else if e & PAGE_PROTNONE != 0 {
-        !e & PFN_MASK
-    } else {
-        return None;
-    };
-    let addr = if huge { addr & !PAT_LARGE } else { addr };
-    Some(addr >> PAGE_SHIFT)
-}
-
 type Mapped = (u64, (u64, u8));
 
 /// Where the shadow and the page table disagree, over the blocks read:
@@ -486,7 +443,7 @@ fn diff(shadow: &BTreeMap<u64, (u64, u8)>, obs: &Observed) -> (Vec<Mapped>, Vec<
 
 fn event(kind: EventKind, pid: u32, mm_id: u64, comm: &str) -> Event {
     let mut ev = Event::new(kind, HookId::Audit);
-    ev.t = crate::session::clock_ns(libc::CLOCK_MONOTONIC);
+    ev.t = crate::kernel::clock_ns(libc::CLOCK_MONOTONIC);
     ev.attach = Attach::Audit;
     ev.pid = pid;
     ev.tid = pid;

@@ -10,6 +10,7 @@ use refscope_core::{
 };
 
 use super::*;
+use crate::pagetable::{PAGE_PROTNONE, PFN_MASK};
 use crate::seed::{PageRef, PageReq};
 
 const DEV: u64 = 0x140000;

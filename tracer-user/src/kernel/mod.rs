@@ -133,6 +133,18 @@ fn has_kprobes_symbol(kallsyms: &str) -> bool {
         .any(|l| l.split_ascii_whitespace().nth(2) == Some("register_kprobe"))
 }
 
+/// The time on `clock` (`CLOCK_MONOTONIC`: the clock of BPF timestamps),
+/// ns.
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

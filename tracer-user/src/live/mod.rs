@@ -52,9 +52,10 @@ use crate::{
     audit,
     cli::LiveArgs,
     hash::AddrMapper,
+    kernel::clock_ns,
     output::{self, create_output},
     probe::loader::{self, Attached, Probes},
-    session::{self, Pipeline, Session, clock_ns},
+    session::{self, Pipeline, Session},
 };
 
 /// At most this many frames per second.

@@ -73,7 +73,7 @@ pub struct Probes {
 /// The programs' per-CPU ring-buffer drop counters (map `DROPS`).
 pub struct DropCounters(PerCpuArray<MapData, DropStats>);
 
-impl crate::session::DropSource for DropCounters {
+impl super::DropSource for DropCounters {
     fn per_cpu(&self) -> Option<Vec<DropStats>> {
         self.0
             .get(&0, 0)
@@ -253,7 +253,7 @@ fn attach_one(ebpf: &mut Ebpf, name: &str, hook: HookId, btf: Option<&Btf>) -> R
     let prog = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} is not in the eBPF object"))?;
-    let verbose = |e: aya::programs::ProgramError| verifier_summary(&format!("{e:#}"));
+    let verbose = |e: aya::programs::ProgramError| super::verifier_summary(&format!("{e:#}"));
     match prog {
         Program::FEntry(p) => {
             let btf = btf.ok_or("no BTF")?;
@@ -268,24 +268,6 @@ fn attach_one(ebpf: &mut Ebpf, name: &str, hook: HookId, btf: Option<&Btf>) -> R
             p.attach(function, 0).map(|_| ()).map_err(verbose)
         }
         _ => Err(format!("program {name} has an unexpected type")),
-    }
-}
-
-/// The useful part of a load error: the verifier's complaint is the line(s)
-/// just before its "processed N insns" statistics; keep those.
-pub fn verifier_summary(err: &str) -> String {
-    let err = err
-        .trim_end()
-        .trim_end_matches("Verifier output:")
-        .trim_end();
-    let lines: Vec<&str> = err.lines().collect();
-    match lines.iter().position(|l| l.starts_with("processed ")) {
-        Some(i) => {
-            let first = lines.first().copied().unwrap_or_default();
-            let why = lines[i.saturating_sub(3)..i].join(" | ");
-            format!("{first} ... {why}")
-        }
-        None => lines[lines.len().saturating_sub(4)..].join(" | "),
     }
 }
 
@@ -329,6 +311,36 @@ fn is_ours(kernel_name: &str) -> bool {
     })
 }
 
+/// Say what a load/attach failure means, not just its errno (`record` and
+/// `live` say the same when they cannot trace). `lockdown` is the active
+/// lockdown mode.
+pub fn explain_refusal(err: &str, kprobes: bool, lockdown: Option<&str>) -> String {
+    let eperm = err.contains("Operation not permitted")
+        || err.contains("EPERM")
+        || err.contains("os error 1)");
+    if lockdown == Some("confidentiality") {
+        // The verifier then knows no bpf_probe_read_kernel: EINVAL, not EPERM.
+        format!(
+            "kernel lockdown is in confidentiality mode: BPF programs may not read kernel memory \
+             (bpf_probe_read_kernel), and refscope reads every struct page with it. refscope cannot \
+             trace until the machine boots without it (the lockdown= kernel parameter, or Secure \
+             Boot's lockdown; it cannot be lifted at run time). ({err})"
+        )
+    } else if eperm {
+        format!(
+            "the kernel refuses to load tracing (fentry/fexit) programs: EPERM before the verifier ran \
+             (lockdown or a BPF LSM policy){}. refscope cannot trace on this kernel. ({err})",
+            if kprobes {
+                "; retry with --attach kprobe"
+            } else {
+                ", and it has no kprobes to fall back to (CONFIG_KPROBES off)"
+            }
+        )
+    } else {
+        format!("loading or attaching failed: {err}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,7 +351,7 @@ mod tests {
                    12: (1f) r2 -= r1\n\
                    R2 pointer arithmetic on ptr_ prohibited\n\
                    processed 39 insns (limit 1000000) max_states_per_insn 0\n";
-        let s = verifier_summary(log);
+        let s = super::super::verifier_summary(log);
         assert!(s.contains("pointer arithmetic on ptr_ prohibited"), "{s}");
         assert!(!s.contains("processed 39"), "{s}");
         assert_eq!(ringbuf_size(3000), 4096);

@@ -14,9 +14,9 @@ use refscope_common::{
 };
 use thiserror::Error;
 
-use super::loader::verifier_summary;
+use super::verifier_summary;
 use crate::{
-    audit::{Block, PageTables},
+    pagetable::{Block, PageTables},
     seed::{Kernel, PageRef, PageReq},
 };
 

@@ -440,7 +440,7 @@ impl Scan<'_> {
             let Some(entry) = kernel.pud_leaf(self.mm, va).map_err(SeedError::Kernel)? else {
                 continue;
             };
-            let Some(pfn) = crate::audit::leaf_pfn(entry, true).filter(|&p| self.in_device(p))
+            let Some(pfn) = crate::pagetable::leaf_pfn(entry, true).filter(|&p| self.in_device(p))
             else {
                 continue;
             };

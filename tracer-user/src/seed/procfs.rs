@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::Procfs;
-use crate::session::clock_ns;
+use crate::kernel::clock_ns;
 
 /// `PAGEMAP_SCAN` (include/uapi/linux/fs.h): `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: u64 = (3 << 30) | ((size_of::<PmScanArg>() as u64) << 16) | (0x66 << 8) | 16;

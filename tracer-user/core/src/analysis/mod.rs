@@ -18,8 +18,9 @@ use rustc_hash::FxBuildHasher;
 
 use crate::{
     event::{Comm, Event, Hex},
-    model::{GupFlagBits, PgmapType, RefcountModel, idle_bias, transient_install_refs},
-    trace::{Device, Loss},
+    model::{
+        Device, GupFlagBits, Loss, PgmapType, RefcountModel, idle_bias, transient_install_refs,
+    },
 };
 
 type FxHashMap<K, V> = HashMap<K, V, FxBuildHasher>;
