@@ -1,6 +1,6 @@
 //! The live view's state: its one owner. Changed only by the `handle_*`
 //! and `on_*` methods below (no I/O: time and data come in as arguments),
-//! read by [`super::ui::render`].
+//! read by `super::ui::render`.
 //!
 //! The analysis keeps running while the display is paused: what the screen
 //! shows comes from a snapshot (counters, the filtered finding list, the
@@ -25,7 +25,8 @@ use refscope_core::{
 use super::{
     event::{RawBatch, ReplayEnd},
     filter::Filter,
-    ui,
+    keys::{self, Action},
+    layout::{self, PageCounts},
 };
 use crate::session::Pipeline;
 
@@ -224,6 +225,17 @@ pub struct PageDetail {
     pub holders: Vec<(u64, Holder)>,
     /// Indices into the analyzer's findings.
     pub findings: Vec<usize>,
+}
+
+impl PageDetail {
+    /// What the page view's summary lists, for its layout.
+    pub fn counts(&self) -> PageCounts {
+        PageCounts {
+            mappings: self.mappings.len(),
+            holders: self.holders.len(),
+            findings: self.findings.len(),
+        }
+    }
 }
 
 /// Replay progress.
@@ -895,12 +907,12 @@ impl App {
 
     /// Visible rows of (findings, pages, timeline) at the current size.
     fn heights(&self) -> (usize, usize, usize) {
-        let l = ui::main_layout(self.size, self.finding_rows.len());
-        let p = ui::page_layout(self.size, self.detail.as_ref());
+        let l = layout::main_layout(self.size, self.finding_rows.len());
+        let p = layout::page_layout(self.size, self.detail.as_ref().map(PageDetail::counts));
         (
-            ui::table_rows(l.findings),
-            ui::table_rows(l.pages),
-            ui::table_rows(p.timeline),
+            layout::table_rows(l.findings),
+            layout::table_rows(l.pages),
+            layout::table_rows(p.timeline),
         )
     }
 
@@ -936,13 +948,15 @@ impl App {
 
     pub fn handle_key(&mut self, k: KeyEvent) {
         self.dirty = true;
+        let action = keys::action(&k);
+        // Ctrl keys work everywhere, the prompt included.
         if k.modifiers.contains(KeyModifiers::CONTROL) {
-            match k.code {
-                KeyCode::Char('c' | 'C') => {
+            match action {
+                Some(Action::Quit) => {
                     self.quit = true;
                     return;
                 }
-                KeyCode::Char('l' | 'L') => {
+                Some(Action::Repaint) => {
                     self.repaint = true;
                     return;
                 }
@@ -967,40 +981,41 @@ impl App {
             return;
         }
         self.notice = None;
+        let Some(action) = action else {
+            return;
+        };
         if self.overlay != Overlay::None {
-            match k.code {
-                KeyCode::Char('q') => self.quit = true,
-                KeyCode::Esc | KeyCode::Char('?') | KeyCode::Enter => self.overlay = Overlay::None,
-                KeyCode::Char('l') if self.overlay == Overlay::Log => self.overlay = Overlay::None,
+            match action {
+                Action::Quit => self.quit = true,
+                Action::Back | Action::Help | Action::Open => self.overlay = Overlay::None,
+                Action::Log if self.overlay == Overlay::Log => self.overlay = Overlay::None,
                 _ => {}
             }
             return;
         }
-        match k.code {
-            KeyCode::Char('q') => self.quit = true,
-            KeyCode::Char('?') | KeyCode::F(1) => self.overlay = Overlay::Help,
-            KeyCode::Char('l') => self.overlay = Overlay::Log,
-            KeyCode::Char(' ') => self.toggle_pause(),
-            KeyCode::Esc => match self.screen {
+        match action {
+            Action::Quit => self.quit = true,
+            Action::Help => self.overlay = Overlay::Help,
+            Action::Log => self.overlay = Overlay::Log,
+            Action::Pause => self.toggle_pause(),
+            Action::Back => match self.screen {
                 Screen::Page => self.close_page(),
                 Screen::Main if !self.filter.is_empty() => self.apply_filter(""),
                 Screen::Main => {}
             },
-            KeyCode::Char('/') => self.prompt = Some(self.filter.text().to_string()),
-            KeyCode::Char('s') => self.cycle_sort(),
-            KeyCode::Char('S') => {
+            Action::Filter => self.prompt = Some(self.filter.text().to_string()),
+            Action::Sort => self.cycle_sort(),
+            Action::Reverse => {
                 self.reverse = !self.reverse;
                 self.resort();
             }
-            KeyCode::Tab | KeyCode::BackTab | KeyCode::Left | KeyCode::Right
-                if self.screen == Screen::Main =>
-            {
+            Action::Pane if self.screen == Screen::Main => {
                 self.focus = match self.focus {
                     Focus::Findings => Focus::Pages,
                     Focus::Pages => Focus::Findings,
                 };
             }
-            KeyCode::Enter if self.screen == Screen::Main => {
+            Action::Open if self.screen == Screen::Main => {
                 if let Some(pfn) = self.selected_pfn() {
                     let from = match self.focus {
                         Focus::Findings => {
@@ -1013,16 +1028,16 @@ impl App {
                     self.open_page(pfn, from);
                 }
             }
-            KeyCode::Up | KeyCode::Char('k') => self.step(-1),
-            KeyCode::Down | KeyCode::Char('j') => self.step(1),
-            KeyCode::PageUp => self.page_step(-1),
-            KeyCode::PageDown => self.page_step(1),
-            KeyCode::Home | KeyCode::Char('g') => self.list_mut().home(),
-            KeyCode::End | KeyCode::Char('G') => {
+            Action::Up => self.step(-1),
+            Action::Down => self.step(1),
+            Action::PageUp => self.page_step(-1),
+            Action::PageDown => self.page_step(1),
+            Action::Home => self.list_mut().home(),
+            Action::End => {
                 let (len, h) = self.list_len_height();
                 self.list_mut().end(len, h);
             }
-            _ => {}
+            Action::Pane | Action::Open | Action::Repaint => {}
         }
     }
 

@@ -12,6 +12,8 @@
 pub mod app;
 pub mod event;
 pub mod filter;
+pub mod keys;
+pub mod layout;
 mod logging;
 pub mod synth;
 pub mod ui;

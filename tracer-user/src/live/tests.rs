@@ -20,6 +20,7 @@ use refscope_core::{
 use super::{
     app::{App, Focus, Look, Mode, Overlay, Screen, SortKey},
     event::ReplayEnd,
+    layout,
     synth::{BASE_PFN, Item, Synth},
     ui,
 };
@@ -341,7 +342,7 @@ fn navigation_and_opening_a_page_from_the_table() {
     assert_eq!(app.focus(), Focus::Pages);
     let n = app.rows().len();
     assert!(n > 64, "every page the workload touched: {n}");
-    let height = ui::table_rows(ui::main_layout((80, 24), app.finding_count()).pages);
+    let height = layout::table_rows(layout::main_layout((80, 24), app.finding_count()).pages);
     key(&mut app, KeyCode::PageDown);
     let page = app.pages_list();
     assert_eq!(page.selected, height - 1, "a screen down");
@@ -537,7 +538,7 @@ fn resize_keeps_the_selection_visible() {
     app.on_resize(80, 24);
     let st = app.pages_list();
     assert_eq!(st.selected, 30);
-    let rows = ui::table_rows(ui::main_layout((80, 24), app.finding_count()).pages);
+    let rows = layout::table_rows(layout::main_layout((80, 24), app.finding_count()).pages);
     assert!(
         st.offset <= st.selected && st.selected < st.offset + rows,
         "{st:?} {rows}"

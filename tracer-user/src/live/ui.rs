@@ -4,7 +4,7 @@
 
 use ratatui::{
     Frame,
-    layout::{Constraint, Layout, Rect},
+    layout::{Constraint, Rect},
     style::{Color, Modifier, Style},
     symbols::border,
     text::{Line, Span},
@@ -13,111 +13,11 @@ use ratatui::{
 use refscope_common::flags;
 use refscope_core::analysis::{Finding, PageView, Severity, Status, TimelineEntry};
 
-use super::app::{App, Focus, Mode, Overlay, PageDetail, Screen, SortKey};
-
-/// Rows of a bordered table with a column header.
-pub fn table_rows(area: Rect) -> usize {
-    area.height.saturating_sub(3) as usize
-}
-
-/// The main screen's areas.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MainLayout {
-    pub header: Rect,
-    pub findings: Rect,
-    pub pages: Rect,
-    pub footer: Rect,
-}
-
-fn frame(size: (u16, u16)) -> Rect {
-    Rect::new(0, 0, size.0, size.1)
-}
-
-/// Header (2 lines), findings pane (sized to its content, at most 2/5 of
-/// the rest), pages table (the rest), footer (1 line).
-pub fn main_layout(size: (u16, u16), findings: usize) -> MainLayout {
-    let area = frame(size);
-    let avail = area.height.saturating_sub(3);
-    let findings_h = if findings == 0 {
-        3
-    } else {
-        let cap = (avail * 2 / 5).max(5);
-        (findings as u16).saturating_add(3).clamp(5, cap)
-    }
-    .min(avail);
-    let [header, findings, pages, footer] = Layout::vertical([
-        Constraint::Length(2),
-        Constraint::Length(findings_h),
-        Constraint::Fill(1),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    MainLayout {
-        header,
-        findings,
-        pages,
-        footer,
-    }
-}
-
-/// The page view's areas.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PageLayout {
-    pub header: Rect,
-    pub info: Rect,
-    pub timeline: Rect,
-    pub footer: Rect,
-}
-
-/// Lines of the page summary: refcounts, device, sparkline, then mappings,
-/// holders and findings (each at most [`LIST_LINES`]).
-const LIST_LINES: usize = 2;
-
-fn list_lines(n: usize) -> usize {
-    if n == 0 {
-        1
-    } else if n <= LIST_LINES {
-        n
-    } else {
-        LIST_LINES + 1
-    }
-}
-
-fn info_lines(d: Option<&PageDetail>) -> usize {
-    match d {
-        None => 3,
-        Some(d) => {
-            3 + list_lines(d.mappings.len())
-                + list_lines(d.holders.len())
-                + if d.findings.is_empty() {
-                    0
-                } else {
-                    list_lines(d.findings.len())
-                }
-        }
-    }
-}
-
-pub fn page_layout(size: (u16, u16), detail: Option<&PageDetail>) -> PageLayout {
-    let area = frame(size);
-    let avail = area.height.saturating_sub(3);
-    let info_h = (info_lines(detail) as u16 + 2)
-        .min(avail / 2)
-        .max(3.min(avail));
-    let [header, info, timeline, footer] = Layout::vertical([
-        Constraint::Length(2),
-        Constraint::Length(info_h),
-        Constraint::Fill(1),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    PageLayout {
-        header,
-        info,
-        timeline,
-        footer,
-    }
-}
+use super::{
+    app::{App, Focus, Mode, Overlay, PageDetail, Screen, SortKey},
+    keys::BINDINGS,
+    layout::{LIST_LINES, main_layout, page_layout, table_rows},
+};
 
 /// Styles and symbols for the terminal at hand.
 struct Theme {
@@ -220,7 +120,7 @@ pub fn render(app: &App, f: &mut Frame<'_>) {
             render_footer(app, &theme, f, l.footer);
         }
         Screen::Page => {
-            let l = page_layout(size, app.detail());
+            let l = page_layout(size, app.detail().map(PageDetail::counts));
             render_header(app, &theme, f, l.header);
             if let Some(d) = app.detail() {
                 render_page_info(app, d, &theme, f, l.info);
@@ -1013,20 +913,9 @@ fn render_footer(app: &App, t: &Theme, f: &mut Frame<'_>, area: Rect) {
 
 // ------------------------------------------------------------ overlays --
 
-const HELP: &[(&str, &str)] = &[
-    ("q  Ctrl-C", "quit (the recording gets its footer)"),
-    ("?  F1", "this help (Esc closes)"),
-    ("space", "pause the display (tracing goes on)"),
-    ("Tab  Left/Right", "switch between findings and pages"),
-    ("Up/Down  j/k", "move"),
-    ("PgUp/PgDn", "move a screen"),
-    ("Home/End  g/G", "first / last"),
-    ("Enter", "open the selected finding's or row's page"),
-    ("Esc", "back to the list; clear the filter"),
-    ("s  S", "sort pages by the next column; reverse"),
-    ("/", "filter findings and pages"),
-    ("l", "log messages"),
-    ("Ctrl-L", "repaint the screen"),
+/// Lines of the help screen after the keys (which come from
+/// [`super::keys::BINDINGS`]).
+const HELP_NOTES: &[(&str, &str)] = &[
     ("", ""),
     ("filter terms", "pid:N comm:TEXT pfn:A-B rule:ID"),
     ("", "(bare words work; same keys OR, others AND)"),
@@ -1046,13 +935,16 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
 }
 
 fn render_help(t: &Theme, f: &mut Frame<'_>) {
-    let area = centered(f.area(), 68, HELP.len() as u16 + 2);
-    let lines: Vec<Line<'_>> = HELP
+    let help = BINDINGS
         .iter()
+        .map(|b| (b.label, b.what))
+        .chain(HELP_NOTES.iter().copied());
+    let area = centered(f.area(), 68, (BINDINGS.len() + HELP_NOTES.len()) as u16 + 2);
+    let lines: Vec<Line<'_>> = help
         .map(|(k, v)| {
             Line::from(vec![
                 Span::styled(format!(" {k:<16} "), t.bold()),
-                Span::raw(*v),
+                Span::raw(v),
             ])
         })
         .collect();
