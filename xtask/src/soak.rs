@@ -61,15 +61,8 @@ pub struct Options {
 
 const SCRIPT: &str = r#"
 set -u
+. /lib/refscope/guest.sh
 S=/share
-wait_for() { # PATH SECONDS
-    i=0
-    while [ ! -e "$1" ]; do
-        i=$((i + 1))
-        [ "$i" -gt $(($2 * 10)) ] && return 1
-        sleep 0.1
-    done
-}
 refscope record -o /tmp/soak.jsonl --ready-file /tmp/ready --max-pages @MAX_PAGES@ \
     --max-findings @MAX_FINDINGS@ 2>/tmp/record.err &
 pid=$!

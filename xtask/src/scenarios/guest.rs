@@ -12,14 +12,7 @@ use super::table::{Case, Kind, Recorder};
 /// Shell functions every generated script starts with.
 const PRELUDE: &str = r#"
 set -u
-wait_for() { # PATH SECONDS
-    i=0
-    while [ ! -e "$1" ]; do
-        i=$((i + 1))
-        [ "$i" -gt $(($2 * 10)) ] && return 1
-        sleep 0.1
-    done
-}
+. /lib/refscope/guest.sh
 start_recording() { # CASE
     mkdir -p "/share/$1"
     rm -f /tmp/ready /tmp/t.jsonl

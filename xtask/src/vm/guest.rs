@@ -22,6 +22,12 @@ use super::{
 /// The guest's init script.
 const INIT: &str = include_str!("init.sh");
 
+/// Shell helpers every guest script sources (`. /lib/refscope/guest.sh`).
+const GUEST_LIB: &str = include_str!("guest-lib.sh");
+
+/// Where the guest finds them.
+pub const GUEST_LIB_PATH: &str = "/lib/refscope/guest.sh";
+
 /// Directories created in every guest.
 const DIRS: &[&str] = &[
     "bin",
@@ -40,6 +46,7 @@ const DIRS: &[&str] = &[
     "boot",
     "lib",
     "lib/modules",
+    "lib/refscope",
 ];
 
 /// Modules this boot loads, in the order the guest should ask for them
@@ -169,6 +176,7 @@ pub fn write_initramfs(contents: &Contents<'_>, out: &Path) -> anyhow::Result<()
         ar.dir(dir)?;
     }
     ar.file("init", 0o755, INIT.as_bytes())?;
+    ar.file(&GUEST_LIB_PATH[1..], 0o644, GUEST_LIB.as_bytes())?;
     ar.file("etc/refscope/vm.conf", 0o644, contents.conf.as_bytes())?;
     ar.file(
         "etc/refscope/command",

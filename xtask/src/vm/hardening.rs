@@ -29,20 +29,10 @@ use crate::util;
 
 /// Signals, SIGKILL, a full disk, a read-only directory (6.12).
 pub const SIGNALS: &str = r#"set -u
+. /lib/refscope/guest.sh
 S=/share
 export TERM=xterm LANG=C.UTF-8
 dmesg -n 1
-wait_for() { # PATH SECONDS: until PATH exists and is not empty
-    i=0
-    while [ ! -s "$1" ]; do
-        i=$((i + 1))
-        [ "$i" -gt $(($2 * 10)) ] && return 1
-        sleep 0.1
-    done
-}
-alive() { # PID: running (not a zombie)
-    [ -e "/proc/$1/status" ] && ! grep -q '^State:.*Z' "/proc/$1/status"
-}
 load() { # SECONDS of DAX faults
     refscope-workload --timeout 300 churn --seconds "$1" --pages 8 --files 2 >/dev/null 2>&1 \
         || echo "churn failed: $?" >&2
@@ -51,7 +41,7 @@ record_until() { # NAME SIGNAL DIR
     rm -f /tmp/ready
     refscope record -o "$3/$1.jsonl" --ready-file /tmp/ready 2>"$S/$1.err" &
     pid=$!
-    if wait_for /tmp/ready 300; then
+    if wait_for_data /tmp/ready 300; then
         load 1
         if [ "$2" = none ]; then
             # Until it stops by itself (a full disk), at most 60 s.
@@ -74,7 +64,7 @@ live_until() { # NAME SIGNAL|hangup DIR
     vm-pty --size 120x40 --hangup-file /tmp/hangup --log "$S/$1.screen" -- \
         refscope live -o "$3/$1.jsonl" 2>"$S/$1.err" &
     vpid=$!
-    if wait_for "$3/$1.jsonl" 300; then
+    if wait_for_data "$3/$1.jsonl" 300; then
         load 1
         [ "$3" = /tmp ] || { load 2; load 2; }
         case "$2" in

@@ -51,15 +51,9 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 hostname "refscope-$VM_KERNEL"
 log "started"
 
-# wait_for PATH: up to 10 s for PATH to appear (device probing is async).
-wait_for() {
-    i=0
-    while [ ! -e "$1" ]; do
-        i=$((i + 1))
-        [ $i -gt 500 ] && return 1
-        usleep 20000
-    done
-}
+# wait_for PATH SECONDS (device probing is async), and the other helpers
+# every guest script uses.
+. /lib/refscope/guest.sh
 
 # --- 2. modules ------------------------------------------------------------
 while read -r m; do
@@ -90,7 +84,7 @@ if [ "$VM_INTERACTIVE" != 1 ]; then
     done
     OUT=$(port refscope.stdout) || die "no virtio port refscope.stdout"
     ERR=$(port refscope.stderr) || die "no virtio port refscope.stderr"
-    wait_for "$OUT" && wait_for "$ERR" || die "virtio port devices did not appear"
+    wait_for "$OUT" 10 && wait_for "$ERR" 10 || die "virtio port devices did not appear"
 fi
 
 # --- 3. persistent memory --------------------------------------------------
@@ -127,7 +121,7 @@ log "$ns on $region is $VM_MODE ($seed, struct pages in $VM_MEMMAP_ON, align $VM
 if [ "$VM_MODE" = fsdax ]; then
     blk=$(ls "$nd/$seed/block" 2>/dev/null | head -n 1)
     [ -n "$blk" ] || die "$seed has no block device"
-    wait_for "/dev/$blk" || die "/dev/$blk did not appear"
+    wait_for "/dev/$blk" 10 || die "/dev/$blk did not appear"
     case "$VM_FS" in
     ext4)
         opts=
@@ -158,7 +152,7 @@ if [ "$VM_MODE" = fsdax ]; then
 else
     dev=$(ls /sys/bus/dax/devices 2>/dev/null | head -n 1)
     [ -n "$dev" ] || die "no device-dax device after binding $seed"
-    wait_for "/dev/$dev" || die "/dev/$dev did not appear"
+    wait_for "/dev/$dev" 10 || die "/dev/$dev did not appear"
     log "/dev/$dev is a device-dax device"
 fi
 
