@@ -9,6 +9,7 @@ mod build;
 mod clippy;
 mod demo;
 mod fuzz;
+mod guest_tests;
 mod scenarios;
 mod setup;
 mod soak;

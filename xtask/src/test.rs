@@ -189,7 +189,7 @@ fn demo_group(outcomes: &mut Vec<Outcome>) {
 /// Group "vm": the VM harness's guest tests (one outcome per boot).
 fn vm_group(outcomes: &mut Vec<Outcome>, filter: Option<&str>) {
     step("guest tests of the VM harness (group vm)");
-    for case in crate::vm::guest_tests::run_all(filter) {
+    for case in crate::guest_tests::run_all(filter) {
         outcomes.push(Outcome {
             name: case.name,
             ok: case.ok,

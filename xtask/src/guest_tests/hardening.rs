@@ -24,8 +24,8 @@ use std::{
     time::Duration,
 };
 
-use super::{VmConfig, VmOutcome};
 use crate::util;
+use crate::vm::{VmConfig, VmOutcome};
 
 /// Signals, SIGKILL, a full disk, a read-only directory (6.12).
 pub const SIGNALS: &str = r#"set -u

@@ -1,4 +1,5 @@
-//! The harness's own guest tests (`cargo xtask test`, group "vm").
+//! refscope's own guest tests (`cargo xtask test`, group "vm"): the
+//! harness (`vm`) boots and runs; what is checked lives here.
 //!
 //! Each case is one boot; checks are batched into as few boots as the
 //! options allow (a boot costs ~10-15 s under TCG). A case that cannot run
@@ -11,10 +12,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{
-    Align, Fs, IncidentKind, KernelChoice, MemmapOn, NsMode, PmemKind, VmConfig, VmOutcome,
+mod hardening;
+
+use crate::{
+    util::{self, step},
+    vm::{
+        self, Align, Fs, IncidentKind, KernelChoice, MemmapOn, NsMode, PmemKind, VmConfig,
+        VmOutcome,
+    },
 };
-use crate::util::{self, step};
 
 /// One case's result, for test.rs's summary.
 pub struct CaseResult {
@@ -168,16 +174,16 @@ const CASES: &[Case] = &[
     Case {
         name: "6.12: signals, SIGKILL, full disk",
         kernel: "6.12",
-        configure: super::hardening::long_timeout,
-        script: super::hardening::SIGNALS,
-        check: super::hardening::signals_checked,
+        configure: hardening::long_timeout,
+        script: hardening::SIGNALS,
+        check: hardening::signals_checked,
     },
     Case {
         name: "7.3: no root, caps, BTF; lockdown",
         kernel: "7.3",
-        configure: super::hardening::long_timeout,
-        script: super::hardening::PRIVILEGES,
-        check: super::hardening::privileges_checked,
+        configure: hardening::long_timeout,
+        script: hardening::PRIVILEGES,
+        check: hardening::privileges_checked,
     },
     Case {
         name: "7.3: unplug oops (expected)",
@@ -351,7 +357,7 @@ pub fn run_all(filter: Option<&str>) -> Vec<CaseResult> {
         .iter()
         .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
         .collect();
-    let binaries = match super::guest_binaries(false) {
+    let binaries = match vm::guest_binaries(false) {
         Ok(b) => b,
         Err(e) => {
             let detail = format!("cannot build the guest binaries: {e:#}");
@@ -382,7 +388,7 @@ fn run_case(case: &Case, binaries: &[PathBuf]) -> CaseResult {
         cfg.share = Some(share.clone());
         cfg.echo_output = false;
         (case.configure)(&mut cfg);
-        let outcome = super::run(&cfg).map_err(|e| format!("could not run the guest: {e:#}"))?;
+        let outcome = vm::run(&cfg).map_err(|e| format!("could not run the guest: {e:#}"))?;
         if let Some(b) = outcome.boot_secs {
             util::note(format!("{}: boot-to-command {b:.1} s", outcome.kernel));
         }
