@@ -285,11 +285,11 @@ fn diagnose() -> Report {
 
 /// Load the attach snapshot's programs into `p` and run the task iterator.
 fn snapshot_check(p: &mut loader::Probes) -> Check {
-    match p.guard.seed_kernel() {
+    match p.guard.snapshot_kernel() {
         Err(e) => Check::warn(format!(
             "{e}: mappings that exist before refscope attaches will not be seen"
         )),
-        Ok(mut k) => match crate::seed::Kernel::task_mms(&mut k) {
+        Ok(mut k) => match crate::snapshot::Kernel::task_mms(&mut k) {
             Ok(m) => Check::ok(format!(
                 "task iterator and page reader load; {} address spaces listed",
                 m.len()

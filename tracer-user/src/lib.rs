@@ -15,5 +15,5 @@ pub mod pagetable;
 pub mod probe;
 pub mod record;
 pub mod report;
-pub mod seed;
 pub mod session;
+pub mod snapshot;

@@ -28,8 +28,8 @@ use crate::{
     output::{self, create_output},
     probe::ringbuf::RingReader,
     probe::ringbuf::{self, StallWatch},
-    seed,
     session::{self, Pipeline, Session},
+    snapshot,
 };
 use refscope_core::event::Event;
 use std::collections::BTreeMap;
@@ -110,7 +110,7 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
         &mut guard,
         &args.trace,
         &device_ranges,
-        &mut SeedSink {
+        &mut SnapshotSink {
             ring: ring.get_mut(),
             sink: &mut sink,
         },
@@ -127,7 +127,7 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
             read = ringbuf::wait_and_read(&mut ring, |bytes| sink.record(bytes)) => {
                 read.context("ring buffer poll failed")?;
                 if let Some(a) = &mut auditor {
-                    a.verify(&mut guard, &mut SeedSink { ring: ring.get_mut(), sink: &mut sink });
+                    a.verify(&mut guard, &mut SnapshotSink { ring: ring.get_mut(), sink: &mut sink });
                 }
                 sink.findings();
                 if sink.error.is_some() { break "error"; }
@@ -140,7 +140,7 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
                 }
                 log::debug!("ring {:?} after read: {stop:?}", ring.get_ref().state());
                 if let Some(a) = &mut auditor {
-                    let mut rec = SeedSink { ring: ring.get_mut(), sink: &mut sink };
+                    let mut rec = SnapshotSink { ring: ring.get_mut(), sink: &mut sink };
                     a.verify(&mut guard, &mut rec);
                     a.tick(&mut guard, &mut rec);
                 }
@@ -159,7 +159,7 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
     // Drain what is left in the ring buffer.
     ring.get_mut().read(|bytes| sink.record(bytes));
     if let Some(a) = &mut auditor {
-        let mut rec = SeedSink {
+        let mut rec = SnapshotSink {
             ring: ring.get_mut(),
             sink: &mut sink,
         };
@@ -264,12 +264,12 @@ impl<W: Write> Sink<W> {
 
 /// The attach snapshot's way into the recording: the ring buffer is drained
 /// through the same sink, and snapshot events go the way records do.
-struct SeedSink<'a, W: Write> {
+struct SnapshotSink<'a, W: Write> {
     ring: &'a mut RingReader,
     sink: &'a mut Sink<W>,
 }
 
-impl<W: Write> seed::Sink for SeedSink<'_, W> {
+impl<W: Write> snapshot::Sink for SnapshotSink<'_, W> {
     fn drain(&mut self) {
         let sink = &mut *self.sink;
         self.ring.read(|bytes| sink.record(bytes));
@@ -280,7 +280,7 @@ impl<W: Write> seed::Sink for SeedSink<'_, W> {
     }
 }
 
-impl<W: Write> audit::Recording for SeedSink<'_, W> {
+impl<W: Write> audit::Recording for SnapshotSink<'_, W> {
     fn sync(&mut self) -> bool {
         let sink = &mut *self.sink;
         self.ring

@@ -34,7 +34,7 @@ use crate::{
         loader::{self, Attached, Probes},
         plan::{self, KernelView, Plan},
     },
-    seed,
+    snapshot,
 };
 
 /// Everything we know about the kernel before loading anything.
@@ -286,22 +286,22 @@ pub fn stop_requested() -> bool {
 }
 
 /// The attach-time snapshot: seed the analysis with the mappings of device
-/// memory that exist now (`crate::seed`). Problems are warnings: tracing
+/// memory that exist now (`crate::snapshot`). Problems are warnings: tracing
 /// goes on without the seed. Stops early on SIGINT/SIGTERM/SIGHUP.
 pub fn attach_snapshot(
     attached: &mut Attached,
     opts: &TraceOpts,
     ranges: &[(u64, u64)],
-    sink: &mut impl seed::Sink,
+    sink: &mut impl snapshot::Sink,
     show_progress: bool,
-) -> Option<seed::Summary> {
+) -> Option<snapshot::Summary> {
     if opts.no_snapshot {
         return None;
     }
     if let Err(e) = watch_stop_signals() {
         log::warn!("cannot watch for signals during the attach snapshot: {e}");
     }
-    let mut kernel = match attached.seed_kernel() {
+    let mut kernel = match attached.snapshot_kernel() {
         Ok(k) => k,
         Err(e) => {
             log::warn!(
@@ -311,7 +311,7 @@ pub fn attach_snapshot(
             return None;
         }
     };
-    let seed_opts = seed::Options {
+    let snapshot_opts = snapshot::Options {
         pids: opts.pids.clone(),
         comm: opts.comm.clone(),
         ranges: ranges.to_vec(),
@@ -320,11 +320,11 @@ pub fn attach_snapshot(
     let tty = show_progress && io::stderr().is_terminal();
     let mut last = Instant::now();
     let mut shown = false;
-    let result = seed::run(
+    let result = snapshot::run(
         &mut kernel,
-        &mut seed::procfs::RealProcfs::default(),
+        &mut snapshot::procfs::RealProcfs::default(),
         sink,
-        &seed_opts,
+        &snapshot_opts,
         |p| {
             if tty && last.elapsed() >= Duration::from_millis(200) {
                 last = Instant::now();
@@ -395,7 +395,7 @@ pub fn audit(
     scope: &audit::Scope,
     reason: u64,
 ) -> Option<audit::Summary> {
-    let mut kernel = match attached.seed_kernel() {
+    let mut kernel = match attached.snapshot_kernel() {
         Ok(k) => k,
         Err(e) => {
             log::warn!("the shadow audit cannot read page tables: {e} (--no-audit skips it)");
@@ -404,7 +404,7 @@ pub fn audit(
     };
     match audit::run(
         &mut kernel,
-        &mut seed::procfs::RealProcfs::default(),
+        &mut snapshot::procfs::RealProcfs::default(),
         rec,
         scope,
         reason,

@@ -32,7 +32,7 @@ use refscope_core::event::{Attach, Comm, Event, Flags, Hex};
 
 use crate::{
     pagetable::{Block, PageTables, leaf_pfn},
-    seed::{self, Kernel, Procfs},
+    snapshot::{self, Kernel, Procfs},
 };
 
 const PAGE_SHIFT: u64 = 12;
@@ -191,7 +191,7 @@ where
             }
             continue;
         };
-        let vmas = seed::device_vmas(&maps, |maj, min| {
+        let vmas = snapshot::device_vmas(&maps, |maj, min| {
             *dax_devs
                 .entry((maj, min))
                 .or_insert_with(|| proc.dax_capable(maj, min))
@@ -219,7 +219,7 @@ fn audit_mm<K, P, R>(
     pid: u32,
     mm: u64,
     comm: &str,
-    vmas: &[seed::Vma],
+    vmas: &[snapshot::Vma],
     reason: u64,
 ) -> Result<(), <K as PageTables>::Error>
 where

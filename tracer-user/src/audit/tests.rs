@@ -11,7 +11,7 @@ use refscope_core::{
 
 use super::*;
 use crate::pagetable::{PAGE_PROTNONE, PFN_MASK};
-use crate::seed::{PageRef, PageReq};
+use crate::snapshot::{PageRef, PageReq};
 
 const DEV: u64 = 0x140000;
 const MM: u64 = 0xffff_8880_0000_4000;

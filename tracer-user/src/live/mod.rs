@@ -270,7 +270,7 @@ impl Io {
     /// findings that wait for the page table.
     fn ring_ready(&mut self, app: &mut App, batch: &event::RawBatch) {
         let Some(k) = &mut self.kernel else { return };
-        let mut rec = SeedSink::new(k.ring.get_mut(), app, &mut self.recording);
+        let mut rec = SnapshotSink::new(k.ring.get_mut(), app, &mut self.recording);
         rec.records(batch);
         if let Some(a) = &mut k.auditor {
             a.verify(&mut k.attached, &mut rec);
@@ -280,8 +280,8 @@ impl Io {
     fn tick(&mut self, app: &mut App) {
         if let Some(k) = &mut self.kernel {
             // Safety net for missed wake-ups; then the audits due.
-            let mut rec = SeedSink::new(k.ring.get_mut(), app, &mut self.recording);
-            crate::seed::Sink::drain(&mut rec);
+            let mut rec = SnapshotSink::new(k.ring.get_mut(), app, &mut self.recording);
+            crate::snapshot::Sink::drain(&mut rec);
             if let Some(a) = &mut k.auditor {
                 a.verify(&mut k.attached, &mut rec);
                 a.tick(&mut k.attached, &mut rec);
@@ -435,20 +435,20 @@ where
 /// attach snapshot, the shadow audit and the owner loop: records are
 /// analysed and written as they are read; snapshot events are batched as
 /// ring-buffer records.
-struct SeedSink<'a> {
+struct SnapshotSink<'a> {
     ring: &'a mut crate::probe::ringbuf::RingReader,
     app: &'a mut App,
     recording: &'a mut Option<Recording>,
     pending: event::RawBatch,
 }
 
-impl<'a> SeedSink<'a> {
+impl<'a> SnapshotSink<'a> {
     fn new(
         ring: &'a mut crate::probe::ringbuf::RingReader,
         app: &'a mut App,
         recording: &'a mut Option<Recording>,
     ) -> Self {
-        SeedSink {
+        SnapshotSink {
             ring,
             app,
             recording,
@@ -480,7 +480,7 @@ impl<'a> SeedSink<'a> {
     }
 }
 
-impl crate::seed::Sink for SeedSink<'_> {
+impl crate::snapshot::Sink for SnapshotSink<'_> {
     fn drain(&mut self) {
         self.flush();
         let mut batch = event::RawBatch::default();
@@ -493,7 +493,7 @@ impl crate::seed::Sink for SeedSink<'_> {
     }
 }
 
-impl audit::Recording for SeedSink<'_> {
+impl audit::Recording for SnapshotSink<'_> {
     fn sync(&mut self) -> bool {
         self.flush();
         let mut batch = event::RawBatch::default();
@@ -711,15 +711,16 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         // Mappings that exist already (before the screen is taken over, so
         // its progress shows on the terminal).
         if let Some(k) = &mut io.kernel {
-            let mut seed_sink = SeedSink::new(k.ring.get_mut(), &mut app, &mut io.recording);
+            let mut snapshot_sink =
+                SnapshotSink::new(k.ring.get_mut(), &mut app, &mut io.recording);
             session::attach_snapshot(
                 &mut k.attached,
                 &args.trace,
                 &device_ranges,
-                &mut seed_sink,
+                &mut snapshot_sink,
                 true,
             );
-            seed_sink.flush();
+            snapshot_sink.flush();
         }
         if let Some(ready) = &args.ready_file {
             output::write_ready_file(ready)?;
@@ -747,8 +748,8 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         // audit.
         let mut audit_cost = None;
         if let Some(k) = &mut io.kernel {
-            let mut rec = SeedSink::new(k.ring.get_mut(), &mut app, &mut io.recording);
-            crate::seed::Sink::drain(&mut rec);
+            let mut rec = SnapshotSink::new(k.ring.get_mut(), &mut app, &mut io.recording);
+            crate::snapshot::Sink::drain(&mut rec);
             if let Some(mut a) = k.auditor.take() {
                 a.finish(&mut k.attached, &mut rec);
                 audit_cost = a.cost.line();

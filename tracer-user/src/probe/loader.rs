@@ -112,8 +112,10 @@ impl Attached {
     }
 
     /// The attach-time snapshot's programs, loaded into this object.
-    pub fn seed_kernel(&mut self) -> Result<super::seed::SeedKernel<'_>, super::seed::SeedError> {
-        super::seed::SeedKernel::load(&mut self.ebpf)
+    pub fn snapshot_kernel(
+        &mut self,
+    ) -> Result<super::snapshot::SnapshotKernel<'_>, super::snapshot::SnapshotError> {
+        super::snapshot::SnapshotKernel::load(&mut self.ebpf)
     }
 }
 

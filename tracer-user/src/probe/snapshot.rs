@@ -1,4 +1,4 @@
-//! The kernel half of the attach-time snapshot (`crate::seed`): the task
+//! The kernel half of the attach-time snapshot (`crate::snapshot`): the task
 //! iterator that names each process's address space, the one-shot refcount
 //! reader, and the in-kernel table of tracked address spaces.
 
@@ -17,7 +17,7 @@ use thiserror::Error;
 use super::verifier_summary;
 use crate::{
     pagetable::{Block, PageTables},
-    seed::{Kernel, PageRef, PageReq},
+    snapshot::{Kernel, PageRef, PageReq},
 };
 
 const TASKS_PROG: &str = "snapshot_tasks";
@@ -26,7 +26,7 @@ const WALK_PROG: &str = "walk_tables";
 
 /// Why the kernel half of the snapshot cannot run.
 #[derive(Debug, Error)]
-pub enum SeedError {
+pub enum SnapshotError {
     #[error("the eBPF object has no program `{0}` (a build mismatch)")]
     NoProgram(&'static str),
     #[error("the eBPF object has no map `{0}` (a build mismatch)")]
@@ -44,26 +44,26 @@ pub enum SeedError {
 }
 
 /// The snapshot programs, loaded (they are never attached to a function).
-pub struct SeedKernel<'a> {
+pub struct SnapshotKernel<'a> {
     ebpf: &'a mut Ebpf,
 }
 
-impl<'a> SeedKernel<'a> {
+impl<'a> SnapshotKernel<'a> {
     /// Load the programs into the object the probes came from (so they
     /// share its configuration and maps); already loaded ones are reused,
     /// so the audit can call this as often as it runs.
-    pub fn load(ebpf: &'a mut Ebpf) -> Result<Self, SeedError> {
+    pub fn load(ebpf: &'a mut Ebpf) -> Result<Self, SnapshotError> {
         let iter: &mut Iter = ebpf
             .program_mut(TASKS_PROG)
-            .ok_or(SeedError::NoProgram(TASKS_PROG))?
+            .ok_or(SnapshotError::NoProgram(TASKS_PROG))?
             .try_into()
-            .map_err(|_| SeedError::NoProgram(TASKS_PROG))?;
+            .map_err(|_| SnapshotError::NoProgram(TASKS_PROG))?;
         if iter.fd().is_err() {
-            let btf = Btf::from_sys_fs().map_err(|e| SeedError::Load {
+            let btf = Btf::from_sys_fs().map_err(|e| SnapshotError::Load {
                 prog: TASKS_PROG,
                 why: format!("cannot read /sys/kernel/btf/vmlinux: {e}"),
             })?;
-            iter.load("task", &btf).map_err(|e| SeedError::Load {
+            iter.load("task", &btf).map_err(|e| SnapshotError::Load {
                 prog: TASKS_PROG,
                 why: verifier_summary(&format!("{e:#}")),
             })?;
@@ -71,17 +71,17 @@ impl<'a> SeedKernel<'a> {
         for name in [REFS_PROG, WALK_PROG] {
             let prog: &mut RawTracePoint = ebpf
                 .program_mut(name)
-                .ok_or(SeedError::NoProgram(name))?
+                .ok_or(SnapshotError::NoProgram(name))?
                 .try_into()
-                .map_err(|_| SeedError::NoProgram(name))?;
+                .map_err(|_| SnapshotError::NoProgram(name))?;
             if prog.fd().is_err() {
-                prog.load().map_err(|e| SeedError::Load {
+                prog.load().map_err(|e| SnapshotError::Load {
                     prog: name,
                     why: verifier_summary(&format!("{e:#}")),
                 })?;
             }
         }
-        Ok(SeedKernel { ebpf })
+        Ok(SnapshotKernel { ebpf })
     }
 
     /// Run one of the one-shot programs.
@@ -89,9 +89,9 @@ impl<'a> SeedKernel<'a> {
         let prog: &RawTracePoint = self
             .ebpf
             .program(name)
-            .ok_or_else(|| SeedError::NoProgram(name).to_string())?
+            .ok_or_else(|| SnapshotError::NoProgram(name).to_string())?
             .try_into()
-            .map_err(|_| SeedError::NoProgram(name).to_string())?;
+            .map_err(|_| SnapshotError::NoProgram(name).to_string())?;
         let ran = prog
             .test_run(RawTracePointRunOptions::new())
             .map_err(|e| e.to_string())?;
@@ -101,49 +101,51 @@ impl<'a> SeedKernel<'a> {
         Ok(())
     }
 
-    fn walk_map(&mut self) -> Result<Array<&mut MapData, PtWalk>, SeedError> {
+    fn walk_map(&mut self) -> Result<Array<&mut MapData, PtWalk>, SnapshotError> {
         let map = self
             .ebpf
             .map_mut("PT_WALK")
-            .ok_or(SeedError::NoMap("PT_WALK"))?;
-        Array::try_from(map).map_err(|e| SeedError::Map {
+            .ok_or(SnapshotError::NoMap("PT_WALK"))?;
+        Array::try_from(map).map_err(|e| SnapshotError::Map {
             name: "PT_WALK",
             why: e.to_string(),
         })
     }
 
-    fn batch_map(&mut self) -> Result<Array<&mut MapData, SnapBatch>, SeedError> {
+    fn batch_map(&mut self) -> Result<Array<&mut MapData, SnapBatch>, SnapshotError> {
         let map = self
             .ebpf
             .map_mut("SNAP_PAGES")
-            .ok_or(SeedError::NoMap("SNAP_PAGES"))?;
-        Array::try_from(map).map_err(|e| SeedError::Map {
+            .ok_or(SnapshotError::NoMap("SNAP_PAGES"))?;
+        Array::try_from(map).map_err(|e| SnapshotError::Map {
             name: "SNAP_PAGES",
             why: e.to_string(),
         })
     }
 }
 
-impl Kernel for SeedKernel<'_> {
-    type Error = SeedError;
+impl Kernel for SnapshotKernel<'_> {
+    type Error = SnapshotError;
 
-    fn task_mms(&mut self) -> Result<HashMap<u32, u64>, SeedError> {
+    fn task_mms(&mut self) -> Result<HashMap<u32, u64>, SnapshotError> {
         let iter: &mut Iter = self
             .ebpf
             .program_mut(TASKS_PROG)
-            .ok_or(SeedError::NoProgram(TASKS_PROG))?
+            .ok_or(SnapshotError::NoProgram(TASKS_PROG))?
             .try_into()
-            .map_err(|_| SeedError::NoProgram(TASKS_PROG))?;
-        let id = iter.attach().map_err(|e| SeedError::Iter(e.to_string()))?;
+            .map_err(|_| SnapshotError::NoProgram(TASKS_PROG))?;
+        let id = iter
+            .attach()
+            .map_err(|e| SnapshotError::Iter(e.to_string()))?;
         let link = iter
             .take_link(id)
-            .map_err(|e| SeedError::Iter(e.to_string()))?;
+            .map_err(|e| SnapshotError::Iter(e.to_string()))?;
         let mut file = link
             .into_file()
-            .map_err(|e| SeedError::Iter(e.to_string()))?;
+            .map_err(|e| SnapshotError::Iter(e.to_string()))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
-            .map_err(|e| SeedError::Iter(format!("reading the iterator: {e}")))?;
+            .map_err(|e| SnapshotError::Iter(format!("reading the iterator: {e}")))?;
         Ok(parse_tasks(&bytes))
     }
 
@@ -152,7 +154,7 @@ impl Kernel for SeedKernel<'_> {
         mm: u64,
         reqs: &[PageReq],
         out: &mut Vec<PageRef>,
-    ) -> Result<(), SeedError> {
+    ) -> Result<(), SnapshotError> {
         for chunk in reqs.chunks(SNAP_BATCH) {
             let mut batch = SnapBatch::zeroed();
             batch.count = chunk.len() as u32;
@@ -163,15 +165,18 @@ impl Kernel for SeedKernel<'_> {
             }
             self.batch_map()?
                 .set(0, batch, 0)
-                .map_err(|e| SeedError::Map {
+                .map_err(|e| SnapshotError::Map {
                     name: "SNAP_PAGES",
                     why: e.to_string(),
                 })?;
-            self.run(REFS_PROG).map_err(SeedError::Run)?;
-            let done = self.batch_map()?.get(&0, 0).map_err(|e| SeedError::Map {
-                name: "SNAP_PAGES",
-                why: e.to_string(),
-            })?;
+            self.run(REFS_PROG).map_err(SnapshotError::Run)?;
+            let done = self
+                .batch_map()?
+                .get(&0, 0)
+                .map_err(|e| SnapshotError::Map {
+                    name: "SNAP_PAGES",
+                    why: e.to_string(),
+                })?;
             out.extend((0..chunk.len()).map(|i| PageRef {
                 raw: (done.refs[i] != REF_UNKNOWN).then_some(done.refs[i]),
                 pgmap: done.pgmaps[i],
@@ -185,7 +190,7 @@ impl Kernel for SeedKernel<'_> {
         Ok(())
     }
 
-    fn pud_leaf(&mut self, mm: u64, va: u64) -> Result<Option<u64>, SeedError> {
+    fn pud_leaf(&mut self, mm: u64, va: u64) -> Result<Option<u64>, SnapshotError> {
         let mut out = Vec::with_capacity(1);
         self.walk(mm, &[va], &mut out)?;
         Ok(match out.pop() {
@@ -194,17 +199,17 @@ impl Kernel for SeedKernel<'_> {
         })
     }
 
-    fn track_mm(&mut self, mm: u64, now: u64) -> Result<(), SeedError> {
+    fn track_mm(&mut self, mm: u64, now: u64) -> Result<(), SnapshotError> {
         let map = self
             .ebpf
             .map_mut("TRACKED_MMS")
-            .ok_or(SeedError::NoMap("TRACKED_MMS"))?;
+            .ok_or(SnapshotError::NoMap("TRACKED_MMS"))?;
         let mut mms: BpfHashMap<&mut MapData, u64, u64> =
-            BpfHashMap::try_from(map).map_err(|e| SeedError::Map {
+            BpfHashMap::try_from(map).map_err(|e| SnapshotError::Map {
                 name: "TRACKED_MMS",
                 why: e.to_string(),
             })?;
-        mms.insert(mm, now, 0).map_err(|e| SeedError::Map {
+        mms.insert(mm, now, 0).map_err(|e| SnapshotError::Map {
             name: "TRACKED_MMS",
             why: format!("{e} (the table of tracked address spaces may be full)"),
         })
@@ -212,21 +217,21 @@ impl Kernel for SeedKernel<'_> {
 }
 
 /// The iterator's output: packed [`SnapTask`] records.
-impl PageTables for SeedKernel<'_> {
-    type Error = SeedError;
+impl PageTables for SnapshotKernel<'_> {
+    type Error = SnapshotError;
 
-    fn walk(&mut self, mm: u64, vas: &[u64], out: &mut Vec<Block>) -> Result<(), SeedError> {
+    fn walk(&mut self, mm: u64, vas: &[u64], out: &mut Vec<Block>) -> Result<(), SnapshotError> {
         for chunk in vas.chunks(PT_WALK_BATCH) {
             let mut batch = Box::new(PtWalk::zeroed());
             batch.count = chunk.len() as u32;
             batch.mm = mm;
             batch.va[..chunk.len()].copy_from_slice(chunk);
-            let map_err = |e: aya::maps::MapError| SeedError::Map {
+            let map_err = |e: aya::maps::MapError| SnapshotError::Map {
                 name: "PT_WALK",
                 why: e.to_string(),
             };
             self.walk_map()?.set(0, *batch, 0).map_err(map_err)?;
-            self.run(WALK_PROG).map_err(SeedError::Walk)?;
+            self.run(WALK_PROG).map_err(SnapshotError::Walk)?;
             let done = Box::new(self.walk_map()?.get(&0, 0).map_err(map_err)?);
             out.extend((0..chunk.len()).map(|i| match done.level[i] {
                 pt_level::NONE => Block::None,

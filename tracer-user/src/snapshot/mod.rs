@@ -182,7 +182,7 @@ pub struct Summary {
 
 /// Errors that stop the snapshot.
 #[derive(Debug, thiserror::Error)]
-pub enum SeedError<K: std::error::Error + 'static> {
+pub enum SnapshotError<K: std::error::Error + 'static> {
     #[error(transparent)]
     Kernel(K),
     #[error("cannot list processes in /proc: {0}")]
@@ -218,11 +218,11 @@ pub fn run<K: Kernel, P: Procfs, S: Sink>(
     sink: &mut S,
     opts: &Options,
     mut progress: impl FnMut(&Progress) -> bool,
-) -> Result<Summary, SeedError<K::Error>> {
+) -> Result<Summary, SnapshotError<K::Error>> {
     let t0 = Instant::now();
     let mut sum = Summary::default();
-    let mms = kernel.task_mms().map_err(SeedError::Kernel)?;
-    let mut pids = proc.pids().map_err(SeedError::Proc)?;
+    let mms = kernel.task_mms().map_err(SnapshotError::Kernel)?;
+    let mut pids = proc.pids().map_err(SnapshotError::Proc)?;
     pids.retain(|p| *p != opts.self_pid && (opts.pids.is_empty() || opts.pids.contains(p)));
     pids.sort_unstable();
     let mut dax_devs: HashMap<(u32, u32), bool> = HashMap::new();
@@ -264,7 +264,7 @@ pub fn run<K: Kernel, P: Procfs, S: Sink>(
             continue;
         };
         let now = proc.now();
-        kernel.track_mm(mm, now).map_err(SeedError::Kernel)?;
+        kernel.track_mm(mm, now).map_err(SnapshotError::Kernel)?;
         let before = sum.mappings;
         let mut scan = Scan {
             pid,
@@ -276,7 +276,7 @@ pub fn run<K: Kernel, P: Procfs, S: Sink>(
         for vma in &vmas {
             match scan.vma(kernel, proc, sink, vma) {
                 Ok(()) => {}
-                Err(SeedError::Pagemap { err, .. }) if vanished(&err) => {
+                Err(SnapshotError::Pagemap { err, .. }) if vanished(&err) => {
                     scan.sum.vanished += 1;
                     break;
                 }
@@ -376,7 +376,7 @@ impl Scan<'_> {
         proc: &mut P,
         sink: &mut S,
         vma: &Vma,
-    ) -> Result<(), SeedError<K::Error>> {
+    ) -> Result<(), SnapshotError<K::Error>> {
         let pid = self.pid;
         let mut first = Vec::new();
         let mut second = Vec::new();
@@ -396,13 +396,13 @@ impl Scan<'_> {
             let t = proc.now();
             first.resize(n, 0);
             proc.pagemap(pid, vpn, &mut first)
-                .map_err(|err| SeedError::Pagemap { pid, err })?;
+                .map_err(|err| SnapshotError::Pagemap { pid, err })?;
             let found = self.mappings(proc, vma, vpn, &first)?;
             if !found.is_empty() {
                 let found = self.read(kernel, &found)?;
                 second.resize(n, 0);
                 proc.pagemap(pid, vpn, &mut second)
-                    .map_err(|err| SeedError::Pagemap { pid, err })?;
+                    .map_err(|err| SnapshotError::Pagemap { pid, err })?;
                 for (f, r) in &found {
                     let i = ((f.vaddr >> PAGE_SHIFT) - vpn) as usize;
                     let last = i + (1usize << f.order) - 1;
@@ -431,13 +431,16 @@ impl Scan<'_> {
         proc: &mut P,
         sink: &mut S,
         vma: &Vma,
-    ) -> Result<HashSet<u64>, SeedError<K::Error>> {
+    ) -> Result<HashSet<u64>, SnapshotError<K::Error>> {
         let mut puds = HashSet::new();
         let first = vma.start.div_ceil(PUD_SIZE);
         let last = vma.end / PUD_SIZE;
         for g in first..last {
             let va = g * PUD_SIZE;
-            let Some(entry) = kernel.pud_leaf(self.mm, va).map_err(SeedError::Kernel)? else {
+            let Some(entry) = kernel
+                .pud_leaf(self.mm, va)
+                .map_err(SnapshotError::Kernel)?
+            else {
                 continue;
             };
             let Some(pfn) = crate::pagetable::leaf_pfn(entry, true).filter(|&p| self.in_device(p))
@@ -449,7 +452,7 @@ impl Scan<'_> {
             let mut refs = Vec::with_capacity(1);
             kernel
                 .read_pages(self.mm, &[PageReq { pfn, walk: 0 }], &mut refs)
-                .map_err(SeedError::Kernel)?;
+                .map_err(SnapshotError::Kernel)?;
             let f = Found {
                 vaddr: va,
                 pfn,
@@ -477,7 +480,7 @@ impl Scan<'_> {
         &mut self,
         kernel: &mut K,
         found: &[Found],
-    ) -> Result<Vec<(Found, PageRef)>, SeedError<K::Error>> {
+    ) -> Result<Vec<(Found, PageRef)>, SnapshotError<K::Error>> {
         let reqs: Vec<PageReq> = found
             .iter()
             .map(|f| PageReq {
@@ -488,7 +491,7 @@ impl Scan<'_> {
         let mut refs = Vec::with_capacity(reqs.len());
         kernel
             .read_pages(self.mm, &reqs, &mut refs)
-            .map_err(SeedError::Kernel)?;
+            .map_err(SnapshotError::Kernel)?;
         let mut out = Vec::with_capacity(found.len());
         let mut split = Vec::new();
         for (f, r) in found.iter().zip(refs) {
@@ -522,7 +525,7 @@ impl Scan<'_> {
             let mut refs = Vec::with_capacity(reqs.len());
             kernel
                 .read_pages(self.mm, &reqs, &mut refs)
-                .map_err(SeedError::Kernel)?;
+                .map_err(SnapshotError::Kernel)?;
             out.extend(split.into_iter().zip(refs));
             out.sort_by_key(|(f, _)| f.vaddr);
         }
@@ -536,7 +539,7 @@ impl Scan<'_> {
         vma: &Vma,
         vpn: u64,
         entries: &[u64],
-    ) -> Result<Vec<Found>, SeedError<K>> {
+    ) -> Result<Vec<Found>, SnapshotError<K>> {
         let mut found = Vec::new();
         let mut huge: Option<Option<Vec<(u64, u64)>>> = None;
         let mut i = 0;
@@ -548,7 +551,7 @@ impl Scan<'_> {
             }
             let pfn = e & PM_PFN_MASK;
             if pfn == 0 {
-                return Err(SeedError::PfnsHidden(self.pid));
+                return Err(SnapshotError::PfnsHidden(self.pid));
             }
             if !self.in_device(pfn) {
                 i += 1;
@@ -562,7 +565,7 @@ impl Scan<'_> {
                         let chunk_end = (vpn + entries.len() as u64) << PAGE_SHIFT;
                         let r = proc
                             .huge_ranges(self.pid, vpn << PAGE_SHIFT, chunk_end)
-                            .map_err(|err| SeedError::Pagemap { pid: self.pid, err })?;
+                            .map_err(|err| SnapshotError::Pagemap { pid: self.pid, err })?;
                         huge.insert(r)
                     }
                 };
