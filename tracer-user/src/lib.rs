@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod live;
 pub mod output;
 pub mod pagetable;
+pub mod pipeline;
 pub mod probe;
 pub mod record;
 pub mod report;

@@ -231,7 +231,7 @@ pub fn caps_line(a: &Analyzer) -> Option<String> {
 
 /// One line about a loss record, for stderr and the live view's log.
 pub fn loss_line(l: &refscope_core::trace::Loss) -> String {
-    if l.cpu == crate::session::MISSES_CPU {
+    if l.cpu == crate::pipeline::MISSES_CPU {
         format!(
             "{} events skipped by the kernel: a program was already running on its CPU \
              (BPF recursion guard)",

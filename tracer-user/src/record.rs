@@ -26,9 +26,10 @@ use crate::{
     cli::RecordArgs,
     kernel::clock_ns,
     output::{self, create_output},
+    pipeline::Pipeline,
     probe::ringbuf::RingReader,
     probe::ringbuf::{self, StallWatch},
-    session::{self, Pipeline, Session},
+    session::{self, Session},
     snapshot,
 };
 use refscope_core::event::Event;

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::{
     cli::ReportArgs,
     output::{self, Progress},
-    session::analyzer_for,
+    pipeline::analyzer_for,
 };
 
 /// Findings printed per rule in text mode (all are in `--json`).

@@ -42,8 +42,8 @@ use self::{
 use crate::{
     cli::{ExportArgs, ExportFormat},
     output::{self, Progress, create_output},
+    pipeline::analyzer_for,
     report,
-    session::analyzer_for,
 };
 
 /// What a sink sees besides the event.

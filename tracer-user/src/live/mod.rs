@@ -56,8 +56,9 @@ use crate::{
     hash::AddrMapper,
     kernel::clock_ns,
     output::{self, create_output},
+    pipeline::Pipeline,
     probe::loader::{self, Attached, Probes},
-    session::{self, Pipeline, Session},
+    session::{self, Session},
 };
 
 /// At most this many frames per second.

@@ -24,7 +24,7 @@ use super::{
     synth::{BASE_PFN, Item, Synth},
     ui,
 };
-use crate::{hash::AddrMapper, session::Pipeline};
+use crate::{hash::AddrMapper, pipeline::Pipeline};
 
 /// A small synthetic scenario (see `synth`), replayed to its end.
 fn synth() -> Synth {

@@ -31,7 +31,7 @@ use super::{
     keys::{self, Action},
     layout::{self, PageCounts},
 };
-use crate::session::Pipeline;
+use crate::pipeline::Pipeline;
 
 /// How often the snapshot is refreshed (and the clock ticks).
 pub const TICK: Duration = Duration::from_millis(250);
