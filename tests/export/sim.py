@@ -10,7 +10,7 @@ from collections import defaultdict
 
 PAGE_KINDS = {"map", "attach_map", "audit_map", "audit_unmap", "gup_get", "gup_put", "ref_put", "free"}
 DEVICE_KINDS = {"pgmap_add", "pgmap_remove", "pgmap_removed", "dax_kill", "holder_notify"}
-MAX_MAPPING_BYTES = 512 * 4096
+PMD_ORDER, PUD_ORDER = 9, 18
 
 
 def num(v):
@@ -110,9 +110,10 @@ class Lifetimes:
             self.flows += 1
 
     def _unmap(self, mm, start, end, why):
+        # Every mapping that overlaps [start, end), whatever its size
+        # (a PUD covers 1 GiB).
         hits = [k for k, m in self.maps.items()
-                if k[0] == mm and max(0, start - (MAX_MAPPING_BYTES - 1)) <= k[1] < end
-                and k[1] + (4096 << m["order"]) > start]
+                if k[0] == mm and k[1] < end and k[1] + (4096 << m["order"]) > start]
         for k in sorted(hits):
             self._end_map(self.maps.pop(k), why)
 
@@ -146,9 +147,11 @@ class Lifetimes:
             if key in self.maps:
                 self._end_map(self.maps.pop(key), "audit")
         elif k == "pmd_split":
+            # A PMD split (order 9, or 0 in older traces) or a PUD split
+            # (order 18) clears a mapping of that size only.
             key = (e["mm"], e["vaddr"])
             m = self.maps.get(key)
-            if m is not None and m["order"] > 0:
+            if m is not None and m["order"] == (e["order"] or PMD_ORDER):
                 self._end_map(self.maps.pop(key), "pmd_split")
         elif k == "remap":
             mm, start, end = e["mm"], e["vaddr"], e["vaddr_end"]
@@ -163,8 +166,8 @@ class Lifetimes:
             src = e["src_mm"]
             for key in sorted(k2 for k2 in self.maps if k2[0] == src and e["vaddr"] <= k2[1] < e["vaddr_end"]):
                 m = self.maps[key]
-                if m["order"] > 0:
-                    continue  # copy_huge_pmd leaves DAX PMDs to the child's faults
+                if m["order"] not in (0, PUD_ORDER):
+                    continue  # copy_huge_pmd leaves DAX PMDs to the child's faults; copy_huge_pud copies
                 self._begin_map((e["mm"], key[1]), {"pfn": m["pfn"], "order": m["order"], "pid": e["pid"], "t": e["t"]})
         elif k == "task_new":
             for key, m in self.maps.items():

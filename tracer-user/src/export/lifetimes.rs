@@ -648,12 +648,13 @@ mod tests {
     }
 }
 
-/// The export's lifetimes and the analysis core pair mappings with their
-/// own code: held against each other over random event sequences, every
-/// kind that changes the shadow, mappings of every size.
+/// The export's lifetimes and the analysis core pair mappings and GUP
+/// references with their own code: held against each other over random
+/// event sequences, every kind that changes the shadow or a reference,
+/// mappings of every size.
 #[cfg(test)]
 mod agrees_with_the_analysis {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use refscope_common::{HookId, PMD_ORDER, PUD_ORDER, flags};
     use refscope_core::{
@@ -709,6 +710,11 @@ mod agrees_with_the_analysis {
             EventKind::MmExit,
             EventKind::AuditMap,
             EventKind::AuditUnmap,
+            EventKind::GupGet,
+            EventKind::GupGet,
+            EventKind::GupPut,
+            EventKind::RefPut,
+            EventKind::Free,
         ];
         let kind = kinds[r.below(kinds.len() as u64) as usize];
         let mut e = Event::new(kind, HookId::InsertPfn);
@@ -723,13 +729,30 @@ mod agrees_with_the_analysis {
                 e.vaddr = Hex(addr(r, o));
                 let unit = 1u64 << o;
                 e.pfn = DEV + r.below((4 << 18) / unit) * unit;
-                e.ref_after = Some(2);
-                e.flags = Flags(flags::REF_AFTER);
+                // No refcount: from an observed one the analysis reconciles
+                // FOLL_GET references whose put was inline, which the
+                // export does not do (yet: a known difference).
                 if r.below(8) == 0 {
                     e.flags = Flags(flags::FAILED);
                 }
             }
             EventKind::AuditUnmap => e.vaddr = Hex(addr(r, o)),
+            EventKind::GupGet | EventKind::GupPut | EventKind::RefPut | EventKind::Free => {
+                // A few pages, so gets, puts and frees meet. No refcounts:
+                // the analysis would reconcile FOLL_GET references from
+                // them, which the export does not model.
+                e.pfn = DEV + r.below(4);
+                e.refs = 1 + r.below(3) as i32;
+                let bits = GupFlagBits::default();
+                e.arg_flags = Hex(if r.below(2) == 0 {
+                    bits.foll_pin
+                } else {
+                    bits.foll_get
+                });
+                if r.below(8) == 0 {
+                    e.flags = Flags(flags::FAILED);
+                }
+            }
             EventKind::PmdSplit => {
                 e.order = if o == 0 { PMD_ORDER } else { o };
                 e.vaddr = Hex(addr(r, e.order));
@@ -767,8 +790,32 @@ mod agrees_with_the_analysis {
             .collect()
     }
 
+    /// Outstanding references by (pfn, mm): (pins, gets).
+    type Held = BTreeMap<(u64, u64), (u32, u32)>;
+
+    fn analysis_held(an: &Analyzer) -> Held {
+        an.holders()
+            .map(|(&(pfn, mm), h)| ((pfn, mm), (h.pins, h.gets)))
+            .filter(|(_, n)| *n != (0, 0))
+            .collect()
+    }
+
+    fn export_held(l: &Lifetimes) -> Held {
+        let mut held = Held::new();
+        for p in l.live_pins() {
+            let n = held.entry((p.pfn, p.mm)).or_default();
+            if p.label.is_pin() {
+                n.0 += p.left;
+            } else {
+                n.1 += p.left;
+            }
+        }
+        held.retain(|_, n| *n != (0, 0));
+        held
+    }
+
     #[test]
-    fn live_mappings_are_the_same_after_every_event() {
+    fn live_mappings_and_references_are_the_same_after_every_event() {
         for seed in 1..=200u64 {
             let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             let mut an = Analyzer::new(Config::new(RefcountModel::Refcounted));
@@ -790,6 +837,12 @@ mod agrees_with_the_analysis {
                 ));
                 an.apply(&e);
                 l.apply(&e, &mut out);
+                let (a, x) = (analysis_held(&an), export_held(&l));
+                assert!(
+                    a == x,
+                    "seed {seed}, event {t}: references: analysis {a:?}, export {x:?}; last events:\n{}",
+                    trail[trail.len().saturating_sub(6)..].join("\n")
+                );
                 let (a, x) = (analysis_live(&an), export_live(&l));
                 assert!(
                     a == x,

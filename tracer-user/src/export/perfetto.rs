@@ -419,11 +419,13 @@ impl<W: Write> Perfetto<W> {
                 flow: false,
             },
         );
-        let name = match (m.order > 0, m.copied) {
-            (false, false) => "PTE map",
-            (true, false) => "PMD map",
-            (false, true) => "PTE map (fork)",
-            (true, true) => "PMD map (fork)",
+        let name = match (m.order, m.copied) {
+            (0, false) => "PTE map",
+            (refscope_common::PUD_ORDER, false) => "PUD map",
+            (_, false) => "PMD map",
+            (0, true) => "PTE map (fork)",
+            (refscope_common::PUD_ORDER, true) => "PUD map (fork)",
+            (_, true) => "PMD map (fork)",
         };
         let comm = m.comm.as_str();
         self.start(t, true);
