@@ -62,11 +62,12 @@ pub fn run(cfg: &VmConfig) -> anyhow::Result<VmOutcome> {
             // Under TCG live code patching very rarely wedges or crashes the
             // guest: an int3 hit in enqueue_timer while the kernel patched
             // its own text during boot (2 of 9 runs of one test), a CPU
-            // stuck on an ftrace call site while a tracer attached to it.
-            // Boot once more, and say so; a second crash is reported as it is.
+            // stuck on an ftrace call site while a tracer attached to it,
+            // a kernel that stops printing early in boot, before init.
+            // Boot once more, and say so; a second failure is reported as
+            // it is.
             note(format!(
-                "{}: {why}; under TCG this is an emulation artifact of live code patching: \
-                 booting once more",
+                "{}: {why}; under TCG this is an emulation artifact: booting once more",
                 first.kernel
             ));
             boot(cfg, &kernel, accel)
@@ -438,6 +439,30 @@ mod tests {
                 .crashed_before_command(Accel::Tcg)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_boot_that_hangs_before_init_is_booted_again_under_tcg_only() {
+        let hung = VmOutcome {
+            timed_out: true,
+            console: "[    1.305462] acpi PNP0A03:00: fail to add MMCONFIG information\n".into(),
+            ..outcome_with(None, vec![])
+        };
+        let why = hung.tcg_artifact_crash(Accel::Tcg).unwrap();
+        assert!(why.contains("init never ran"), "{why}");
+        assert!(hung.tcg_artifact_crash(Accel::Kvm).is_none());
+        // Init ran: whatever hung after that is reported as it is.
+        let after_init = VmOutcome {
+            console: format!("{}init: [2.27] started\n", hung.console),
+            ..hung.clone()
+        };
+        assert!(after_init.tcg_artifact_crash(Accel::Tcg).is_none());
+        // So is a timeout once the command started.
+        let running = VmOutcome {
+            boot_secs: Some(6.0),
+            ..hung
+        };
+        assert!(running.tcg_artifact_crash(Accel::Tcg).is_none());
     }
 
     #[test]

@@ -173,6 +173,13 @@ impl VmOutcome {
         if accel != Accel::Tcg {
             return None;
         }
+        if self.hung_before_init() {
+            return Some(
+                "the guest kernel stopped making progress while booting: nothing on the \
+                 console after its early messages, init never ran"
+                    .into(),
+            );
+        }
         self.incidents.iter().find_map(|i| {
             i.stuck_at_call_site().map(|f| {
                 format!(
@@ -181,6 +188,17 @@ impl VmOutcome {
                 )
             })
         })
+    }
+
+    /// The run timed out with the kernel still booting: no incident, no
+    /// setup step, and init never printed a line. Nothing of refscope or
+    /// of the command has run yet (TCG very rarely wedges early in boot).
+    pub(super) fn hung_before_init(&self) -> bool {
+        self.timed_out
+            && self.boot_secs.is_none()
+            && self.setup_error.is_none()
+            && self.incidents.is_empty()
+            && !self.console.contains("init: ")
     }
 
     /// The headline of a fatal incident that happened under TCG before the
