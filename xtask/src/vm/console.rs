@@ -53,11 +53,13 @@ impl fmt::Display for IncidentKind {
 }
 
 /// One splat seen on the console.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
     pub kind: IncidentKind,
     /// The splat's console lines, timestamps removed.
     pub text: String,
+    /// The printk time (guest uptime, s) of its first line, when it had one.
+    pub t: Option<f64>,
 }
 
 impl Incident {
@@ -187,7 +189,11 @@ impl Scanner {
         };
         let mut text = self.cut.take().map(|c| c + "\n").unwrap_or_default();
         text.push_str(line);
-        self.incidents.push(Incident { kind, text });
+        self.incidents.push(Incident {
+            kind,
+            text,
+            t: printk_time(raw),
+        });
         self.open = Some(self.incidents.len() - 1);
         self.open_lines = 1;
         if line.contains("---[ end ") {
@@ -211,6 +217,12 @@ impl Scanner {
     pub fn into_incidents(self) -> Vec<Incident> {
         self.incidents
     }
+}
+
+/// The printk timestamp of a console line (`[   12.345678] ...`), seconds.
+fn printk_time(line: &str) -> Option<f64> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    rest[..rest.find(']')?].trim().parse().ok()
 }
 
 /// Drop the printk timestamp (`[   12.345678] `) and caller id (`[  T123] `).

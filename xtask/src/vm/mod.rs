@@ -209,12 +209,14 @@ fn outcome(kernel: &Kernel, accel: Accel, raw: qemu::RawRun) -> VmOutcome {
         if t & TAINT_WARN != 0 && !out.has(IncidentKind::Warn) {
             out.incidents.push(Incident {
                 kind: IncidentKind::Warn,
+                t: None,
                 text: format!("the kernel is tainted W ({t}): a WARN fired but its splat was not on the console"),
             });
         }
         if t & TAINT_DIE != 0 && !out.has(IncidentKind::Oops) && !out.has(IncidentKind::Panic) {
             out.incidents.push(Incident {
                 kind: IncidentKind::Oops,
+                t: None,
                 text: format!(
                     "the kernel is tainted D ({t}): it oopsed but the oops was not on the console"
                 ),
@@ -381,6 +383,7 @@ mod tests {
     fn warn() -> Incident {
         Incident {
             kind: IncidentKind::Warn,
+            t: None,
             text: "WARNING: CPU: 0 PID: 1 at x.c:1 f".into(),
         }
     }
@@ -405,6 +408,7 @@ mod tests {
     fn only_a_crash_before_the_command_under_tcg_is_booted_again() {
         let oops = Incident {
             kind: IncidentKind::Oops,
+            t: None,
             text: "Oops: int3: 0000 [#1] PREEMPT SMP NOPTI".into(),
         };
         let booting = outcome_with(None, vec![oops.clone()]);
@@ -424,6 +428,7 @@ mod tests {
                 None,
                 vec![Incident {
                     kind: IncidentKind::SoftLockup,
+                    t: None,
                     text: "watchdog: BUG: soft lockup - CPU#1 stuck for 67s! [sh:437]\n\
                            RIP: 0010:page_add_new_anon_rmap+0x0/0x120\n\
                            Code: 00 00 <e8> 4b 77 00 25"
@@ -439,6 +444,32 @@ mod tests {
                 .crashed_before_command(Accel::Tcg)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn an_oops_before_the_command_started_is_told_by_its_printk_time() {
+        // A kernel thread oopsed at 4.52 s while init went on and started
+        // the command at 5.0 s (7.3, a static branch being patched).
+        let mut sc = console::Scanner::default();
+        for l in [
+            "[    4.523878] Oops: int3: 0000 [#1] SMP NOPTI",
+            "[    4.526683] RIP: 0010:__schedule+0x30c/0x1080",
+            "[    4.530000] ---[ end trace 0000000000000000 ]---",
+        ] {
+            sc.feed(l);
+        }
+        let incidents = sc.into_incidents();
+        assert_eq!(incidents[0].t, Some(4.523878));
+        let o = |start: f64| VmOutcome {
+            boot_secs: Some(6.0),
+            guest_uptime_secs: Some(start),
+            ..outcome_with(None, incidents.clone())
+        };
+        assert!(o(5.0).crashed_before_command(Accel::Tcg).is_some());
+        assert!(o(5.0).tcg_artifact_crash(Accel::Tcg).is_some());
+        assert!(o(5.0).crashed_before_command(Accel::Kvm).is_none());
+        // After the command started it is the run's.
+        assert!(o(4.0).crashed_before_command(Accel::Tcg).is_none());
     }
 
     #[test]
@@ -469,6 +500,7 @@ mod tests {
     fn expected_oops() {
         let oops = Incident {
             kind: IncidentKind::Oops,
+            t: None,
             text: "BUG: unable to handle page fault for address: 1".into(),
         };
         let o = VmOutcome {
@@ -516,6 +548,7 @@ mod tests {
     fn tcg_artifacts_do_not_fail_a_tcg_run() {
         let artifact = Incident {
             kind: IncidentKind::Warn,
+            t: None,
             text:
                 "WARNING: CPU: 0 PID: 0 at arch/x86/kernel/traps.c:1120 exc_debug_kernel+0xca/0x160"
                     .into(),

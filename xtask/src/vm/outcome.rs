@@ -204,12 +204,20 @@ impl VmOutcome {
     /// The headline of a fatal incident that happened under TCG before the
     /// guest command started (and before any setup step reported), if any.
     pub(super) fn crashed_before_command(&self, accel: Accel) -> Option<String> {
-        if accel != Accel::Tcg || self.boot_secs.is_some() || self.setup_error.is_some() {
+        if accel != Accel::Tcg || self.setup_error.is_some() {
             return None;
         }
+        // Before the command: it never started, or the splat's printk time
+        // is earlier than the guest uptime at which it started (a kernel
+        // thread may oops while init goes on).
+        let before = |i: &Incident| match (self.boot_secs, self.guest_uptime_secs, i.t) {
+            (None, ..) => true,
+            (Some(_), Some(start), Some(t)) => t < start,
+            _ => false,
+        };
         self.incidents
             .iter()
-            .find(|i| matches!(i.kind, IncidentKind::Panic | IncidentKind::Oops))
+            .find(|i| matches!(i.kind, IncidentKind::Panic | IncidentKind::Oops) && before(i))
             .map(|i| i.headline().to_owned())
     }
 }
