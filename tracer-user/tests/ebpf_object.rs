@@ -56,17 +56,21 @@ fn u64_at(b: &[u8], o: usize) -> usize {
     u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes")) as usize
 }
 
-/// `(section name, helper id or -kfunc pseudo-call)` of every call.
-fn calls(elf: &[u8]) -> Vec<(String, i32, bool)> {
+/// The section headers of an ELF64 object, by index.
+fn section_headers(elf: &[u8]) -> Vec<&[u8]> {
     assert_eq!(&elf[..4], b"\x7fELF", "not an ELF object");
     assert_eq!(elf[4], 2, "not ELF64");
-    let (shoff, shentsize, shnum, shstrndx) = (
-        u64_at(elf, 0x28),
-        u16_at(elf, 0x3a),
-        u16_at(elf, 0x3c),
-        u16_at(elf, 0x3e),
-    );
-    let section = |i: usize| &elf[shoff + i * shentsize..shoff + (i + 1) * shentsize];
+    let (shoff, shentsize, shnum) = (u64_at(elf, 0x28), u16_at(elf, 0x3a), u16_at(elf, 0x3c));
+    (0..shnum)
+        .map(|i| &elf[shoff + i * shentsize..shoff + (i + 1) * shentsize])
+        .collect()
+}
+
+/// `(section name, helper id or -kfunc pseudo-call)` of every call.
+fn calls(elf: &[u8]) -> Vec<(String, i32, bool)> {
+    let headers = section_headers(elf);
+    let (shnum, shstrndx) = (headers.len(), u16_at(elf, 0x3e));
+    let section = |i: usize| headers[i];
     let strtab = u64_at(section(shstrndx), 0x18);
     let mut out = Vec::new();
     for i in 0..shnum {
@@ -136,8 +140,9 @@ fn the_ebpf_programs_only_call_audited_helpers() {
 
 /// Names of the function symbols in executable sections: the programs.
 fn programs(elf: &[u8]) -> Vec<String> {
-    let (shoff, shentsize, shnum) = (u64_at(elf, 0x28), u16_at(elf, 0x3a), u16_at(elf, 0x3c));
-    let section = |i: usize| &elf[shoff + i * shentsize..shoff + (i + 1) * shentsize];
+    let headers = section_headers(elf);
+    let shnum = headers.len();
+    let section = |i: usize| headers[i];
     let sh_type = |i: usize| u32::from_le_bytes(section(i)[4..8].try_into().expect("4 bytes"));
     let executable = |i: usize| sh_type(i) == 1 && u64_at(section(i), 8) & 4 != 0;
     let mut out = Vec::new();
