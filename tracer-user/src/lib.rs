@@ -15,6 +15,7 @@ pub mod pagetable;
 pub mod pipeline;
 pub mod probe;
 pub mod record;
+pub mod recorder;
 pub mod report;
 pub mod session;
 pub mod snapshot;

@@ -18,13 +18,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::probe::ringbuf::RingReader;
 use refscope_core::{
     event::Event,
     replay::{Consumer, End, Stop, replay as replay_records},
     trace::{Footer, Loss, TraceReader},
 };
-use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio::sync::mpsc;
 
 /// Records per data message.
 pub const BATCH: usize = 2048;
@@ -49,7 +48,7 @@ pub enum Control {
 pub enum Data {
     /// Decoded events (replay); `clock` is the replay clock after them.
     Events { events: Vec<Event>, clock: u64 },
-    /// The kernel's drop counters moved (replay: loss records).
+    /// Loss records (replay).
     Losses(Vec<Loss>),
     /// Replay: the replay clock moved with no event (pacing), and how much
     /// of the file has been read.
@@ -68,37 +67,6 @@ pub struct ReplayEnd {
     pub truncated_at: Option<u64>,
     /// The trace could not be read past some line.
     pub error: Option<String>,
-}
-
-/// Ring-buffer records copied out of the ring, back to back.
-#[derive(Debug, Default)]
-pub struct RawBatch {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl RawBatch {
-    pub fn push(&mut self, record: &[u8]) {
-        self.bytes.extend_from_slice(record);
-        self.ends.push(self.bytes.len());
-    }
-
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let r = &self.bytes[start..end];
-            start = end;
-            r
-        })
-    }
 }
 
 /// Stops a producer thread when set.
@@ -375,24 +343,5 @@ impl Consumer for Pacer<'_> {
 
     fn end(&mut self, _end: &End) -> Result<(), Gone> {
         Ok(())
-    }
-}
-
-/// The ring buffer, registered with the event loop.
-pub type Ring = AsyncFd<RingReader>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn raw_batch_keeps_record_boundaries() {
-        let mut b = RawBatch::default();
-        b.push(b"abc");
-        b.push(b"");
-        b.push(b"de");
-        assert_eq!(b.len(), 3);
-        let v: Vec<&[u8]> = b.iter().collect();
-        assert_eq!(v, vec![&b"abc"[..], &b""[..], &b"de"[..]]);
     }
 }

@@ -22,7 +22,6 @@ pub mod ui;
 mod tests;
 
 use std::{
-    collections::BTreeMap,
     fs::{self, File},
     io::{self, BufReader, BufWriter, IsTerminal as _, Write as _},
     path::Path,
@@ -31,16 +30,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::probe::loader::DropCounters;
 use anyhow::{Context as _, bail};
 use ratatui::{Terminal, backend::Backend};
-use refscope_core::{
-    analysis::Finding,
-    event::Event,
-    trace::{Loss, TraceReader, TraceWriter},
-};
+use refscope_core::trace::{TraceReader, TraceWriter};
 use tokio::{
-    io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
@@ -51,13 +44,13 @@ use self::{
     event::{Control, DATA_QUEUE, Data, StopFlag},
 };
 use crate::{
-    audit,
     cli::LiveArgs,
     hash::AddrMapper,
     kernel::clock_ns,
     output::{self, create_output},
     pipeline::Pipeline,
-    probe::loader::{self, Attached, Probes},
+    probe::loader,
+    recorder::{Capture, Recorder},
     session::{self, Session},
 };
 
@@ -178,139 +171,89 @@ fn print_logs(lines: impl IntoIterator<Item = (log::Level, String)>) {
     }
 }
 
-/// The recording (`-o`): the same trace as `refscope record` writes.
-struct Recording {
-    writer: TraceWriter<BufWriter<File>>,
-    path: String,
-    findings_written: usize,
-    failure: Option<String>,
-}
+/// Where the trace goes with `-o` (the same trace `refscope record`
+/// writes).
+type Out = BufWriter<File>;
 
-impl Recording {
-    fn fail(&mut self, e: io::Error) {
-        if self.failure.is_none() {
-            let msg = format!("writing {} failed: {e}", self.path);
-            log::error!("{msg}; the recording stopped");
-            self.failure = Some(msg);
-        }
-    }
-
-    fn events(&mut self, events: &[Event]) {
-        for ev in events {
-            if self.failure.is_some() {
-                return;
-            }
-            if let Err(e) = self.writer.event(ev) {
-                self.fail(e);
-            }
-        }
-    }
-
-    /// Findings raised since the last call (flushed: they must survive a
-    /// crash right after, as in `record`).
-    fn findings(&mut self, all: &[Finding]) {
-        if self.failure.is_some() || self.findings_written >= all.len() {
-            return;
-        }
-        for f in &all[self.findings_written..] {
-            if let Err(e) = self.writer.finding(f) {
-                self.fail(e);
-                return;
-            }
-        }
-        self.findings_written = all.len();
-        self.flush();
-    }
-
-    fn loss(&mut self, l: &Loss) {
-        if self.failure.is_none()
-            && let Err(e) = self.writer.loss(l)
-        {
-            self.fail(e);
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.failure.is_none()
-            && let Err(e) = self.writer.flush()
-        {
-            self.fail(e);
-        }
-    }
+/// The I/O the owner loop does around the view: the recorder (analysis
+/// and the optional trace), and the kernel side when live.
+struct Io {
+    rec: Recorder<Out>,
+    kernel: Option<Kernel>,
 }
 
 /// The kernel side of live mode.
 struct Kernel {
-    drops: DropCounters,
+    capture: Capture,
     stats_at: Option<Instant>,
-    /// The programs: dropping it detaches them.
-    attached: Attached,
-    /// Read by the owner loop itself, so that an audit can drain it.
-    ring: event::Ring,
-    auditor: Option<session::Auditor>,
-}
-
-/// The I/O the owner loop does around the app.
-#[derive(Default)]
-struct Io {
-    recording: Option<Recording>,
-    kernel: Option<Kernel>,
 }
 
 impl Io {
+    /// A replayed record: into the analysis, then the view is told.
     fn data(&mut self, app: &mut App, d: Data) {
         match d {
-            Data::Events { events, clock } => app.on_events(&events, clock),
-            Data::Losses(l) => app.on_losses(&l),
+            Data::Events { events, clock } => {
+                for ev in &events {
+                    self.rec.apply(ev);
+                }
+                app.on_data(clock);
+            }
+            Data::Losses(losses) => {
+                for l in &losses {
+                    self.rec.loss(l);
+                }
+                app.on_data(0);
+            }
             Data::Progress { clock, bytes } => app.on_progress(clock, bytes),
-            Data::End(end) => app.on_replay_end(end),
+            Data::End(end) => {
+                self.rec.end(end.end_t);
+                app.on_replay_end(self.rec.pipeline(), end);
+            }
         }
     }
 
-    /// The ring buffer was readable: analyse what it holds, and confirm the
-    /// findings that wait for the page table.
-    fn ring_ready(&mut self, app: &mut App, batch: &event::RawBatch) {
-        let Some(k) = &mut self.kernel else { return };
-        let mut rec = SnapshotSink::new(k.ring.get_mut(), app, &mut self.recording);
-        rec.records(batch);
-        if let Some(a) = &mut k.auditor {
-            a.verify(&mut k.attached, &mut rec);
+    /// New records were read from the ring buffer.
+    fn read(&mut self, app: &mut App) {
+        app.on_data(self.rec.analyzer().last_t());
+        self.findings(app);
+    }
+
+    /// Findings go to the trace as they are raised (the view folds them
+    /// in on its own ticks).
+    fn findings(&mut self, app: &mut App) {
+        self.rec.findings();
+        self.report_failure(app);
+    }
+
+    fn report_failure(&mut self, app: &mut App) {
+        if app.recording_error().is_none()
+            && let Some(e) = self.rec.failure()
+        {
+            log::error!("{e}; the recording stopped");
+            app.on_recording_error(e);
         }
     }
 
     fn tick(&mut self, app: &mut App) {
         if let Some(k) = &mut self.kernel {
-            // Safety net for missed wake-ups; then the audits due.
-            let mut rec = SnapshotSink::new(k.ring.get_mut(), app, &mut self.recording);
-            crate::snapshot::Sink::drain(&mut rec);
-            if let Some(a) = &mut k.auditor {
-                a.verify(&mut k.attached, &mut rec);
-                a.tick(&mut k.attached, &mut rec);
-            }
-            let misses = k.attached.recursion_misses();
-            let losses = app.pipeline_mut().poll_drops(&k.drops, misses);
-            if !losses.is_empty() {
-                app.on_data_changed();
-            }
+            let seen = |a: &refscope_core::analysis::Analyzer| (a.stats().events, a.lost());
+            let before = seen(self.rec.analyzer());
+            let losses = k.capture.tick(&mut self.rec);
             for l in &losses {
                 log::warn!("{}", output::loss_line(l));
-                if let Some(r) = &mut self.recording {
-                    r.loss(l);
-                }
+            }
+            if seen(self.rec.analyzer()) != before {
+                app.on_data(self.rec.analyzer().last_t());
             }
             if k.stats_at.is_none_or(|t| t.elapsed() >= BPF_STATS_EVERY) {
                 k.stats_at = Some(Instant::now());
                 let (time, runs) = loader::run_stats();
                 app.on_bpf_stats(time, runs);
             }
+            self.findings(app);
         }
-        if let Some(r) = &mut self.recording {
-            let failed = r.failure.is_some();
-            r.flush();
-            if !failed && let Some(e) = &r.failure {
-                app.on_recording_error(e.clone());
-            }
-        }
+        self.rec.flush();
+        self.report_failure(app);
     }
 }
 
@@ -356,7 +299,11 @@ where
                 true => terminal.clear(),
                 false => Ok(()),
             }
-            .and_then(|()| terminal.draw(|f| ui::render(app, f)).map(|_| ()));
+            .and_then(|()| {
+                terminal
+                    .draw(|f| ui::render(app, io.rec.pipeline(), f))
+                    .map(|_| ())
+            });
             if let Err(e) = drawn {
                 if event::tty_state(Duration::ZERO) == event::TtyState::Gone {
                     end.reason = "signal";
@@ -380,7 +327,7 @@ where
         tokio::select! {
             biased;
             msg = ctl.recv() => match msg {
-                Some(Control::Input(ev)) => app.on_input(ev),
+                Some(Control::Input(ev)) => app.on_input(io.rec.pipeline(), ev),
                 Some(Control::Signal(name)) => {
                     log::info!("{name}: stopping");
                     end.reason = "signal";
@@ -413,11 +360,11 @@ where
                 }
                 io.tick(app);
                 let now_t = live.then(|| clock_ns(libc::CLOCK_MONOTONIC));
-                app.on_tick(start.elapsed(), now_t);
+                app.on_tick(io.rec.pipeline(), start.elapsed(), now_t);
             }
             _ = tokio::time::sleep_until(redraw_at.unwrap_or(far).into()), if redraw_at.is_some() => {}
-            read = ring_batch(&mut io.kernel) => match read {
-                Ok(batch) => io.ring_ready(app, &batch),
+            read = ring_read(&mut io.kernel, &mut io.rec) => match read {
+                Ok(()) => io.read(app),
                 Err(e) => {
                     end.error = Some(anyhow::Error::new(e).context("ring buffer poll failed"));
                     end.reason = "error: ring buffer poll failed";
@@ -432,113 +379,13 @@ where
     }
 }
 
-/// The ring buffer's way into the view (and the recording), for the
-/// attach snapshot, the shadow audit and the owner loop: records are
-/// analysed and written as they are read; snapshot events are batched as
-/// ring-buffer records.
-struct SnapshotSink<'a> {
-    ring: &'a mut crate::probe::ringbuf::RingReader,
-    app: &'a mut App,
-    recording: &'a mut Option<Recording>,
-    pending: event::RawBatch,
-}
-
-impl<'a> SnapshotSink<'a> {
-    fn new(
-        ring: &'a mut crate::probe::ringbuf::RingReader,
-        app: &'a mut App,
-        recording: &'a mut Option<Recording>,
-    ) -> Self {
-        SnapshotSink {
-            ring,
-            app,
-            recording,
-            pending: event::RawBatch::default(),
-        }
+/// Read the ring buffer into the recorder when it is readable (live);
+/// never ready in a replay.
+async fn ring_read(kernel: &mut Option<Kernel>, rec: &mut Recorder<Out>) -> io::Result<()> {
+    match kernel {
+        Some(k) => k.capture.read(rec).await,
+        None => std::future::pending().await,
     }
-
-    fn records(&mut self, batch: &event::RawBatch) {
-        if !batch.is_empty() {
-            let events = self.app.on_records(batch);
-            self.write(&events);
-        }
-    }
-
-    fn write(&mut self, events: &[Event]) {
-        if let Some(r) = self.recording {
-            let failed = r.failure.is_some();
-            r.events(events);
-            r.findings(self.app.analyzer().findings());
-            if !failed && let Some(e) = &r.failure {
-                self.app.on_recording_error(e.clone());
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        let batch = std::mem::take(&mut self.pending);
-        self.records(&batch);
-    }
-}
-
-impl crate::snapshot::Sink for SnapshotSink<'_> {
-    fn drain(&mut self) {
-        self.flush();
-        let mut batch = event::RawBatch::default();
-        self.ring.read(|record| batch.push(record));
-        self.records(&batch);
-    }
-
-    fn emit(&mut self, ev: &refscope_common::Event) {
-        self.pending.push(ev.as_bytes());
-    }
-}
-
-impl audit::Recording for SnapshotSink<'_> {
-    fn sync(&mut self) -> bool {
-        self.flush();
-        let mut batch = event::RawBatch::default();
-        let done = self
-            .ring
-            .read_through(|record| batch.push(record), audit::SYNC_PATIENCE);
-        self.records(&batch);
-        done
-    }
-
-    fn mm_id(&self, mm: u64) -> u64 {
-        self.app.pipeline().mm_id(mm)
-    }
-
-    fn shadow(&self, mm_id: u64) -> BTreeMap<u64, (u64, u8)> {
-        audit::shadow_of(self.app.analyzer(), mm_id)
-    }
-
-    fn devices(&self) -> Vec<(u64, u64)> {
-        audit::devices_of(self.app.analyzer())
-    }
-
-    fn emit(&mut self, ev: &Event) {
-        self.app.on_events(std::slice::from_ref(ev), ev.t);
-        self.write(std::slice::from_ref(ev));
-    }
-
-    fn pause(&mut self) {
-        std::thread::sleep(audit::PAUSE);
-    }
-
-    fn verify_requests(&mut self) -> Vec<(u64, u32)> {
-        self.app.pipeline_mut().analyzer.take_verify_requests()
-    }
-}
-
-/// The next batch of ring-buffer records (live); never ready in a replay.
-async fn ring_batch(kernel: &mut Option<Kernel>) -> io::Result<event::RawBatch> {
-    let Some(k) = kernel else {
-        return std::future::pending().await;
-    };
-    let mut batch = event::RawBatch::default();
-    crate::probe::ringbuf::wait_and_read(&mut k.ring, |record| batch.push(record)).await?;
-    Ok(batch)
 }
 
 fn signals(tx: mpsc::UnboundedSender<Control>) -> anyhow::Result<()> {
@@ -583,7 +430,11 @@ fn run_replay(args: &LiveArgs, path: &Path) -> anyhow::Result<ExitCode> {
         speed: args.speed,
         total_bytes,
     };
-    let mut app = App::new(pipeline, header.clone(), mode, detect_look());
+    let mut app = App::new(header.clone(), mode, detect_look());
+    let mut io = Io {
+        rec: Recorder::new(pipeline, None),
+        kernel: None,
+    };
     let rt = runtime()?;
     let error = rt.block_on(async {
         let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
@@ -609,7 +460,7 @@ fn run_replay(args: &LiveArgs, path: &Path) -> anyhow::Result<ExitCode> {
             &mut app,
             &mut ctl_rx,
             &mut data_rx,
-            &mut Io::default(),
+            &mut io,
             false,
         )
         .await;
@@ -667,62 +518,39 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         device_ranges,
         ..
     } = session;
-    let Probes {
-        events,
-        drops,
-        guard: attached,
-        ..
-    } = probes;
     let path = args.output.as_ref().map(|p| p.display().to_string());
-    let recording = match (file, &path) {
-        (Some(f), Some(p)) => Some(Recording {
-            writer: TraceWriter::new(BufWriter::with_capacity(1 << 16, f), &header)
+    let trace = match (file, &path) {
+        (Some(f), Some(p)) => Some((
+            TraceWriter::new(BufWriter::with_capacity(1 << 16, f), &header)
                 .with_context(|| format!("failed to write {p}"))?,
-            path: p.clone(),
-            findings_written: 0,
-            failure: None,
-        }),
+            p.clone(),
+        )),
         _ => None,
     };
     let mode = Mode::Live {
         recording: path.clone(),
     };
     let auditor = session::Auditor::new(&header, &args.trace);
-    let mut app = App::new(pipeline, header.clone(), mode, detect_look());
+    let mut app = App::new(header.clone(), mode, detect_look());
     let rt = runtime()?;
     rt.block_on(async {
         let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
         // Live data comes from the ring buffer, read by the owner loop.
         let (_data_tx, mut data_rx) = mpsc::channel(1);
         signals(ctl_tx.clone())?;
-        // SAFETY: the ring buffer owns its map fd, which stays open and
-        // unchanged for as long as the AsyncFd owns the ring buffer.
-        let ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
-            .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
-        let mut io = Io {
-            recording,
-            kernel: Some(Kernel {
-                drops,
-                stats_at: None,
-                attached,
-                ring,
-                auditor,
-            }),
-        };
+        let mut capture = Capture::new(probes, auditor)?;
+        let mut rec = Recorder::new(pipeline, trace);
         // Mappings that exist already (before the screen is taken over, so
         // its progress shows on the terminal).
-        if let Some(k) = &mut io.kernel {
-            let mut snapshot_sink =
-                SnapshotSink::new(k.ring.get_mut(), &mut app, &mut io.recording);
-            session::attach_snapshot(
-                &mut k.attached,
-                &args.trace,
-                &device_ranges,
-                &mut snapshot_sink,
-                true,
-            );
-            snapshot_sink.flush();
-        }
+        capture.snapshot(&mut rec, &args.trace, &device_ranges, true);
+        let mut io = Io {
+            rec,
+            kernel: Some(Kernel {
+                capture,
+                stats_at: None,
+            }),
+        };
+        io.read(&mut app);
         if let Some(ready) = &args.ready_file {
             output::write_ready_file(ready)?;
         }
@@ -745,47 +573,43 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         stop.store(true, Ordering::Relaxed);
         drop(guard);
 
-        // Drain what is left in the ring, as `record` does, and the last
-        // audit.
-        let mut audit_cost = None;
-        if let Some(k) = &mut io.kernel {
-            let mut rec = SnapshotSink::new(k.ring.get_mut(), &mut app, &mut io.recording);
-            crate::snapshot::Sink::drain(&mut rec);
-            if let Some(mut a) = k.auditor.take() {
-                a.finish(&mut k.attached, &mut rec);
-                audit_cost = a.cost.line();
-            }
+        // Drain what is left in the ring, the last audit and losses, as
+        // `record` does; detach before the footer: nothing after it is
+        // recorded anyway.
+        let Io { mut rec, kernel } = io;
+        let stopped = kernel.map(|k| k.capture.stop(&mut rec));
+        for l in stopped.iter().flat_map(|s| &s.losses) {
+            log::warn!("{}", output::loss_line(l));
         }
-        io.tick(&mut app);
-        // Detach before the footer: nothing after it is recorded anyway.
-        io.kernel = None;
         let end_t = clock_ns(libc::CLOCK_MONOTONIC);
-        app.pipeline_mut().analyzer.finish(end_t);
+        rec.end(end_t);
         event::join_within(input, Duration::from_millis(500));
 
-        if let Some(mut r) = io.recording.take() {
-            r.findings(app.analyzer().findings());
-            let reason = match (&end.error, &r.failure) {
-                (Some(e), _) => format!("error: {e:#}"),
-                (None, Some(e)) => format!("error: {e}"),
-                (None, None) => end.reason.to_owned(),
-            };
-            let events = r.writer.events_written();
-            if let Ok(w) = r.writer.finish(end_t, &reason)
-                && let Ok(f) = w.into_inner()
-            {
+        let reason = match (&end.error, rec.failure()) {
+            (Some(e), _) => format!("error: {e:#}"),
+            (None, Some(e)) => format!("error: {e}"),
+            (None, None) => end.reason.to_owned(),
+        };
+        let closed = rec.close(end_t, &reason, |w| {
+            if let Ok(f) = w.into_inner() {
                 let _ = f.sync_all();
             }
-            let p = Path::new(&r.path);
-            let decode_errors = app.pipeline_mut().decode_errors;
+        });
+        if let Some(p) = &path {
             if !end.hangup {
-                output::summary(app.analyzer(), events, decode_errors, p, false);
-                if let Some(line) = audit_cost {
+                output::summary(
+                    &closed.pipeline.analyzer,
+                    closed.events,
+                    closed.pipeline.decode_errors,
+                    Path::new(p),
+                    false,
+                );
+                if let Some(line) = stopped.and_then(|s| s.audit_cost) {
                     eprintln!("{line}");
                 }
             }
             if end.error.is_none()
-                && let Some(e) = r.failure
+                && let Some(e) = closed.failure
             {
                 end.error = Some(anyhow::anyhow!("{e}"));
             }

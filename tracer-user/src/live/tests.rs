@@ -12,9 +12,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::{Terminal, backend::TestBackend, buffer::Buffer, style::Color};
 use refscope_common::{EventKind, HookId};
 use refscope_core::{
-    analysis::{RuleId, Severity},
+    analysis::{Analyzer, Finding, RuleId, Severity},
     event::{Comm, Event, Hex},
-    trace::Footer,
+    trace::{Footer, Header, Loss},
 };
 
 use super::{
@@ -24,7 +24,79 @@ use super::{
     synth::{BASE_PFN, Item, Synth},
     ui,
 };
-use crate::{hash::AddrMapper, pipeline::Pipeline};
+use crate::{hash::AddrMapper, pipeline::Pipeline, recorder::Recorder};
+
+/// The view as the owner loop drives it: the recorder analyses, the app
+/// is told and reads the analysis.
+struct View {
+    app: App,
+    rec: Recorder<std::io::Sink>,
+}
+
+impl std::ops::Deref for View {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.app
+    }
+}
+
+impl std::ops::DerefMut for View {
+    fn deref_mut(&mut self) -> &mut App {
+        &mut self.app
+    }
+}
+
+impl View {
+    fn new(pipeline: Pipeline, header: Header, mode: Mode, look: Look) -> View {
+        View {
+            app: App::new(header, mode, look),
+            rec: Recorder::new(pipeline, None),
+        }
+    }
+
+    fn analyzer(&self) -> &Analyzer {
+        self.rec.analyzer()
+    }
+
+    fn on_events(&mut self, events: &[Event], clock: u64) {
+        for e in events {
+            self.rec.apply(e);
+        }
+        self.app.on_data(clock);
+    }
+
+    fn on_losses(&mut self, losses: &[Loss]) {
+        for l in losses {
+            self.rec.loss(l);
+        }
+        self.app.on_data(0);
+    }
+
+    fn on_replay_end(&mut self, end: ReplayEnd) {
+        self.rec.end(end.end_t);
+        self.app.on_replay_end(self.rec.pipeline(), end);
+    }
+
+    fn on_tick(&mut self, elapsed: std::time::Duration, now_t: Option<u64>) {
+        self.app.on_tick(self.rec.pipeline(), elapsed, now_t);
+    }
+
+    fn handle_key(&mut self, k: KeyEvent) {
+        self.app.handle_key(self.rec.pipeline(), k);
+    }
+
+    fn apply_filter(&mut self, text: &str) {
+        self.app.apply_filter(self.rec.pipeline(), text);
+    }
+
+    fn refresh_all(&mut self) {
+        self.app.refresh_all(self.rec.pipeline());
+    }
+
+    fn finding_at(&self, i: usize) -> Option<&Finding> {
+        self.app.finding_at(self.rec.pipeline(), i)
+    }
+}
 
 /// A small synthetic scenario (see `synth`), replayed to its end.
 fn synth() -> Synth {
@@ -34,7 +106,7 @@ fn synth() -> Synth {
     }
 }
 
-fn replayed(size: (u16, u16)) -> App {
+fn replayed(size: (u16, u16)) -> View {
     let s = synth();
     let header = s.header();
     let pipeline = Pipeline::new(&header, 64, AddrMapper::new(true), None);
@@ -43,7 +115,7 @@ fn replayed(size: (u16, u16)) -> App {
         speed: 0.0,
         total_bytes: 1 << 20,
     };
-    let mut app = App::new(
+    let mut app = View::new(
         pipeline,
         header,
         mode,
@@ -77,20 +149,21 @@ fn replayed(size: (u16, u16)) -> App {
     app
 }
 
-fn key(app: &mut App, code: KeyCode) {
+fn key(app: &mut View, code: KeyCode) {
     app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
 }
 
-fn keys(app: &mut App, text: &str) {
+fn keys(app: &mut View, text: &str) {
     for c in text.chars() {
         key(app, KeyCode::Char(c));
     }
 }
 
-fn draw(app: &App) -> Buffer {
+fn draw(app: &View) -> Buffer {
     let (w, h) = app.size();
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
-    t.draw(|f| ui::render(app, f)).expect("draw");
+    t.draw(|f| ui::render(app, app.rec.pipeline(), f))
+        .expect("draw");
     t.backend().buffer().clone()
 }
 
@@ -108,7 +181,7 @@ fn text(buf: &Buffer) -> String {
 }
 
 /// Compare with (or with REFSCOPE_UPDATE_SNAPSHOTS=1, write) a snapshot.
-fn snapshot(name: &str, app: &App) -> String {
+fn snapshot(name: &str, app: &View) -> String {
     let got = text(&draw(app));
     let path: PathBuf = [
         env!("CARGO_MANIFEST_DIR"),
@@ -238,7 +311,7 @@ fn ascii_and_monochrome_rendering() {
     // Drops are red when non-zero.
     assert_eq!(buf[(col_of(&s, 1, "drops 3"), 1)].fg, Color::Red);
 
-    app = App::new(
+    app = View::new(
         Pipeline::new(&synth().header(), 64, AddrMapper::new(true), None),
         synth().header(),
         Mode::Live { recording: None },
@@ -327,7 +400,7 @@ fn enter_on_a_finding_opens_its_page_at_the_event_that_raised_it() {
     assert!(app.detail().is_none());
 }
 
-fn d_len(app: &App) -> usize {
+fn d_len(app: &View) -> usize {
     app.detail().map_or(0, |d| d.timeline.len())
 }
 
@@ -557,7 +630,7 @@ fn resize_keeps_the_selection_visible() {
 fn replay_errors_are_shown() {
     let s = synth();
     let header = s.header();
-    let mut app = App::new(
+    let mut app = View::new(
         Pipeline::new(&header, 64, AddrMapper::new(true), None),
         header,
         Mode::Replay {
@@ -638,7 +711,7 @@ fn the_header_shows_pages_evicted_at_the_cap() {
         ascii: false,
         color: true,
     };
-    let mut app = App::new(pipeline, header, mode, look);
+    let mut app = View::new(pipeline, header, mode, look);
     app.on_resize(120, 40);
     let mut end_t = 0;
     s.generate(&mut |item| match item {

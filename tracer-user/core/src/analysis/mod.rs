@@ -491,6 +491,11 @@ impl Analyzer {
         &self.findings
     }
 
+    /// The time of the latest event applied.
+    pub fn last_t(&self) -> u64 {
+        self.last_t
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

@@ -5,39 +5,9 @@
 use super::*;
 
 impl App {
-    /// Live: decode and analyse ring-buffer records; the decoded events
-    /// are returned for recording.
-    pub fn on_records(&mut self, batch: &RawBatch) -> Vec<Event> {
-        let mut out = Vec::with_capacity(batch.len());
-        for rec in batch.iter() {
-            if let Some(ev) = self.pipeline.on_record(rec) {
-                self.clock = self.clock.max(ev.t);
-                out.push(ev);
-            }
-        }
-        self.data_changed = true;
-        out
-    }
-
-    /// Replay: analyse decoded events.
-    pub fn on_events(&mut self, events: &[Event], clock: u64) {
-        for ev in events {
-            self.pipeline.analyzer.apply(ev);
-        }
+    /// The analysis moved on (events or losses), up to trace time `clock`.
+    pub fn on_data(&mut self, clock: u64) {
         self.clock = self.clock.max(clock);
-        self.data_changed = true;
-    }
-
-    /// Loss records (replay). Live losses are applied by the pipeline when
-    /// it reads the drop counters; call [`App::on_data_changed`] then.
-    pub fn on_losses(&mut self, losses: &[Loss]) {
-        for l in losses {
-            self.pipeline.analyzer.apply_loss(l);
-        }
-        self.data_changed = true;
-    }
-
-    pub fn on_data_changed(&mut self) {
         self.data_changed = true;
     }
 
@@ -49,10 +19,10 @@ impl App {
         }
     }
 
-    /// The replay reached the end of the trace: finish the analysis (pins
-    /// still held become findings, as in `report`) and show the final state.
-    pub fn on_replay_end(&mut self, end: ReplayEnd) {
-        self.pipeline.analyzer.finish(end.end_t);
+    /// The replay reached the end of the trace (and the analysis was
+    /// finished: pins still held became findings, as in `report`): show the
+    /// final state.
+    pub fn on_replay_end(&mut self, src: &Pipeline, end: ReplayEnd) {
         self.clock = self.clock.max(end.end_t);
         if let Some(e) = &end.error {
             self.notice = Some((log::Level::Error, e.clone()));
@@ -74,7 +44,7 @@ impl App {
         }
         self.data_changed = true;
         if !self.paused {
-            self.refresh_all();
+            self.refresh_all(src);
         }
         self.dirty = true;
     }
@@ -122,12 +92,12 @@ impl App {
 
     /// Time passed: `elapsed` since start; `now_t` is the kernel clock in
     /// live mode (replay moves its clock with the data).
-    pub fn on_tick(&mut self, elapsed: Duration, now_t: Option<u64>) {
+    pub fn on_tick(&mut self, src: &Pipeline, elapsed: Duration, now_t: Option<u64>) {
         self.elapsed = elapsed;
         if let Some(t) = now_t {
             self.clock = self.clock.max(t);
         }
-        let events = self.pipeline.analyzer.stats().events;
+        let events = src.analyzer.stats().events;
         self.rate_samples.push_back((elapsed, events));
         while self
             .rate_samples
@@ -141,14 +111,14 @@ impl App {
         }
         let before = (self.now_t, self.counters.clone());
         self.now_t = self.clock;
-        self.update_counters();
-        self.take_findings();
+        self.update_counters(src);
+        self.take_findings(src);
         let due = self
             .refresh
             .last
             .is_none_or(|last| elapsed.saturating_sub(last) >= self.refresh.interval);
         if due && (self.data_changed || self.rows_stale) {
-            self.rebuild();
+            self.rebuild(src);
         }
         // Ages move with the clock: redraw at least once a second.
         let second = |t: u64| t / 1_000_000_000;
@@ -157,8 +127,8 @@ impl App {
         }
     }
 
-    pub(super) fn update_counters(&mut self) {
-        let a = &self.pipeline.analyzer;
+    pub(super) fn update_counters(&mut self, src: &Pipeline) {
+        let a = &src.analyzer;
         let rate = match (self.rate_samples.front(), self.rate_samples.back()) {
             (Some(&(t0, e0)), Some(&(t1, e1))) if t1 > t0 => {
                 e1.saturating_sub(e0) as f64 / (t1 - t0).as_secs_f64()
@@ -176,7 +146,7 @@ impl App {
             mappings: a.mapping_count(),
             findings: a.findings().len(),
             by_severity,
-            decode_errors: self.pipeline.decode_errors,
+            decode_errors: src.decode_errors,
             evicted: a.stats().pages_evicted,
             rate,
             bpf: self.counters.bpf,
@@ -185,8 +155,8 @@ impl App {
     }
 
     /// Fold findings raised since the last call into the shown list.
-    pub(super) fn take_findings(&mut self) {
-        let all = self.pipeline.analyzer.findings();
+    pub(super) fn take_findings(&mut self, src: &Pipeline) {
+        let all = src.analyzer.findings();
         if self.findings_seen >= all.len() {
             return;
         }
@@ -215,19 +185,19 @@ impl App {
     }
 
     /// Refresh everything now (user action, unpause, end of replay).
-    pub fn refresh_all(&mut self) {
+    pub fn refresh_all(&mut self, src: &Pipeline) {
         self.now_t = self.clock;
-        self.update_counters();
-        self.take_findings();
-        self.rebuild();
+        self.update_counters(src);
+        self.take_findings(src);
+        self.rebuild(src);
         self.dirty = true;
     }
 
     /// Rebuild the page list (filter + sort) and the open page's details.
-    pub(super) fn rebuild(&mut self) {
+    pub(super) fn rebuild(&mut self, src: &Pipeline) {
         let started = Instant::now();
-        self.rebuild_rows();
-        self.rebuild_detail();
+        self.rebuild_rows(src);
+        self.rebuild_detail(src);
         self.data_changed = false;
         self.rows_stale = false;
         let cost = started.elapsed();
@@ -239,8 +209,8 @@ impl App {
         self.dirty = true;
     }
 
-    pub(super) fn rebuild_rows(&mut self) {
-        let a = &self.pipeline.analyzer;
+    pub(super) fn rebuild_rows(&mut self, src: &Pipeline) {
+        let a = &src.analyzer;
         // The selected page stays selected where the rows move, unless the
         // selection is on the first row: then it stays on the first row.
         let keep = match self.pages_list.selected {
@@ -286,7 +256,7 @@ impl App {
         }
     }
 
-    pub(super) fn rebuild_detail(&mut self) {
+    pub(super) fn rebuild_detail(&mut self, src: &Pipeline) {
         let Some(pfn) = self.detail.as_ref().map(|d| d.pfn) else {
             return;
         };
@@ -294,15 +264,15 @@ impl App {
             .detail
             .as_ref()
             .is_some_and(|d| self.timeline_list.selected + 1 >= d.timeline.len());
-        let d = self.page_detail(pfn);
+        let d = self.page_detail(src, pfn);
         if at_end {
             self.timeline_list.selected = d.timeline.len().saturating_sub(1);
         }
         self.detail = Some(d);
     }
 
-    pub(super) fn page_detail(&self, pfn: u64) -> PageDetail {
-        let a = &self.pipeline.analyzer;
+    pub(super) fn page_detail(&self, src: &Pipeline, pfn: u64) -> PageDetail {
+        let a = &src.analyzer;
         let findings: Vec<usize> = a
             .findings()
             .iter()

@@ -4,9 +4,9 @@ use super::*;
 
 impl App {
     /// Terminal input.
-    pub fn on_input(&mut self, ev: TermEvent) {
+    pub fn on_input(&mut self, src: &Pipeline, ev: TermEvent) {
         match ev {
-            TermEvent::Key(k) if k.kind != KeyEventKind::Release => self.handle_key(k),
+            TermEvent::Key(k) if k.kind != KeyEventKind::Release => self.handle_key(src, k),
             TermEvent::Resize(w, h) => self.on_resize(w, h),
             _ => {}
         }
@@ -17,7 +17,7 @@ impl App {
         self.quit = true;
     }
 
-    pub fn handle_key(&mut self, k: KeyEvent) {
+    pub fn handle_key(&mut self, src: &Pipeline, k: KeyEvent) {
         self.dirty = true;
         let action = keys::action(&k);
         // Ctrl keys work everywhere, the prompt included.
@@ -40,7 +40,7 @@ impl App {
                 KeyCode::Enter => {
                     let text = std::mem::take(text);
                     self.prompt = None;
-                    self.apply_filter(&text);
+                    self.apply_filter(src, &text);
                 }
                 KeyCode::Backspace => {
                     text.pop();
@@ -68,17 +68,17 @@ impl App {
             Action::Quit => self.quit = true,
             Action::Help => self.overlay = Overlay::Help,
             Action::Log => self.overlay = Overlay::Log,
-            Action::Pause => self.toggle_pause(),
+            Action::Pause => self.toggle_pause(src),
             Action::Back => match self.screen {
                 Screen::Page => self.close_page(),
-                Screen::Main if !self.filter.is_empty() => self.apply_filter(""),
+                Screen::Main if !self.filter.is_empty() => self.apply_filter(src, ""),
                 Screen::Main => {}
             },
             Action::Filter => self.prompt = Some(self.filter.text().to_string()),
-            Action::Sort => self.cycle_sort(),
+            Action::Sort => self.cycle_sort(src),
             Action::Reverse => {
                 self.reverse = !self.reverse;
-                self.resort();
+                self.resort(src);
             }
             Action::Pane if self.screen == Screen::Main => {
                 self.focus = match self.focus {
@@ -87,7 +87,7 @@ impl App {
                 };
             }
             Action::Open if self.screen == Screen::Main => {
-                if let Some(pfn) = self.selected_pfn() {
+                if let Some(pfn) = self.selected_pfn(src) {
                     let from = match self.focus {
                         Focus::Findings => {
                             let n = self.finding_rows.len();
@@ -96,7 +96,7 @@ impl App {
                         }
                         Focus::Pages => None,
                     };
-                    self.open_page(pfn, from);
+                    self.open_page(src, pfn, from);
                 }
             }
             Action::Up => self.step(-1),
@@ -140,25 +140,25 @@ impl App {
         self.list_mut().step(dir * by, len, h);
     }
 
-    pub fn toggle_pause(&mut self) {
+    pub fn toggle_pause(&mut self, src: &Pipeline) {
         self.paused = !self.paused;
         if !self.paused {
-            self.refresh_all();
+            self.refresh_all(src);
         }
     }
 
-    pub(super) fn cycle_sort(&mut self) {
+    pub(super) fn cycle_sort(&mut self, src: &Pipeline) {
         let i = SortKey::ALL
             .iter()
             .position(|&k| k == self.sort)
             .unwrap_or(0);
         self.sort = SortKey::ALL[(i + 1) % SortKey::ALL.len()];
         self.reverse = false;
-        self.resort();
+        self.resort(src);
     }
 
-    pub(super) fn resort(&mut self) {
-        self.rebuild();
+    pub(super) fn resort(&mut self, src: &Pipeline) {
+        self.rebuild(src);
         self.notice = Some((
             log::Level::Info,
             format!(
@@ -170,12 +170,11 @@ impl App {
     }
 
     /// Apply a filter typed at the prompt (empty: clear it).
-    pub fn apply_filter(&mut self, text: &str) {
+    pub fn apply_filter(&mut self, src: &Pipeline, text: &str) {
         match Filter::parse(text) {
             Ok(f) => {
                 self.filter = f;
-                let a = &self.pipeline.analyzer;
-                self.finding_rows = a.findings()[..self.findings_seen]
+                self.finding_rows = src.analyzer.findings()[..self.findings_seen]
                     .iter()
                     .enumerate()
                     .filter(|(_, f)| self.filter.matches_finding(f))
@@ -183,7 +182,7 @@ impl App {
                     .collect();
                 self.findings_list = ListState::default();
                 self.pages_list = ListState::default();
-                self.rebuild();
+                self.rebuild(src);
             }
             Err(e) => {
                 self.notice = Some((log::Level::Error, format!("filter: {e}")));
@@ -193,11 +192,11 @@ impl App {
     }
 
     /// Open the page view of `pfn` (from finding `from`, if any).
-    pub fn open_page(&mut self, pfn: u64, from: Option<usize>) {
-        let d = self.page_detail(pfn);
+    pub fn open_page(&mut self, src: &Pipeline, pfn: u64, from: Option<usize>) {
+        let d = self.page_detail(src, pfn);
         // Select the event that raised the finding, else the newest.
         let sel = from
-            .and_then(|i| self.pipeline.analyzer.findings().get(i))
+            .and_then(|i| src.analyzer.findings().get(i))
             .and_then(|f| d.timeline.iter().rposition(|e| e.t <= f.t_ns))
             .unwrap_or(d.timeline.len().saturating_sub(1));
         self.detail = Some(d);

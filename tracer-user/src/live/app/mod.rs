@@ -20,13 +20,12 @@ use std::{
 
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use refscope_core::{
-    analysis::{Analyzer, Finding, Holder, Mapping, Severity, TimelineEntry},
-    event::Event,
-    trace::{Header, Loss},
+    analysis::{Finding, Holder, Mapping, Severity, TimelineEntry},
+    trace::Header,
 };
 
 use super::{
-    event::{RawBatch, ReplayEnd},
+    event::ReplayEnd,
     filter::Filter,
     keys::{self, Action},
     layout::{self, PageCounts},
@@ -265,7 +264,6 @@ pub struct LogLine {
 
 /// The live view's state.
 pub struct App {
-    pipeline: Pipeline,
     header: Header,
     mode: Mode,
     look: Look,
@@ -319,11 +317,10 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(pipeline: Pipeline, header: Header, mode: Mode, look: Look) -> Self {
+    pub fn new(header: Header, mode: Mode, look: Look) -> Self {
         let now_t = header.clock.monotonic_ns;
         let replay = matches!(mode, Mode::Replay { .. }).then(ReplayState::default);
         App {
-            pipeline,
             header,
             mode,
             look,
@@ -368,18 +365,6 @@ impl App {
     }
 
     // ------------------------------------------------------------ reads --
-
-    pub fn analyzer(&self) -> &Analyzer {
-        &self.pipeline.analyzer
-    }
-
-    pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
-    }
-
-    pub fn pipeline_mut(&mut self) -> &mut Pipeline {
-        &mut self.pipeline
-    }
 
     pub fn header(&self) -> &Header {
         &self.header
@@ -450,10 +435,10 @@ impl App {
     }
 
     /// The finding shown at display row `i` (newest first).
-    pub fn finding_at(&self, i: usize) -> Option<&Finding> {
+    pub fn finding_at<'a>(&self, src: &'a Pipeline, i: usize) -> Option<&'a Finding> {
         let n = self.finding_rows.len();
         let idx = *self.finding_rows.get(n.checked_sub(i + 1)?)?;
-        self.pipeline.analyzer.findings().get(idx)
+        src.analyzer.findings().get(idx)
     }
 
     pub fn rows(&self) -> &[u64] {
@@ -513,9 +498,11 @@ impl App {
     }
 
     /// The pfn of the selected row of the focused pane, if any.
-    pub fn selected_pfn(&self) -> Option<u64> {
+    pub fn selected_pfn(&self, src: &Pipeline) -> Option<u64> {
         match self.focus {
-            Focus::Findings => self.finding_at(self.findings_list.selected).map(|f| f.pfn),
+            Focus::Findings => self
+                .finding_at(src, self.findings_list.selected)
+                .map(|f| f.pfn),
             Focus::Pages => self.rows.get(self.pages_list.selected).copied(),
         }
     }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn render_findings(app: &App, t: &Theme, f: &mut Frame<'_>, area: Rect) {
+pub(super) fn render_findings(app: &App, src: &Pipeline, t: &Theme, f: &mut Frame<'_>, area: Rect) {
     let focused = app.focus() == Focus::Findings;
     let c = app.counters();
     let mut title = vec![Span::styled(" Findings ", t.bold())];
@@ -44,7 +44,7 @@ pub(super) fn render_findings(app: &App, t: &Theme, f: &mut Frame<'_>, area: Rec
     let height = table_rows(area);
     let now = app.now_t();
     let rows: Vec<Row<'_>> = (st.offset..(st.offset + height).min(app.finding_count()))
-        .filter_map(|i| app.finding_at(i).map(|fd| (i, fd)))
+        .filter_map(|i| app.finding_at(src, i).map(|fd| (i, fd)))
         .map(|(i, fd)| {
             let row = finding_row(fd, now, t);
             if i == st.selected {
@@ -99,7 +99,7 @@ pub(super) fn finding_row<'a>(fd: &Finding, now: u64, t: &Theme) -> Row<'a> {
 
 // -------------------------------------------------------------- pages --
 
-pub(super) fn render_pages(app: &App, t: &Theme, f: &mut Frame<'_>, area: Rect) {
+pub(super) fn render_pages(app: &App, src: &Pipeline, t: &Theme, f: &mut Frame<'_>, area: Rect) {
     let focused = app.focus() == Focus::Pages;
     let (sort, reverse) = app.sort();
     let desc = (sort != SortKey::Pfn) != reverse;
@@ -141,7 +141,7 @@ pub(super) fn render_pages(app: &App, t: &Theme, f: &mut Frame<'_>, area: Rect) 
     }
     let st = app.pages_list();
     let height = table_rows(area);
-    let a = app.analyzer();
+    let a = &src.analyzer;
     let now = app.now_t();
     let end = (st.offset + height).min(app.rows().len());
     // LAST EVENT gets what the fixed columns (below) and the 9 gaps leave.

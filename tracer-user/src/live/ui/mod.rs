@@ -27,6 +27,7 @@ use super::{
     keys::BINDINGS,
     layout::{LIST_LINES, main_layout, page_layout, table_rows},
 };
+use crate::pipeline::Pipeline;
 
 /// Styles and symbols for the terminal at hand.
 struct Theme {
@@ -114,7 +115,7 @@ impl Theme {
 }
 
 /// Draw the whole screen.
-pub fn render(app: &App, f: &mut Frame<'_>) {
+pub fn render(app: &App, src: &Pipeline, f: &mut Frame<'_>) {
     let theme = Theme {
         color: app.look().color,
         ascii: app.look().ascii,
@@ -124,16 +125,16 @@ pub fn render(app: &App, f: &mut Frame<'_>) {
         Screen::Main => {
             let l = main_layout(size, app.finding_count());
             render_header(app, &theme, f, l.header);
-            render_findings(app, &theme, f, l.findings);
-            render_pages(app, &theme, f, l.pages);
+            render_findings(app, src, &theme, f, l.findings);
+            render_pages(app, src, &theme, f, l.pages);
             render_footer(app, &theme, f, l.footer);
         }
         Screen::Page => {
             let l = page_layout(size, app.detail().map(PageDetail::counts));
             render_header(app, &theme, f, l.header);
             if let Some(d) = app.detail() {
-                render_page_info(app, d, &theme, f, l.info);
-                render_timeline(app, d, &theme, f, l.timeline);
+                render_page_info(app, src, d, &theme, f, l.info);
+                render_timeline(app, src, d, &theme, f, l.timeline);
             }
             render_footer(app, &theme, f, l.footer);
         }

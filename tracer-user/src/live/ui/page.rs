@@ -5,6 +5,7 @@ use super::*;
 
 pub(super) fn render_page_info(
     app: &App,
+    src: &Pipeline,
     d: &PageDetail,
     t: &Theme,
     f: &mut Frame<'_>,
@@ -118,7 +119,7 @@ pub(super) fn render_page_info(
             })
             .collect(),
     );
-    let all = app.analyzer().findings();
+    let all = src.analyzer.findings();
     let mut shown = 0;
     for &i in d.findings.iter().rev() {
         let Some(fd) = all.get(i) else { continue };
@@ -206,7 +207,14 @@ pub fn sparkline(
     (s, lo, hi, n)
 }
 
-pub(super) fn render_timeline(app: &App, d: &PageDetail, t: &Theme, f: &mut Frame<'_>, area: Rect) {
+pub(super) fn render_timeline(
+    app: &App,
+    src: &Pipeline,
+    d: &PageDetail,
+    t: &Theme,
+    f: &mut Frame<'_>,
+    area: Rect,
+) {
     let t0 = app.header().clock.monotonic_ns;
     let title = Line::from(vec![
         Span::styled(" Timeline ", t.bold()),
@@ -232,7 +240,7 @@ pub(super) fn render_timeline(app: &App, d: &PageDetail, t: &Theme, f: &mut Fram
     let height = table_rows(area);
     let raised_at = app
         .opened_from()
-        .and_then(|i| app.analyzer().findings().get(i))
+        .and_then(|i| src.analyzer.findings().get(i))
         .map(|fd| fd.t_ns);
     let rows: Vec<Row<'_>> = (st.offset..(st.offset + height).min(d.timeline.len()))
         .map(|i| {
