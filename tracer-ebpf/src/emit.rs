@@ -14,6 +14,7 @@ use refscope_common::{
     DropStats, Event, EventKind, EventWithStack, HookId, STACK_DEPTH, Stash, flags, stash_key,
 };
 
+abi_name!(EVENTS, refscope_common::maps::EVENTS);
 /// The event stream. Its size is set by userspace at load (`--ringbuf-size`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
@@ -23,6 +24,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map]
 static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+abi_name!(DROPS, refscope_common::maps::DROPS);
 /// Per-CPU loss accounting (index 0), read by userspace.
 #[map]
 pub static DROPS: PerCpuArray<DropStats> = PerCpuArray::with_max_entries(1, 0);

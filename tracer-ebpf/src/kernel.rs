@@ -12,16 +12,19 @@ use aya_ebpf::{
 };
 use refscope_common::{Config, MAX_PIDS, MAX_RANGES, PfnRange, REF_UNKNOWN};
 
+abi_name!(CONFIG, refscope_common::maps::CONFIG);
 /// Set by userspace before load (read-only data).
 #[unsafe(no_mangle)]
 pub(crate) static CONFIG: Config = Config::zeroed();
 
+abi_name!(DEVICE_RANGES, refscope_common::maps::DEVICE_RANGES);
 /// Device pfn ranges to trace; packed from index 0, `end == 0` ends the list.
 /// Userspace seeds it from the namespaces present at start-up; the
 /// `memremap_pages` hook appends new pgmaps itself.
 #[map]
 pub static DEVICE_RANGES: Array<PfnRange> = Array::with_max_entries(MAX_RANGES as u32, 0);
 
+abi_name!(TRACKED_MMS, refscope_common::maps::TRACKED_MMS);
 /// Address spaces that have (had) a device page mapped or pinned: only their
 /// unmaps and exits are reported, so unrelated processes cost one lookup.
 #[map]

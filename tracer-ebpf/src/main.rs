@@ -4,9 +4,26 @@
 //! kprobe/kretprobe pair running the same logic (`hooks.rs`); userspace picks
 //! one attach type per function at start-up, from what the running kernel
 //! offers. Program names are `<function without leading underscores>_<type>`,
-//! e.g. `insert_pfn_fexit`; tracer-user derives them from `HookId`.
+//! e.g. `insert_pfn_fexit`. The names, kinds and arities are declared once,
+//! in `refscope_common::hooks`, and every program here is checked against
+//! that table at compile time (`check!`), every map against its names
+//! (`abi_name!`).
 #![no_std]
 #![no_main]
+
+/// Compile time: the item `$name` (a map's static, whose name is the map's
+/// name in the object, or a program) has the name the ABI declares.
+macro_rules! abi_name {
+    ($name:ident, $abi:path) => {
+        const _: () = assert!(
+            refscope_common::hooks::str_eq(stringify!($name), $abi),
+            concat!(
+                stringify!($name),
+                ": not the name refscope_common declares for it"
+            )
+        );
+    };
+}
 
 mod emit;
 mod hooks;
@@ -21,7 +38,7 @@ use aya_ebpf::{
 use hooks::{
     Addr, Args, GrabRet, GrabSpec, MapSpec, PutFlags, PutSpec, Refs, Ret, Target, UnmapSpec, Write,
 };
-use refscope_common::{EventKind, HookId, PMD_ORDER, PUD_ORDER, STASH_ARGS};
+use refscope_common::{EventKind, HookId, PMD_ORDER, PUD_ORDER, Prog, STASH_ARGS};
 
 /// The first `N` arguments of an fentry/fexit program, as plain integers.
 ///
@@ -57,9 +74,27 @@ fn kprobe_args(ctx: &ProbeContext) -> Args {
     a
 }
 
+/// Compile time: program `$name` of kind `$prog`, reading `$n` arguments
+/// (`None`: a kprobe's registers), is what the ABI's hook table declares
+/// for `$hook` (name, kind, arity; see `refscope_common::hooks::expects`).
+macro_rules! check {
+    ($hook:expr, $prog:ident, $n:expr, $name:ident) => {
+        const _: () = assert!(
+            refscope_common::hooks::expects($hook, Prog::$prog, $n, stringify!($name)),
+            concat!(
+                stringify!($name),
+                ": not what refscope_common::HOOKS declares for its hook"
+            )
+        );
+    };
+}
+
 /// A map hook: fexit alone in fentry mode; kprobe + kretprobe otherwise.
 macro_rules! map_hook {
     ($spec:expr, $n:literal, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
+        check!($spec.hook, Fexit, Some($n), $fexit);
+        check!($spec.hook, Kprobe, None, $kprobe);
+        check!($spec.hook, Kretprobe, None, $kretprobe);
         #[fexit]
         pub fn $fexit(ctx: FExitContext) -> u32 {
             let a = args::<_, $n>(&ctx);
@@ -83,6 +118,10 @@ macro_rules! map_hook {
 /// `$exit(spec, args, ret, kprobe)`.
 macro_rules! grab_hook {
     ($spec:expr, $n:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
+        check!($spec.hook, Fentry, Some($n), $fentry);
+        check!($spec.hook, Fexit, Some($n), $fexit);
+        check!($spec.hook, Kprobe, None, $kprobe);
+        check!($spec.hook, Kretprobe, None, $kretprobe);
         #[fentry]
         pub fn $fentry(ctx: FEntryContext) -> u32 {
             hooks::grab_entry(&$spec, &args::<_, $n>(&ctx));
@@ -111,6 +150,10 @@ macro_rules! grab_hook {
 
 macro_rules! put_hook {
     ($spec:expr, $n:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
+        check!($spec.hook, Fentry, Some($n), $fentry);
+        check!($spec.hook, Fexit, Some($n), $fexit);
+        check!($spec.hook, Kprobe, None, $kprobe);
+        check!($spec.hook, Kretprobe, None, $kretprobe);
         #[fentry]
         pub fn $fentry(ctx: FEntryContext) -> u32 {
             hooks::put_entry(&$spec, &args::<_, $n>(&ctx));
@@ -135,9 +178,11 @@ macro_rules! put_hook {
     };
 }
 
-/// A hook reported at entry only: `$body(args, kprobe)`.
+/// Entry programs of `$hook`: `$body(args, kprobe)`.
 macro_rules! entry_hook {
-    ($n:literal, $fentry:ident, $kprobe:ident, |$a:ident, $k:ident| $body:expr) => {
+    ($hook:expr, $n:literal, $fentry:ident, $kprobe:ident, |$a:ident, $k:ident| $body:expr) => {
+        check!($hook, Fentry, Some($n), $fentry);
+        check!($hook, Kprobe, None, $kprobe);
         #[fentry]
         pub fn $fentry(ctx: FEntryContext) -> u32 {
             let $a = args::<_, $n>(&ctx);
@@ -474,12 +519,14 @@ put_hook!(
 
 // free_zone_device_page(struct page *page) (6.1) / free_zone_device_folio(struct folio *folio)
 entry_hook!(
+    HookId::FreeZoneDevicePage,
     1,
     free_zone_device_page_fentry,
     free_zone_device_page_kprobe,
     |a, k| { hooks::free_entry(HookId::FreeZoneDevicePage, &a, k) }
 );
 entry_hook!(
+    HookId::FreeZoneDeviceFolio,
     1,
     free_zone_device_folio_fentry,
     free_zone_device_folio_kprobe,
@@ -496,6 +543,7 @@ const UNMAP_PAGE_RANGE: UnmapSpec = UnmapSpec {
     end: 3,
 };
 entry_hook!(
+    HookId::UnmapPageRange,
     5,
     unmap_page_range_fentry,
     unmap_page_range_kprobe,
@@ -509,11 +557,21 @@ const ZAP_VMA_RANGE: UnmapSpec = UnmapSpec {
     start: 2,
     end: 3,
 };
-entry_hook!(5, zap_vma_range_fentry, zap_vma_range_kprobe, |a, k| {
-    hooks::unmap_entry(&ZAP_VMA_RANGE, &a, k)
-});
+entry_hook!(
+    HookId::ZapVmaRange,
+    5,
+    zap_vma_range_fentry,
+    zap_vma_range_kprobe,
+    |a, k| { hooks::unmap_entry(&ZAP_VMA_RANGE, &a, k) }
+);
 
 // __split_huge_pmd(vma, pmd, address, freeze[, folio]): 5 args on 6.x, 4 on 7.x.
+check!(
+    HookId::SplitHugePmd,
+    Fentry,
+    Some(STASH_ARGS),
+    split_huge_pmd_fentry
+);
 #[fentry]
 pub fn split_huge_pmd_fentry(ctx: FEntryContext) -> u32 {
     hooks::split_huge_entry(
@@ -524,6 +582,7 @@ pub fn split_huge_pmd_fentry(ctx: FEntryContext) -> u32 {
     );
     0
 }
+check!(HookId::SplitHugePmd, Kprobe, None, split_huge_pmd_kprobe);
 #[kprobe]
 pub fn split_huge_pmd_kprobe(ctx: ProbeContext) -> u32 {
     hooks::split_huge_entry(&kprobe_args(&ctx), true, HookId::SplitHugePmd, PMD_ORDER);
@@ -531,11 +590,13 @@ pub fn split_huge_pmd_kprobe(ctx: ProbeContext) -> u32 {
 }
 
 // __split_huge_pud(vma, pud, address): a device-dax 1 GiB PUD cleared.
+check!(HookId::SplitHugePud, Fentry, Some(3), split_huge_pud_fentry);
 #[fentry]
 pub fn split_huge_pud_fentry(ctx: FEntryContext) -> u32 {
     hooks::split_huge_entry(&args::<_, 3>(&ctx), false, HookId::SplitHugePud, PUD_ORDER);
     0
 }
+check!(HookId::SplitHugePud, Kprobe, None, split_huge_pud_kprobe);
 #[kprobe]
 pub fn split_huge_pud_kprobe(ctx: ProbeContext) -> u32 {
     hooks::split_huge_entry(&kprobe_args(&ctx), true, HookId::SplitHugePud, PUD_ORDER);
@@ -545,6 +606,9 @@ pub fn split_huge_pud_kprobe(ctx: ProbeContext) -> u32 {
 /// A return-reported hook whose fexit reads all arguments (arity varies).
 macro_rules! exit_hook {
     ($hook:expr, $handler:path, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
+        check!($hook, Fexit, Some(STASH_ARGS), $fexit);
+        check!($hook, Kprobe, None, $kprobe);
+        check!($hook, Kretprobe, None, $kretprobe);
         #[fexit]
         pub fn $fexit(ctx: FExitContext) -> u32 {
             let a = args::<_, STASH_ARGS>(&ctx);
@@ -593,20 +657,26 @@ exit_hook!(
 
 // exit_mmap(struct mm_struct *mm)
 
-entry_hook!(1, exit_mmap_fentry, exit_mmap_kprobe, |a, k| {
-    hooks::exit_mmap_entry(&a, k)
-});
+entry_hook!(
+    HookId::ExitMmap,
+    1,
+    exit_mmap_fentry,
+    exit_mmap_kprobe,
+    |a, k| { hooks::exit_mmap_entry(&a, k) }
+);
 
 // page_add_new_anon_rmap(page, vma, address) (6.1);
 // folio_add_new_anon_rmap(folio, vma, address, flags) (6.12+): copy-on-write.
 
 entry_hook!(
+    HookId::PageAddNewAnonRmap,
     3,
     page_add_new_anon_rmap_fentry,
     page_add_new_anon_rmap_kprobe,
     |a, k| { hooks::anon_rmap_entry(&a, HookId::PageAddNewAnonRmap, k) }
 );
 entry_hook!(
+    HookId::FolioAddNewAnonRmap,
     4,
     folio_add_new_anon_rmap_fentry,
     folio_add_new_anon_rmap_kprobe,
@@ -616,6 +686,7 @@ entry_hook!(
 // wake_up_new_task(struct task_struct *p)
 
 entry_hook!(
+    HookId::WakeUpNewTask,
     1,
     wake_up_new_task_fentry,
     wake_up_new_task_kprobe,
@@ -625,17 +696,25 @@ entry_hook!(
 // ---------------------------------------------------------------- devices --
 
 // memremap_pages(struct dev_pagemap *pgmap, int nid) -> void *
+check!(HookId::MemremapPages, Fexit, Some(2), memremap_pages_fexit);
 #[fexit]
 pub fn memremap_pages_fexit(ctx: FExitContext) -> u32 {
     let a = args::<_, 2>(&ctx);
     hooks::memremap_exit(Some(&a), ctx.ret::<u64>().unwrap_or(0), false);
     0
 }
+check!(HookId::MemremapPages, Kprobe, None, memremap_pages_kprobe);
 #[kprobe]
 pub fn memremap_pages_kprobe(ctx: ProbeContext) -> u32 {
     hooks::stash_args(HookId::MemremapPages, &kprobe_args(&ctx));
     0
 }
+check!(
+    HookId::MemremapPages,
+    Kretprobe,
+    None,
+    memremap_pages_kretprobe
+);
 #[kretprobe]
 pub fn memremap_pages_kretprobe(ctx: RetProbeContext) -> u32 {
     hooks::memremap_exit(None, ctx.ret::<u64>(), true);
@@ -643,15 +722,26 @@ pub fn memremap_pages_kretprobe(ctx: RetProbeContext) -> u32 {
 }
 
 // memunmap_pages(struct dev_pagemap *pgmap)
-entry_hook!(1, memunmap_pages_fentry, memunmap_pages_kprobe, |a, k| {
-    hooks::memunmap_entry(&a, k)
-});
+entry_hook!(
+    HookId::MemunmapPages,
+    1,
+    memunmap_pages_fentry,
+    memunmap_pages_kprobe,
+    |a, k| { hooks::memunmap_entry(&a, k) }
+);
+check!(HookId::MemunmapPages, Fexit, Some(1), memunmap_pages_fexit);
 #[fexit]
 pub fn memunmap_pages_fexit(ctx: FExitContext) -> u32 {
     let a = args::<_, 1>(&ctx);
     hooks::memunmap_exit(Some(&a), false);
     0
 }
+check!(
+    HookId::MemunmapPages,
+    Kretprobe,
+    None,
+    memunmap_pages_kretprobe
+);
 #[kretprobe]
 pub fn memunmap_pages_kretprobe(_ctx: RetProbeContext) -> u32 {
     hooks::memunmap_exit(None, true);
@@ -659,12 +749,17 @@ pub fn memunmap_pages_kretprobe(_ctx: RetProbeContext) -> u32 {
 }
 
 // kill_dax(struct dax_device *dax_dev)
-entry_hook!(1, kill_dax_fentry, kill_dax_kprobe, |a, k| {
-    hooks::dax_entry(HookId::KillDax, EventKind::DaxKill, &a, k)
-});
+entry_hook!(
+    HookId::KillDax,
+    1,
+    kill_dax_fentry,
+    kill_dax_kprobe,
+    |a, k| { hooks::dax_entry(HookId::KillDax, EventKind::DaxKill, &a, k) }
+);
 
 // dax_holder_notify_failure(struct dax_device *dax_dev, u64 off, u64 len, int mf_flags)
 entry_hook!(
+    HookId::DaxHolderNotifyFailure,
     4,
     dax_holder_notify_failure_fentry,
     dax_holder_notify_failure_kprobe,

@@ -34,10 +34,12 @@ use refscope_common::{
 
 use crate::kernel::{compound_head, conf, pfn_to_page, pgmap_of, read_u32, read_u64, refcount};
 
+abi_name!(SNAP_PAGES, refscope_common::maps::SNAP_PAGES);
 /// The refcount batch (one entry), written and read back by userspace.
 #[map]
 static SNAP_PAGES: Array<SnapBatch> = Array::with_max_entries(1, 0);
 
+abi_name!(snapshot_refs, refscope_common::programs::SNAPSHOT_REFS);
 #[raw_tracepoint(tracepoint = "refscope_snapshot")]
 pub fn snapshot_refs(_ctx: RawTracePointContext) -> i32 {
     let Some(batch) = SNAP_PAGES.get_ptr_mut(0) else {
@@ -72,11 +74,13 @@ pub fn snapshot_refs(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
+abi_name!(PT_WALK, refscope_common::maps::PT_WALK);
 /// The page-table reader's batch (one entry), written and read back by
 /// userspace.
 #[map]
 static PT_WALK: Array<PtWalk> = Array::with_max_entries(1, 0);
 
+abi_name!(walk_tables, refscope_common::programs::WALK_TABLES);
 #[raw_tracepoint(tracepoint = "refscope_walk")]
 pub fn walk_tables(_ctx: RawTracePointContext) -> i32 {
     let Some(w) = PT_WALK.get_ptr_mut(0) else {
@@ -247,6 +251,7 @@ struct IterTaskCtx {
     task: *const c_void,
 }
 
+abi_name!(snapshot_tasks, refscope_common::programs::SNAPSHOT_TASKS);
 /// The task iterator. aya-ebpf has no `#[iter]` macro: the section name is
 /// what makes it an iterator program (`iter/task`).
 #[unsafe(no_mangle)]

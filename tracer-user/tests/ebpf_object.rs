@@ -138,11 +138,27 @@ fn the_ebpf_programs_only_call_audited_helpers() {
     );
 }
 
-/// Names of the function symbols in executable sections: the programs.
-fn programs(elf: &[u8]) -> Vec<String> {
+/// A symbol of the object: name, type (`STT_*`) and the name of its
+/// section.
+struct Symbol {
+    name: String,
+    func: bool,
+    section: String,
+    executable: bool,
+}
+
+fn symbols(elf: &[u8]) -> Vec<Symbol> {
     let headers = section_headers(elf);
     let shnum = headers.len();
     let section = |i: usize| headers[i];
+    let cstr = |at: usize| {
+        let end = at + elf[at..].iter().position(|&b| b == 0).expect("NUL");
+        String::from_utf8_lossy(&elf[at..end]).into_owned()
+    };
+    let shstrtab = u64_at(section(u16_at(elf, 0x3e)), 0x18);
+    let section_name = |i: usize| {
+        cstr(shstrtab + u32::from_le_bytes(section(i)[0..4].try_into().expect("4 bytes")) as usize)
+    };
     let sh_type = |i: usize| u32::from_le_bytes(section(i)[4..8].try_into().expect("4 bytes"));
     let executable = |i: usize| sh_type(i) == 1 && u64_at(section(i), 8) & 4 != 0;
     let mut out = Vec::new();
@@ -155,16 +171,71 @@ fn programs(elf: &[u8]) -> Vec<String> {
         for sym in elf[off..off + size].chunks_exact(24) {
             let name = u32::from_le_bytes(sym[0..4].try_into().expect("4 bytes")) as usize;
             let shndx = u16_at(sym, 6);
-            // STT_FUNC in a program section.
-            if sym[4] & 0xf != 2 || shndx == 0 || shndx >= shnum || !executable(shndx) {
+            if shndx == 0 || shndx >= shnum {
                 continue;
             }
-            let at = strtab + name;
-            let end = at + elf[at..].iter().position(|&b| b == 0).expect("NUL");
-            out.push(String::from_utf8_lossy(&elf[at..end]).into_owned());
+            out.push(Symbol {
+                name: cstr(strtab + name),
+                func: sym[4] & 0xf == 2,
+                section: section_name(shndx),
+                executable: executable(shndx),
+            });
         }
     }
     out
+}
+
+/// Names of the function symbols in executable sections: the programs.
+fn programs(elf: &[u8]) -> Vec<String> {
+    symbols(elf)
+        .into_iter()
+        .filter(|s| s.func && s.executable)
+        .map(|s| s.name)
+        .collect()
+}
+
+/// The maps, the global and the programs that are not hooks, named as the
+/// ABI crate names them, are in the object (userspace looks them up by
+/// those names).
+#[test]
+fn the_maps_and_snapshot_programs_the_abi_names_are_in_the_object() {
+    use refscope_common::{maps, programs as progs};
+    assert!(
+        !OBJECT.is_empty(),
+        "refscope was built without its eBPF programs (no bpf-linker): run `cargo xtask setup` \
+         and rebuild; this test reads the object"
+    );
+    let syms = symbols(OBJECT);
+    let in_section = |name: &str, sections: &[&str]| {
+        syms.iter()
+            .any(|s| s.name == name && sections.contains(&s.section.as_str()))
+    };
+    for m in [
+        maps::EVENTS,
+        maps::DROPS,
+        maps::DEVICE_RANGES,
+        maps::TRACKED_MMS,
+        maps::SNAP_PAGES,
+        maps::PT_WALK,
+    ] {
+        assert!(
+            in_section(m, &["maps", ".maps"]),
+            "no map {m} in the object"
+        );
+    }
+    assert!(
+        in_section(maps::CONFIG, &[".rodata"]),
+        "no global {} in .rodata",
+        maps::CONFIG
+    );
+    let have = programs(OBJECT);
+    for p in [
+        progs::SNAPSHOT_TASKS,
+        progs::SNAPSHOT_REFS,
+        progs::WALK_TABLES,
+    ] {
+        assert!(have.iter().any(|h| h == p), "no program {p} in the object");
+    }
 }
 
 /// Every program the attach plan can ask for, in either attach mode and

@@ -144,58 +144,8 @@ named_enum! {
     }
 }
 
-named_enum! {
-    /// The kernel function an event came from.
-    pub enum HookId: u8 {
-        InsertPfn = 1 => "insert_pfn",
-        VmfInsertMixed = 2 => "vmf_insert_mixed",
-        VmfInsertMixedMkwrite = 3 => "vmf_insert_mixed_mkwrite",
-        InsertPage = 4 => "insert_page",
-        VmfInsertPageMkwrite = 5 => "vmf_insert_page_mkwrite",
-        VmInsertPage = 6 => "vm_insert_page",
-        VmfInsertPfnPmdProt = 7 => "vmf_insert_pfn_pmd_prot",
-        VmfInsertPfnPmd = 8 => "vmf_insert_pfn_pmd",
-        VmfInsertFolioPmd = 9 => "vmf_insert_folio_pmd",
-        TryGrabPage = 10 => "try_grab_page",
-        TryGrabFolio = 11 => "try_grab_folio",
-        TryGrabFolioFast = 12 => "try_grab_folio_fast",
-        GupPutFolio = 13 => "gup_put_folio",
-        PutDevmapManagedPageRefs = 14 => "__put_devmap_managed_page_refs",
-        PutDevmapManagedFolioRefs = 15 => "__put_devmap_managed_folio_refs",
-        FreeZoneDevicePage = 16 => "free_zone_device_page",
-        FreeZoneDeviceFolio = 17 => "free_zone_device_folio",
-        UnmapPageRange = 18 => "unmap_page_range",
-        ZapVmaRange = 19 => "__zap_vma_range",
-        ExitMmap = 20 => "exit_mmap",
-        MemremapPages = 21 => "memremap_pages",
-        MemunmapPages = 22 => "memunmap_pages",
-        KillDax = 23 => "kill_dax",
-        DaxHolderNotifyFailure = 24 => "dax_holder_notify_failure",
-        UnpinUserPage = 25 => "unpin_user_page",
-        SplitHugePmd = 26 => "__split_huge_pmd",
-        MovePageTables = 27 => "move_page_tables",
-        CopyPageRange = 28 => "copy_page_range",
-        CheckVmaFlags = 29 => "check_vma_flags",
-        WakeUpNewTask = 30 => "wake_up_new_task",
-        PageAddNewAnonRmap = 31 => "page_add_new_anon_rmap",
-        FolioAddNewAnonRmap = 32 => "folio_add_new_anon_rmap",
-        VmfInsertPfnPudProt = 33 => "vmf_insert_pfn_pud_prot",
-        VmfInsertPfnPud = 34 => "vmf_insert_pfn_pud",
-        VmfInsertFolioPud = 35 => "vmf_insert_folio_pud",
-        SplitHugePud = 36 => "__split_huge_pud",
-        /// Userspace only: the attach-time snapshot.
-        Snapshot = 64 => "snapshot",
-        /// Userspace only: the shadow audit (a read of the kernel's page tables).
-        Audit = 65 => "audit",
-    }
-}
-
-impl HookId {
-    /// The kernel function this hook attaches to.
-    pub const fn function(self) -> &'static str {
-        self.as_str()
-    }
-}
+pub mod hooks;
+pub use hooks::{HOOKS, Halves, HookDef, HookId, Prog, def_of, maps, programs};
 
 /// Bits of [`Event::flags`].
 pub mod flags {

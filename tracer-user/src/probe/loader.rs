@@ -8,7 +8,7 @@ use aya::{
     maps::{Array, Map, MapData, PerCpuArray},
     programs::{FEntry, FExit, Program},
 };
-use refscope_common::{Config, DropStats, HookId, MAX_RANGES, PfnRange};
+use refscope_common::{Config, DropStats, HookId, MAX_RANGES, PfnRange, maps};
 use thiserror::Error;
 
 use super::{
@@ -183,24 +183,24 @@ pub fn load(
     }
     let size = ringbuf_size(ringbuf_bytes);
     let mut ebpf = EbpfLoader::new()
-        .override_global("CONFIG", cfg, true)
-        .map_max_entries("EVENTS", size)
+        .override_global(maps::CONFIG, cfg, true)
+        .map_max_entries(maps::EVENTS, size)
         .load(OBJECT)
         .map_err(LoadError::Load)?;
 
     {
         let map = ebpf
-            .map_mut("DEVICE_RANGES")
-            .ok_or(LoadError::Map("DEVICE_RANGES"))?;
+            .map_mut(maps::DEVICE_RANGES)
+            .ok_or(LoadError::Map(maps::DEVICE_RANGES))?;
         let mut arr: Array<_, PfnRange> =
             Array::try_from(map).map_err(|source| LoadError::MapOp {
-                name: "DEVICE_RANGES",
+                name: maps::DEVICE_RANGES,
                 source,
             })?;
         for (i, &(start, end)) in ranges.iter().enumerate() {
             arr.set(i as u32, PfnRange { start, end }, 0)
                 .map_err(|source| LoadError::MapOp {
-                    name: "DEVICE_RANGES",
+                    name: maps::DEVICE_RANGES,
                     source,
                 })?;
         }
@@ -229,15 +229,18 @@ pub fn load(
         }
     }
 
-    let events = match ebpf.take_map("EVENTS") {
+    let events = match ebpf.take_map(maps::EVENTS) {
         Some(Map::RingBuf(data)) => RingReader::new(data, size).map_err(LoadError::Mmap)?,
-        _ => return Err(LoadError::Map("EVENTS")),
+        _ => return Err(LoadError::Map(maps::EVENTS)),
     };
-    let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").ok_or(LoadError::Map("DROPS"))?)
-        .map_err(|source| LoadError::MapOp {
-            name: "DROPS",
-            source,
-        })?;
+    let drops = PerCpuArray::try_from(
+        ebpf.take_map(maps::DROPS)
+            .ok_or(LoadError::Map(maps::DROPS))?,
+    )
+    .map_err(|source| LoadError::MapOp {
+        name: maps::DROPS,
+        source,
+    })?;
     Ok(Probes {
         events,
         drops: DropCounters(drops),

@@ -10,7 +10,8 @@ use aya::{
     programs::{Iter, RawTracePoint, RawTracePointRunOptions, TestRun as _},
 };
 use refscope_common::{
-    PT_WALK_BATCH, PtWalk, REF_UNKNOWN, SNAP_BATCH, SnapBatch, SnapTask, pt_level, snap_huge,
+    PT_WALK_BATCH, PtWalk, REF_UNKNOWN, SNAP_BATCH, SnapBatch, SnapTask, maps, programs, pt_level,
+    snap_huge,
 };
 use thiserror::Error;
 
@@ -20,9 +21,9 @@ use crate::{
     snapshot::{Kernel, PageRef, PageReq},
 };
 
-const TASKS_PROG: &str = "snapshot_tasks";
-const REFS_PROG: &str = "snapshot_refs";
-const WALK_PROG: &str = "walk_tables";
+const TASKS_PROG: &str = programs::SNAPSHOT_TASKS;
+const REFS_PROG: &str = programs::SNAPSHOT_REFS;
+const WALK_PROG: &str = programs::WALK_TABLES;
 
 /// Why the kernel half of the snapshot cannot run.
 #[derive(Debug, Error)]
@@ -104,10 +105,10 @@ impl<'a> SnapshotKernel<'a> {
     fn walk_map(&mut self) -> Result<Array<&mut MapData, PtWalk>, SnapshotError> {
         let map = self
             .ebpf
-            .map_mut("PT_WALK")
-            .ok_or(SnapshotError::NoMap("PT_WALK"))?;
+            .map_mut(maps::PT_WALK)
+            .ok_or(SnapshotError::NoMap(maps::PT_WALK))?;
         Array::try_from(map).map_err(|e| SnapshotError::Map {
-            name: "PT_WALK",
+            name: maps::PT_WALK,
             why: e.to_string(),
         })
     }
@@ -115,10 +116,10 @@ impl<'a> SnapshotKernel<'a> {
     fn batch_map(&mut self) -> Result<Array<&mut MapData, SnapBatch>, SnapshotError> {
         let map = self
             .ebpf
-            .map_mut("SNAP_PAGES")
-            .ok_or(SnapshotError::NoMap("SNAP_PAGES"))?;
+            .map_mut(maps::SNAP_PAGES)
+            .ok_or(SnapshotError::NoMap(maps::SNAP_PAGES))?;
         Array::try_from(map).map_err(|e| SnapshotError::Map {
-            name: "SNAP_PAGES",
+            name: maps::SNAP_PAGES,
             why: e.to_string(),
         })
     }
@@ -166,7 +167,7 @@ impl Kernel for SnapshotKernel<'_> {
             self.batch_map()?
                 .set(0, batch, 0)
                 .map_err(|e| SnapshotError::Map {
-                    name: "SNAP_PAGES",
+                    name: maps::SNAP_PAGES,
                     why: e.to_string(),
                 })?;
             self.run(REFS_PROG).map_err(SnapshotError::Run)?;
@@ -174,7 +175,7 @@ impl Kernel for SnapshotKernel<'_> {
                 .batch_map()?
                 .get(&0, 0)
                 .map_err(|e| SnapshotError::Map {
-                    name: "SNAP_PAGES",
+                    name: maps::SNAP_PAGES,
                     why: e.to_string(),
                 })?;
             out.extend((0..chunk.len()).map(|i| PageRef {
@@ -202,15 +203,15 @@ impl Kernel for SnapshotKernel<'_> {
     fn track_mm(&mut self, mm: u64, now: u64) -> Result<(), SnapshotError> {
         let map = self
             .ebpf
-            .map_mut("TRACKED_MMS")
-            .ok_or(SnapshotError::NoMap("TRACKED_MMS"))?;
+            .map_mut(maps::TRACKED_MMS)
+            .ok_or(SnapshotError::NoMap(maps::TRACKED_MMS))?;
         let mut mms: BpfHashMap<&mut MapData, u64, u64> =
             BpfHashMap::try_from(map).map_err(|e| SnapshotError::Map {
-                name: "TRACKED_MMS",
+                name: maps::TRACKED_MMS,
                 why: e.to_string(),
             })?;
         mms.insert(mm, now, 0).map_err(|e| SnapshotError::Map {
-            name: "TRACKED_MMS",
+            name: maps::TRACKED_MMS,
             why: format!("{e} (the table of tracked address spaces may be full)"),
         })
     }
@@ -227,7 +228,7 @@ impl PageTables for SnapshotKernel<'_> {
             batch.mm = mm;
             batch.va[..chunk.len()].copy_from_slice(chunk);
             let map_err = |e: aya::maps::MapError| SnapshotError::Map {
-                name: "PT_WALK",
+                name: maps::PT_WALK,
                 why: e.to_string(),
             };
             self.walk_map()?.set(0, *batch, 0).map_err(map_err)?;

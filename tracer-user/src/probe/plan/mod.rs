@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use refscope_common::HookId;
+use refscope_common::{HookId, Prog};
 use refscope_core::trace::{AttachedFunction, HookStatus};
 
 use crate::{
@@ -18,85 +18,8 @@ use crate::{
     kernel::Kallsyms,
 };
 
-/// Which halves of a hook must be attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Halves {
-    /// Reported at return; with kprobes the entry half stashes the arguments.
-    Exit,
-    /// Entry (refcount before, arguments) and return (refcount after).
-    Both,
-    /// Reported at entry only.
-    Entry,
-}
-
-/// What the eBPF program for a hook expects of the kernel function.
-pub struct HookDef {
-    pub hook: HookId,
-    pub halves: Halves,
-    /// Accepted numbers of parameters (the program reads only the ones its
-    /// handler needs; functions whose arity differs between kernels list
-    /// each arity its handler was checked against).
-    pub nargs: &'static [usize],
-    /// Parameters that must be pointers to one of these structs.
-    pub ptr_args: &'static [(usize, &'static [&'static str])],
-}
-
-macro_rules! def {
-    ($hook:ident, $halves:ident, [$($n:literal),+] $(, $i:literal => [$($s:literal),+])*) => {
-        HookDef {
-            hook: HookId::$hook,
-            halves: Halves::$halves,
-            nargs: &[$($n),+],
-            ptr_args: &[$(($i, &[$($s),+])),*],
-        }
-    };
-}
-
-/// Every hook the eBPF object implements.
-pub const HOOKS: &[HookDef] = &[
-    def!(InsertPfn, Exit, [5], 0 => ["vm_area_struct"]),
-    def!(VmfInsertMixed, Exit, [3], 0 => ["vm_area_struct"]),
-    def!(VmfInsertMixedMkwrite, Exit, [3], 0 => ["vm_area_struct"]),
-    def!(InsertPage, Exit, [5], 0 => ["vm_area_struct"], 2 => ["page"]),
-    def!(VmfInsertPageMkwrite, Exit, [3], 0 => ["vm_fault"], 1 => ["page"]),
-    def!(VmInsertPage, Exit, [3], 0 => ["vm_area_struct"], 2 => ["page"]),
-    def!(VmfInsertPfnPmdProt, Exit, [4], 0 => ["vm_fault"]),
-    def!(VmfInsertPfnPmd, Exit, [3], 0 => ["vm_fault"]),
-    def!(VmfInsertFolioPmd, Exit, [3], 0 => ["vm_fault"], 1 => ["folio"]),
-    def!(VmfInsertPfnPudProt, Exit, [4], 0 => ["vm_fault"]),
-    def!(VmfInsertPfnPud, Exit, [3], 0 => ["vm_fault"]),
-    def!(VmfInsertFolioPud, Exit, [3], 0 => ["vm_fault"], 1 => ["folio"]),
-    def!(TryGrabPage, Both, [2], 0 => ["page"]),
-    def!(TryGrabFolio, Both, [3], 0 => ["page", "folio"]),
-    def!(TryGrabFolioFast, Both, [3], 0 => ["page"]),
-    def!(GupPutFolio, Both, [3], 0 => ["folio"]),
-    def!(PutDevmapManagedPageRefs, Both, [2], 0 => ["page"]),
-    def!(PutDevmapManagedFolioRefs, Both, [2], 0 => ["folio"]),
-    def!(FreeZoneDevicePage, Entry, [1], 0 => ["page"]),
-    def!(FreeZoneDeviceFolio, Entry, [1], 0 => ["folio"]),
-    def!(UnmapPageRange, Entry, [5], 1 => ["vm_area_struct"]),
-    def!(ZapVmaRange, Entry, [5], 1 => ["vm_area_struct"]),
-    def!(ExitMmap, Entry, [1], 0 => ["mm_struct"]),
-    def!(MemremapPages, Exit, [2], 0 => ["dev_pagemap"]),
-    def!(MemunmapPages, Both, [1], 0 => ["dev_pagemap"]),
-    def!(KillDax, Entry, [1], 0 => ["dax_device"]),
-    def!(DaxHolderNotifyFailure, Entry, [4], 0 => ["dax_device"]),
-    def!(UnpinUserPage, Both, [1], 0 => ["page"]),
-    // 6.x: (vma, pmd, address, freeze, folio); 7.x drops folio.
-    def!(SplitHugePmd, Entry, [5, 4], 0 => ["vm_area_struct"]),
-    def!(SplitHugePud, Entry, [3], 0 => ["vm_area_struct"]),
-    // 6.1: 6 args, 6.12: 7 (for_stack); 7.x: one struct pagetable_move_control *.
-    def!(MovePageTables, Exit, [6, 7, 1]),
-    def!(CopyPageRange, Exit, [2], 0 => ["vm_area_struct"], 1 => ["vm_area_struct"]),
-    def!(CheckVmaFlags, Exit, [2], 0 => ["vm_area_struct"]),
-    def!(WakeUpNewTask, Entry, [1], 0 => ["task_struct"]),
-    def!(PageAddNewAnonRmap, Entry, [3], 0 => ["page"], 1 => ["vm_area_struct"]),
-    def!(FolioAddNewAnonRmap, Entry, [4], 0 => ["folio"], 1 => ["vm_area_struct"]),
-];
-
-pub fn def_of(hook: HookId) -> Option<&'static HookDef> {
-    HOOKS.iter().find(|d| d.hook == hook)
-}
+// The hook table is declared once, in the ABI crate.
+pub use refscope_common::{HOOKS, Halves, HookDef, def_of};
 
 /// A group: alternatives in preference order, each a set of functions that
 /// together cover one kernel path.
@@ -203,19 +126,15 @@ pub struct Attach {
 impl Attach {
     /// Program names in the eBPF object, entry first.
     pub fn programs(&self) -> Vec<String> {
-        let base = self.hook.function().trim_start_matches('_');
         let (e, x) = match self.via {
-            Via::Fentry => ("fentry", "fexit"),
-            Via::Kprobe => ("kprobe", "kretprobe"),
+            Via::Fentry => (Prog::Fentry, Prog::Fexit),
+            Via::Kprobe => (Prog::Kprobe, Prog::Kretprobe),
         };
-        let mut v = Vec::new();
-        if self.entry {
-            v.push(format!("{base}_{e}"));
-        }
-        if self.exit {
-            v.push(format!("{base}_{x}"));
-        }
-        v
+        [(self.entry, e), (self.exit, x)]
+            .into_iter()
+            .filter(|&(wanted, _)| wanted)
+            .map(|(_, prog)| self.hook.program(prog).to_string())
+            .collect()
     }
 
     /// `fentry+fexit`, `kprobe`, ...
