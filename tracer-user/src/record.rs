@@ -18,11 +18,12 @@ use refscope_core::{
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    audit,
     cli::RecordArgs,
     kernel::clock_ns,
     output::{self, create_output},
     recorder::{Capture, Recorder},
-    session::{self, Session},
+    session::Session,
 };
 
 /// How often the trace is flushed and drop counters polled.
@@ -73,7 +74,7 @@ async fn record(s: Session, file: fs::File, args: &RecordArgs) -> anyhow::Result
         .map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)));
     let mut tick = tokio::time::interval(TICK);
 
-    let auditor = session::Auditor::new(&header, &args.trace);
+    let auditor = audit::Auditor::new(&header, &args.trace);
     let mut capture = Capture::new(s.probes, auditor)?;
     let mut rec = Recorder::new(s.pipeline, Some((writer, path.clone())));
     capture.snapshot(&mut rec, &args.trace, &s.device_ranges, !args.quiet);

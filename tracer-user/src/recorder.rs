@@ -25,14 +25,14 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
     audit,
+    audit::Auditor,
     cli::TraceOpts,
     pipeline::Pipeline,
     probe::{
         loader::{Attached, DropCounters, Probes},
         ringbuf::{self, RingReader, StallWatch},
     },
-    session::{self, Auditor},
-    snapshot,
+    session, snapshot,
 };
 
 /// Decode, analysis and the optional trace.

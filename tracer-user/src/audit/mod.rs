@@ -25,6 +25,10 @@
 //! 4. an `audit` event closes the address space: findings that waited for
 //!    its page table are settled (docs/rules.md, "definite").
 
+mod auditor;
+
+pub use auditor::{AuditCost, Auditor, audit};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use refscope_common::{COMM_LEN, EventKind, HookId, PMD_ORDER, PT_ENTRIES, PUD_ORDER, flags};

@@ -44,6 +44,7 @@ use self::{
     event::{Control, DATA_QUEUE, Data, StopFlag},
 };
 use crate::{
+    audit,
     cli::LiveArgs,
     hash::AddrMapper,
     kernel::clock_ns,
@@ -51,7 +52,7 @@ use crate::{
     pipeline::Pipeline,
     probe::loader,
     recorder::{Capture, Recorder},
-    session::{self, Session},
+    session::Session,
 };
 
 /// At most this many frames per second.
@@ -530,7 +531,7 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
     let mode = Mode::Live {
         recording: path.clone(),
     };
-    let auditor = session::Auditor::new(&header, &args.trace);
+    let auditor = audit::Auditor::new(&header, &args.trace);
     let mut app = App::new(header.clone(), mode, detect_look());
     let rt = runtime()?;
     rt.block_on(async {
