@@ -200,7 +200,7 @@ pub fn trace_end_warnings(
 /// kept, events no kernel produces.
 pub fn caps_line(a: &Analyzer) -> Option<String> {
     let s = a.stats();
-    let cfg = a.config();
+    let cfg = a.settings();
     let mut parts = Vec::new();
     if s.pages_evicted > 0 {
         parts.push(format!(

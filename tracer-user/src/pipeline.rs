@@ -126,7 +126,7 @@ impl Pipeline {
 
 /// An analyzer configured from a trace header.
 pub fn analyzer_for(header: &Header, timeline: usize) -> Analyzer {
-    let mut cfg = analysis::Config::new(header.refcount_model);
+    let mut cfg = analysis::Settings::new(header.refcount_model);
     cfg.gup = header.gup_flags;
     cfg.timeline_len = timeline;
     cfg.verify = header.audit.is_some();

@@ -34,7 +34,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use refscope_common::{Event as RawEvent, EventKind, EventWithStack, HookId, STACK_DEPTH, flags};
 use refscope_core::{
     abi,
-    analysis::{Analyzer, Config},
+    analysis::{Analyzer, Settings},
     event::Event,
     model::{GupFlagBits, PgmapType, RefcountModel},
     trace::{Device, Header, TraceWriter},
@@ -203,7 +203,7 @@ fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
 }
 
 fn analyzer(model: RefcountModel) -> Analyzer {
-    let mut a = Analyzer::new(Config::new(model));
+    let mut a = Analyzer::new(Settings::new(model));
     a.add_device(&Device {
         name: "pfn0.0".into(),
         mode: "fsdax".into(),

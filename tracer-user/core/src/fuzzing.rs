@@ -15,7 +15,7 @@ use refscope_common::{Event as RawEvent, EventKind, HookId};
 
 use crate::{
     abi,
-    analysis::{Analyzer, Config, Finding},
+    analysis::{Analyzer, Finding, Settings},
     event::Event,
     model::{PgmapType, RefcountModel},
     replay::{Consumer, End, Stop, replay},
@@ -24,7 +24,7 @@ use crate::{
 
 /// Small caps, so a fuzz input of a few KiB reaches them.
 fn analyzer(header: &Header) -> Analyzer {
-    let mut cfg = Config::new(header.refcount_model);
+    let mut cfg = Settings::new(header.refcount_model);
     cfg.gup = header.gup_flags;
     cfg.timeline_len = 8;
     cfg.max_pages = 64;

@@ -142,7 +142,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        analysis::Config,
+        analysis::Settings,
         model::RefcountModel,
         trace::{Header, TraceWriter},
     };
@@ -233,7 +233,7 @@ mod tests {
     fn the_analysis_is_a_consumer_finished_at_the_end() {
         let bytes = trace(&[10, 30], Some(50), false);
         let mut r = TraceReader::new(bytes.as_slice(), "t.jsonl").expect("header");
-        let mut an = Analyzer::new(Config::new(RefcountModel::Refcounted));
+        let mut an = Analyzer::new(Settings::new(RefcountModel::Refcounted));
         let end = replay(&mut r, &mut an).expect("whole");
         assert_eq!(an.stats().events, 2);
         assert_eq!(end.end_t, 50);

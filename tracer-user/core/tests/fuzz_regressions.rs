@@ -93,11 +93,11 @@ fn unknown_flag_bits_are_dropped_at_decode() {
 fn implausible_events_are_ignored_and_reversed_ranges_do_not_panic() {
     use refscope_common::{EventKind, HookId};
     use refscope_core::{
-        analysis::{Analyzer, Config},
+        analysis::{Analyzer, Settings},
         event::{Event, Hex},
         model::RefcountModel,
     };
-    let mut a = Analyzer::new(Config::new(RefcountModel::IdleOne));
+    let mut a = Analyzer::new(Settings::new(RefcountModel::IdleOne));
     let mut map = Event::new(EventKind::Map, HookId::InsertPfn);
     map.seq = 1;
     map.mm = Hex(1);
@@ -137,11 +137,11 @@ fn implausible_events_are_ignored_and_reversed_ranges_do_not_panic() {
 fn refcount_arithmetic_on_extreme_values_does_not_overflow() {
     use refscope_common::{EventKind, HookId};
     use refscope_core::{
-        analysis::{Analyzer, Config},
+        analysis::{Analyzer, Settings},
         event::{Event, Hex},
         model::RefcountModel,
     };
-    let mut cfg = Config::new(RefcountModel::IdleOne);
+    let mut cfg = Settings::new(RefcountModel::IdleOne);
     cfg.gup.pin_bias = i32::MAX;
     let mut a = Analyzer::new(cfg);
     for (refs, after) in [(i32::MAX, i32::MIN), (i32::MIN, i32::MAX), (i32::MAX, 0)] {
@@ -150,7 +150,7 @@ fn refcount_arithmetic_on_extreme_values_does_not_overflow() {
         ev.mm = Hex(1);
         ev.refs = refs;
         ev.ref_after = Some(after);
-        ev.arg_flags = Hex(a.config().gup.foll_pin);
+        ev.arg_flags = Hex(a.settings().gup.foll_pin);
         a.apply(&ev);
         ev.kind = EventKind::GupPut;
         ev.ref_before = Some(after);

@@ -4,7 +4,7 @@
 use std::{collections::VecDeque, io};
 
 use refscope_core::{
-    analysis::{Analyzer, Config, DriftKind, RuleId, Status},
+    analysis::{Analyzer, DriftKind, RuleId, Settings, Status},
     model::{PgmapType, RefcountModel},
     trace::Device,
 };
@@ -122,7 +122,7 @@ struct Rec {
 
 impl Rec {
     fn new(verify: bool) -> Self {
-        let mut cfg = Config::new(RefcountModel::Refcounted);
+        let mut cfg = Settings::new(RefcountModel::Refcounted);
         cfg.verify = verify;
         let mut an = Analyzer::new(cfg);
         an.add_device(&Device {

@@ -658,7 +658,7 @@ mod agrees_with_the_analysis {
 
     use refscope_common::{HookId, PMD_ORDER, PUD_ORDER, flags};
     use refscope_core::{
-        analysis::{Analyzer, Config},
+        analysis::{Analyzer, Settings},
         event::{Flags, Hex},
         model::{PgmapType, RefcountModel},
         trace::Device,
@@ -818,7 +818,7 @@ mod agrees_with_the_analysis {
     fn live_mappings_and_references_are_the_same_after_every_event() {
         for seed in 1..=200u64 {
             let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-            let mut an = Analyzer::new(Config::new(RefcountModel::Refcounted));
+            let mut an = Analyzer::new(Settings::new(RefcountModel::Refcounted));
             an.add_device(&Device {
                 name: "dax0.0".into(),
                 mode: "devdax".into(),

@@ -57,7 +57,7 @@ const MAX_PFN: u64 = 1 << 40;
 
 /// Analysis settings.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub struct Settings {
     pub model: RefcountModel,
     pub gup: GupFlagBits,
     /// Events kept per page (older ones are dropped and counted).
@@ -73,9 +73,9 @@ pub struct Config {
     pub verify: bool,
 }
 
-impl Config {
+impl Settings {
     pub fn new(model: RefcountModel) -> Self {
-        Config {
+        Settings {
             model,
             gup: GupFlagBits::default(),
             timeline_len: 64,
@@ -287,7 +287,7 @@ type DedupeKey = (RuleId, u64, u64, u64, u64);
 
 /// The analysis state.
 pub struct Analyzer {
-    cfg: Config,
+    cfg: Settings,
     pages: FxHashMap<u64, Page>,
     mappings: BTreeMap<(u64, u64), Mapping>,
     holders: BTreeMap<(u64, u64), Holder>,
@@ -329,7 +329,7 @@ pub struct Analyzer {
 }
 
 impl Analyzer {
-    pub fn new(cfg: Config) -> Self {
+    pub fn new(cfg: Settings) -> Self {
         Analyzer {
             cfg,
             pages: FxHashMap::default(),
@@ -355,7 +355,7 @@ impl Analyzer {
         }
     }
 
-    pub fn config(&self) -> &Config {
+    pub fn settings(&self) -> &Settings {
         &self.cfg
     }
 

@@ -21,7 +21,7 @@ struct Trace {
 
 impl Trace {
     fn new(model: RefcountModel) -> Self {
-        let mut an = Analyzer::new(Config::new(model));
+        let mut an = Analyzer::new(Settings::new(model));
         an.add_device(&Device {
             name: "pfn0.0".into(),
             mode: "fsdax".into(),
@@ -680,7 +680,7 @@ fn refused_longterm_pins_are_counted() {
 
 #[test]
 fn timeline_is_bounded_and_evictions_counted() {
-    let mut cfg = Config::new(RefcountModel::IdleOne);
+    let mut cfg = Settings::new(RefcountModel::IdleOne);
     cfg.timeline_len = 4;
     let mut t = Trace::new(RefcountModel::IdleOne);
     t.an = Analyzer::new(cfg);
@@ -694,7 +694,7 @@ fn timeline_is_bounded_and_evictions_counted() {
 
 #[test]
 fn idle_pages_are_evicted_past_the_cap_but_mapped_ones_stay() {
-    let mut cfg = Config::new(RefcountModel::Refcounted);
+    let mut cfg = Settings::new(RefcountModel::Refcounted);
     cfg.max_pages = 100;
     let mut t = Trace::new(RefcountModel::Refcounted);
     t.an = Analyzer::new(cfg);
@@ -709,7 +709,7 @@ fn idle_pages_are_evicted_past_the_cap_but_mapped_ones_stay() {
 
 #[test]
 fn a_table_full_of_mapped_pages_is_not_rescanned_on_every_event() {
-    let mut cfg = Config::new(RefcountModel::Refcounted);
+    let mut cfg = Settings::new(RefcountModel::Refcounted);
     cfg.max_pages = 100;
     let mut t = Trace::new(RefcountModel::Refcounted);
     t.an = Analyzer::new(cfg);

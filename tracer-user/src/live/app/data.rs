@@ -150,7 +150,7 @@ impl App {
             evicted: a.stats().pages_evicted,
             rate,
             bpf: self.counters.bpf,
-            drift: (a.config().verify || a.stats().audits > 0).then(|| a.stats().drift()),
+            drift: (a.settings().verify || a.stats().audits > 0).then(|| a.stats().drift()),
         };
     }
 
