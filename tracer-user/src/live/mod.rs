@@ -40,7 +40,7 @@ use tokio::{
 
 pub use self::logging::init as init_logging;
 use self::{
-    app::{App, Look, Mode, TICK},
+    app::{App, Mode, TICK, TermCaps},
     event::{Control, DATA_QUEUE, Data, StopFlag},
 };
 use crate::{
@@ -85,7 +85,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<ExitCode> {
 /// How to draw on this terminal: ASCII only when the locale is not UTF-8 or
 /// the terminal is a plain serial one (override: `REFSCOPE_ASCII=0|1`);
 /// no colours with `NO_COLOR`.
-pub fn detect_look() -> Look {
+pub fn detect_term_caps() -> TermCaps {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let utf8 = ["LC_ALL", "LC_CTYPE", "LANG"]
         .iter()
@@ -101,7 +101,7 @@ pub fn detect_look() -> Look {
         Some("0" | "no" | "false") => false,
         _ => !utf8 || plain_term,
     };
-    Look {
+    TermCaps {
         ascii,
         color: var("NO_COLOR").is_none(),
     }
@@ -176,20 +176,16 @@ fn print_logs(lines: impl IntoIterator<Item = (log::Level, String)>) {
 /// writes).
 type Out = BufWriter<File>;
 
-/// The I/O the owner loop does around the view: the recorder (analysis
-/// and the optional trace), and the kernel side when live.
-struct Io {
+/// What the owner loop drives besides the view: the recorder (analysis
+/// and the optional trace) and, when live, the kernel capture.
+struct Tracer {
     rec: Recorder<Out>,
-    kernel: Option<Kernel>,
-}
-
-/// The kernel side of live mode.
-struct Kernel {
-    capture: Capture,
+    capture: Option<Capture>,
+    /// When the BPF run-time statistics were last read (live).
     stats_at: Option<Instant>,
 }
 
-impl Io {
+impl Tracer {
     /// A replayed record: into the analysis, then the view is told.
     fn data(&mut self, app: &mut App, d: Data) {
         match d {
@@ -236,18 +232,18 @@ impl Io {
     }
 
     fn tick(&mut self, app: &mut App) {
-        if let Some(k) = &mut self.kernel {
+        if let Some(capture) = &mut self.capture {
             let seen = |a: &refscope_core::analysis::Analyzer| (a.stats().events, a.lost());
             let before = seen(self.rec.analyzer());
-            let losses = k.capture.tick(&mut self.rec);
+            let losses = capture.tick(&mut self.rec);
             for l in &losses {
                 log::warn!("{}", output::loss_line(l));
             }
             if seen(self.rec.analyzer()) != before {
                 app.on_data(self.rec.analyzer().last_t());
             }
-            if k.stats_at.is_none_or(|t| t.elapsed() >= BPF_STATS_EVERY) {
-                k.stats_at = Some(Instant::now());
+            if self.stats_at.is_none_or(|t| t.elapsed() >= BPF_STATS_EVERY) {
+                self.stats_at = Some(Instant::now());
                 let (time, runs) = loader::run_stats();
                 app.on_bpf_stats(time, runs);
             }
@@ -273,7 +269,7 @@ async fn owner_loop<B: Backend>(
     app: &mut App,
     ctl: &mut mpsc::UnboundedReceiver<Control>,
     data: &mut mpsc::Receiver<Data>,
-    io: &mut Io,
+    tracer: &mut Tracer,
     live: bool,
 ) -> End
 where
@@ -302,7 +298,7 @@ where
             }
             .and_then(|()| {
                 terminal
-                    .draw(|f| ui::render(app, io.rec.pipeline(), f))
+                    .draw(|f| ui::render(app, tracer.rec.pipeline(), f))
                     .map(|_| ())
             });
             if let Err(e) = drawn {
@@ -328,7 +324,7 @@ where
         tokio::select! {
             biased;
             msg = ctl.recv() => match msg {
-                Some(Control::Input(ev)) => app.on_input(io.rec.pipeline(), ev),
+                Some(Control::Input(ev)) => app.on_input(tracer.rec.pipeline(), ev),
                 Some(Control::Signal(name)) => {
                     log::info!("{name}: stopping");
                     end.reason = "signal";
@@ -359,13 +355,13 @@ where
                 for (level, text) in logging::drain() {
                     app.on_log(level, text);
                 }
-                io.tick(app);
+                tracer.tick(app);
                 let now_t = live.then(|| clock_ns(libc::CLOCK_MONOTONIC));
-                app.on_tick(io.rec.pipeline(), start.elapsed(), now_t);
+                app.on_tick(tracer.rec.pipeline(), start.elapsed(), now_t);
             }
             _ = tokio::time::sleep_until(redraw_at.unwrap_or(far).into()), if redraw_at.is_some() => {}
-            read = ring_read(&mut io.kernel, &mut io.rec) => match read {
-                Ok(()) => io.read(app),
+            read = ring_read(&mut tracer.capture, &mut tracer.rec) => match read {
+                Ok(()) => tracer.read(app),
                 Err(e) => {
                     end.error = Some(anyhow::Error::new(e).context("ring buffer poll failed"));
                     end.reason = "error: ring buffer poll failed";
@@ -373,7 +369,7 @@ where
                 }
             },
             d = data.recv(), if data_open => match d {
-                Some(d) => io.data(app, d),
+                Some(d) => tracer.data(app, d),
                 None => data_open = false,
             },
         }
@@ -382,9 +378,9 @@ where
 
 /// Read the ring buffer into the recorder when it is readable (live);
 /// never ready in a replay.
-async fn ring_read(kernel: &mut Option<Kernel>, rec: &mut Recorder<Out>) -> io::Result<()> {
-    match kernel {
-        Some(k) => k.capture.read(rec).await,
+async fn ring_read(capture: &mut Option<Capture>, rec: &mut Recorder<Out>) -> io::Result<()> {
+    match capture {
+        Some(c) => c.read(rec).await,
         None => std::future::pending().await,
     }
 }
@@ -431,10 +427,11 @@ fn run_replay(args: &LiveArgs, path: &Path) -> anyhow::Result<ExitCode> {
         speed: args.speed,
         total_bytes,
     };
-    let mut app = App::new(header.clone(), mode, detect_look());
-    let mut io = Io {
+    let mut app = App::new(header.clone(), mode, detect_term_caps());
+    let mut tracer = Tracer {
         rec: Recorder::new(pipeline, None),
-        kernel: None,
+        capture: None,
+        stats_at: None,
     };
     let rt = runtime()?;
     let error = rt.block_on(async {
@@ -461,7 +458,7 @@ fn run_replay(args: &LiveArgs, path: &Path) -> anyhow::Result<ExitCode> {
             &mut app,
             &mut ctl_rx,
             &mut data_rx,
-            &mut io,
+            &mut tracer,
             false,
         )
         .await;
@@ -532,7 +529,7 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         recording: path.clone(),
     };
     let auditor = audit::Auditor::new(&header, &args.trace);
-    let mut app = App::new(header.clone(), mode, detect_look());
+    let mut app = App::new(header.clone(), mode, detect_term_caps());
     let rt = runtime()?;
     rt.block_on(async {
         let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
@@ -544,14 +541,12 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         // Mappings that exist already (before the screen is taken over, so
         // its progress shows on the terminal).
         capture.snapshot(&mut rec, &args.trace, &device_ranges, true);
-        let mut io = Io {
+        let mut tracer = Tracer {
             rec,
-            kernel: Some(Kernel {
-                capture,
-                stats_at: None,
-            }),
+            capture: Some(capture),
+            stats_at: None,
         };
-        io.read(&mut app);
+        tracer.read(&mut app);
         if let Some(ready) = &args.ready_file {
             output::write_ready_file(ready)?;
         }
@@ -567,7 +562,7 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
             &mut app,
             &mut ctl_rx,
             &mut data_rx,
-            &mut io,
+            &mut tracer,
             true,
         )
         .await;
@@ -577,8 +572,10 @@ fn live(session: Session, file: Option<File>, args: &LiveArgs) -> anyhow::Result
         // Drain what is left in the ring, the last audit and losses, as
         // `record` does; detach before the footer: nothing after it is
         // recorded anyway.
-        let Io { mut rec, kernel } = io;
-        let stopped = kernel.map(|k| k.capture.stop(&mut rec));
+        let Tracer {
+            mut rec, capture, ..
+        } = tracer;
+        let stopped = capture.map(|c| c.stop(&mut rec));
         for l in stopped.iter().flat_map(|s| &s.losses) {
             log::warn!("{}", output::loss_line(l));
         }

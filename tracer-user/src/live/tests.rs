@@ -18,7 +18,7 @@ use refscope_core::{
 };
 
 use super::{
-    app::{App, Focus, Look, Mode, Overlay, Screen, SortKey},
+    app::{App, Focus, Mode, Overlay, Screen, SortKey, TermCaps},
     event::ReplayEnd,
     layout,
     synth::{BASE_PFN, Item, Synth},
@@ -47,9 +47,9 @@ impl std::ops::DerefMut for View {
 }
 
 impl View {
-    fn new(pipeline: Pipeline, header: Header, mode: Mode, look: Look) -> View {
+    fn new(pipeline: Pipeline, header: Header, mode: Mode, caps: TermCaps) -> View {
         View {
-            app: App::new(header, mode, look),
+            app: App::new(header, mode, caps),
             rec: Recorder::new(pipeline, None),
         }
     }
@@ -119,7 +119,7 @@ fn replayed(size: (u16, u16)) -> View {
         pipeline,
         header,
         mode,
-        Look {
+        TermCaps {
             ascii: false,
             color: true,
         },
@@ -315,7 +315,7 @@ fn ascii_and_monochrome_rendering() {
         Pipeline::new(&synth().header(), 64, AddrMapper::new(true), None),
         synth().header(),
         Mode::Live { recording: None },
-        Look {
+        TermCaps {
             ascii: true,
             color: false,
         },
@@ -638,7 +638,7 @@ fn replay_errors_are_shown() {
             speed: 1.0,
             total_bytes: 100,
         },
-        Look::default(),
+        TermCaps::default(),
     );
     app.on_replay_end(ReplayEnd {
         end_t: 0,
@@ -707,11 +707,11 @@ fn the_header_shows_pages_evicted_at_the_cap() {
         speed: 0.0,
         total_bytes: 1 << 20,
     };
-    let look = Look {
+    let caps = TermCaps {
         ascii: false,
         color: true,
     };
-    let mut app = View::new(pipeline, header, mode, look);
+    let mut app = View::new(pipeline, header, mode, caps);
     app.on_resize(120, 40);
     let mut end_t = 0;
     s.generate(&mut |item| match item {

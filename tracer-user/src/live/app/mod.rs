@@ -52,18 +52,18 @@ pub enum Mode {
     },
 }
 
-/// Display options.
+/// What the terminal can show: Unicode, colours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Look {
+pub struct TermCaps {
     /// ASCII borders and symbols only (serial consoles, non-UTF-8 locales).
     pub ascii: bool,
     /// Colours (off with NO_COLOR).
     pub color: bool,
 }
 
-impl Default for Look {
+impl Default for TermCaps {
     fn default() -> Self {
-        Look {
+        TermCaps {
             ascii: false,
             color: true,
         }
@@ -266,7 +266,7 @@ pub struct LogLine {
 pub struct App {
     header: Header,
     mode: Mode,
-    look: Look,
+    caps: TermCaps,
 
     screen: Screen,
     focus: Focus,
@@ -317,13 +317,13 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(header: Header, mode: Mode, look: Look) -> Self {
+    pub fn new(header: Header, mode: Mode, caps: TermCaps) -> Self {
         let now_t = header.clock.monotonic_ns;
         let replay = matches!(mode, Mode::Replay { .. }).then(ReplayState::default);
         App {
             header,
             mode,
-            look,
+            caps,
             screen: Screen::Main,
             focus: Focus::Findings,
             overlay: Overlay::None,
@@ -374,8 +374,8 @@ impl App {
         &self.mode
     }
 
-    pub fn look(&self) -> Look {
-        self.look
+    pub fn caps(&self) -> TermCaps {
+        self.caps
     }
 
     pub fn screen(&self) -> Screen {

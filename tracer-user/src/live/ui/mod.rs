@@ -117,8 +117,8 @@ impl Theme {
 /// Draw the whole screen.
 pub fn render(app: &App, src: &Pipeline, f: &mut Frame<'_>) {
     let theme = Theme {
-        color: app.look().color,
-        ascii: app.look().ascii,
+        color: app.caps().color,
+        ascii: app.caps().ascii,
     };
     let size = (f.area().width, f.area().height);
     match app.screen() {
