@@ -96,7 +96,7 @@ struct Output<'a> {
     guest_plan: Option<GuestPlanOut>,
     guest_error: Option<String>,
     guest_summary: Option<&'a report::GuestSummary>,
-    guest: Option<&'a guest::GuestData>,
+    guest: Option<&'a guest::results::GuestData>,
     host: Option<&'a host::HostData>,
 }
 
@@ -166,7 +166,7 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<()> {
         ));
         let mut cfg = VmConfig::new(
             KernelChoice::Pinned(kernel.clone()),
-            Some(vec!["sh".into(), "-c".into(), guest::script(&plan)]),
+            Some(vec!["sh".into(), "-c".into(), guest::shell::script(&plan)]),
         );
         cfg.binaries = binaries;
         cfg.share = Some(share.clone());
@@ -189,7 +189,7 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<()> {
             }
             Err(e) => guest_error = Some(format!("{e:#}")),
         }
-        Some(guest::parse(&share, &plan))
+        Some(guest::results::parse(&share, &plan))
     };
     if let Some(g) = &guest_data
         && !g.complete

@@ -6,7 +6,10 @@ use std::{collections::BTreeSet, fmt::Write as _};
 use serde::Serialize;
 
 use super::{
-    guest::{self, GuestData, Mode},
+    guest::{
+        self, Mode,
+        results::{CapResult, GuestData, Session},
+    },
     host::HostData,
     stats::{self, Spread},
 };
@@ -187,8 +190,8 @@ pub fn summarize_guest(g: &GuestData, plan: &guest::Plan) -> GuestSummary {
         .iter()
         .filter(|m| **m != Mode::Untraced)
         .map(|&mode| {
-            let s: Vec<&guest::Session> = g.sessions.iter().filter(|s| s.mode == mode).collect();
-            let ok: Vec<&&guest::Session> = s
+            let s: Vec<&Session> = g.sessions.iter().filter(|s| s.mode == mode).collect();
+            let ok: Vec<&&Session> = s
                 .iter()
                 .filter(|s| s.status == Some(0) && s.events.is_some())
                 .collect();
@@ -222,7 +225,7 @@ pub fn summarize_guest(g: &GuestData, plan: &guest::Plan) -> GuestSummary {
 }
 
 fn capacity(g: &GuestData) -> Capacity {
-    let ladder: Vec<&guest::CapResult> = g
+    let ladder: Vec<&CapResult> = g
         .capacity
         .iter()
         .filter(|c| c.ring == guest::LADDER_RING)
@@ -236,7 +239,7 @@ fn capacity(g: &GuestData) -> Capacity {
         .last()
         .is_some_and(|c| c.lost == Some(0) && c.status == Some(0));
     let step = |name: &str| g.capacity.iter().find(|c| c.name == name);
-    let definite = |c: Option<&guest::CapResult>| -> BTreeSet<String> {
+    let definite = |c: Option<&CapResult>| -> BTreeSet<String> {
         c.and_then(|c| c.findings.as_ref())
             .map(|f| {
                 f.iter()
@@ -609,7 +612,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::bench::guest::{BpfDelta, CapResult, Plan, Run, workloads};
+    use crate::bench::guest::{
+        Plan,
+        results::{BpfDelta, Run},
+        workloads,
+    };
 
     fn run(rep: usize, mode: Mode, w: &str, per_sec: f64, bpf: Option<BpfDelta>) -> Run {
         Run {
