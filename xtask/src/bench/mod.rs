@@ -226,7 +226,7 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<()> {
     let mut machine = machine(accel, guest_data.as_ref().map(|g| g.kernel_release.clone()));
     machine.load_start = load_start;
     machine.load_end = loadavg();
-    let md = report::markdown(
+    let md = report::table::markdown(
         &goals,
         summary.as_ref().zip(guest_data.as_ref()),
         host_data.as_ref(),
