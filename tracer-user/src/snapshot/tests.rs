@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use refscope_common::{EventKind, flags};
+
 use super::*;
 
 const DEV_PFN: u64 = 0x140000;

@@ -25,10 +25,10 @@
 //! one track nest (lanes never overlap).
 //!
 //! This module holds the exporter's state, the packet framing and the
-//! [`Sink`] that turns events into packets; [`fields`] has the protos'
-//! field numbers and the debug annotations, [`tracks`] the track
-//! descriptors (devices, pages, counters, lanes), [`slices`] the slices,
-//! instants and flows drawn on them.
+//! [`Sink`] that turns events into packets; `fields` has the protos' field
+//! numbers and the debug annotations, `tracks` the track descriptors
+//! (devices, pages, counters, lanes), `slices` the slices, instants and
+//! flows drawn on them.
 
 mod fields;
 mod slices;
