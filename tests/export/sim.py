@@ -68,6 +68,12 @@ class Lifetimes:
     def __init__(self, header):
         g = header["gup_flags"]
         self.foll_pin, self.foll_longterm = g["foll_pin"], g["foll_longterm"]
+        self.pin_bias = g.get("pin_bias", 1024)
+        self.header = header
+        # pfn -> [pins, gets] of holders that exited: still on the page
+        # (nothing put them) until it is freed, or (gets) a refcount proves
+        # them gone.
+        self.orphaned = defaultdict(lambda: [0, 0])
         self.maps = {}  # (mm, vaddr) -> life
         self.pins = defaultdict(list)  # pfn -> [life], oldest first
         self.next_id = 1
@@ -117,7 +123,51 @@ class Lifetimes:
         for k in sorted(hits):
             self._end_map(self.maps.pop(k), why)
 
+    def _reconcile(self, pfn, raw):
+        """FOLL_GET references a refcount proves gone (their put was
+        inline): more gets believed held than the count leaves room for,
+        beyond the idle bias and the pins, end as "reconciled"; taken from
+        the holders by address space, oldest first within one."""
+        lst = self.pins.get(pfn, [])
+        orphaned = self.orphaned.get(pfn, [0, 0])
+        gets = sum(p["left"] for p in lst if not p["pin"]) + orphaned[1]
+        pins = sum(p["left"] for p in lst if p["pin"]) + orphaned[0]
+        if gets == 0:
+            return
+        _, dev = device_of(self.header, pfn)
+        bias = idle_bias(self.header["refcount_model"], dev["pgmap_type"] if dev else "unknown")
+        stale = gets - max(raw - (bias + pins * self.pin_bias), 0)
+        if stale <= 0:
+            return
+        # The exited holders' go first.
+        take = min(orphaned[1], stale)
+        if take:
+            self.orphaned[pfn][1] -= take
+            stale -= take
+        for mm in sorted({p["mm"] for p in lst if not p["pin"]}):
+            for p in [p for p in lst if not p["pin"] and p["mm"] == mm]:
+                if stale <= 0:
+                    break
+                take = min(p["left"], stale)
+                p["left"] -= take
+                stale -= take
+                if p["left"] == 0:
+                    lst.remove(p)
+                    self._end_pin(p, "reconciled")
+        if not lst and pfn in self.pins:
+            del self.pins[pfn]
+
     def apply(self, e):
+        """The count before a call describes the state before the event,
+        the count after it the state after: each is compared there."""
+        k = e["kind"]
+        if k in ("map", "attach_map", "gup_get", "gup_put", "ref_put", "free") and e.get("ref_before") is not None:
+            self._reconcile(e["pfn"], e["ref_before"])
+        self._apply(e)
+        if k in ("map", "attach_map", "gup_get", "gup_put", "ref_put") and e.get("ref_after") is not None:
+            self._reconcile(e["pfn"], e["ref_after"])
+
+    def _apply(self, e):
         k = e["kind"]
         failed = "failed" in e["flags"]
         if k in ("map", "attach_map", "audit_map"):
@@ -136,6 +186,7 @@ class Lifetimes:
                 keep = []
                 for p in self.pins[pfn]:
                     if p["mm"] == e["mm"]:
+                        self.orphaned[pfn][0 if p["pin"] else 1] += p["left"]
                         self._end_pin(p, "holder_exit")
                     else:
                         keep.append(p)
@@ -206,6 +257,7 @@ class Lifetimes:
             if not lst:
                 del self.pins[e["pfn"]]
         elif k == "free":
+            self.orphaned.pop(e["pfn"], None)
             for p in self.pins.pop(e["pfn"], []):
                 self._end_pin(p, "freed")
 

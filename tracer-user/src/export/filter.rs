@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use refscope_common::EventKind;
 use refscope_core::event::Event;
 
-use super::lifetimes::Change;
+use refscope_core::analysis::Change;
 
 /// What to keep.
 #[derive(Clone, Debug, Default)]
@@ -148,10 +148,20 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use refscope_common::HookId;
-    use refscope_core::{event::Hex, model::GupFlagBits};
+    use refscope_core::{
+        analysis::{Analyzer, Settings},
+        event::Hex,
+        model::RefcountModel,
+    };
 
     use super::*;
-    use crate::export::lifetimes::Lifetimes;
+
+    /// Apply `e`; its lifetime changes in `out`.
+    fn apply(an: &mut Analyzer, e: &Event, out: &mut Vec<Change>) {
+        out.clear();
+        an.apply(e);
+        an.take_changes(out);
+    }
 
     fn ev(kind: EventKind, t: u64, pid: u32, pfn: u64) -> Event {
         let mut e = Event::new(kind, HookId::InsertPfn);
@@ -181,31 +191,29 @@ mod tests {
             pid: Some(7),
             ..Filter::default()
         };
-        let mut l = Lifetimes::new(GupFlagBits::default());
+        let mut l = Analyzer::new(Settings::new(RefcountModel::Refcounted));
+        l.track_lifetimes();
         let mut m = ev(EventKind::Map, 1, 7, 0x100);
         m.vaddr = Hex(0x1000);
         let mut out = Vec::new();
-        l.apply(&m, &mut out);
+        apply(&mut l, &m, &mut out);
         assert!(f.event_ok(&m, &out));
         // pid 8 maps too: not selected.
         let mut m8 = ev(EventKind::Map, 2, 8, 0x100);
         m8.vaddr = Hex(0x1000);
-        out.clear();
-        l.apply(&m8, &mut out);
+        apply(&mut l, &m8, &mut out);
         assert!(!f.event_ok(&m8, &out));
         // An unmap by another pid (a kernel thread, say) of pid 7's mm.
         let mut u = ev(EventKind::Unmap, 3, 99, 0);
         u.mm = Hex(0x700);
         u.vaddr = Hex(0x1000);
         u.vaddr_end = Hex(0x2000);
-        out.clear();
-        l.apply(&u, &mut out);
+        apply(&mut l, &u, &mut out);
         assert_eq!(out.len(), 1);
         assert!(f.event_ok(&u, &out), "it ended pid 7's mapping");
         // The same unmap of pid 8's mm: not selected.
         u.mm = Hex(0x800);
-        out.clear();
-        l.apply(&u, &mut out);
+        apply(&mut l, &u, &mut out);
         assert_eq!(out.len(), 1);
         assert!(!f.event_ok(&u, &out));
     }

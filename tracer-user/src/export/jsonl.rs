@@ -21,7 +21,9 @@ use refscope_core::{
     trace::{Footer, Header, Loss, TraceWriter},
 };
 
-use super::{Cx, Sink, lifetimes::Change};
+use refscope_core::analysis::Change;
+
+use super::{Cx, Sink};
 
 pub struct Jsonl<W: Write> {
     w: Option<TraceWriter<W>>,
@@ -54,14 +56,11 @@ impl<W: Write> Jsonl<W> {
 
 impl<W: Write> Sink for Jsonl<W> {
     fn window_open(&mut self, cx: &Cx<'_>, t: u64) -> anyhow::Result<()> {
-        let mut live: Vec<_> = cx
-            .lifetimes
-            .live_maps()
+        let live = cx.analyzer.live_maps();
+        for m in live
+            .into_iter()
             .filter(|m| cx.filter.life_ok(m.pfn, m.order, m.pid))
-            .cloned()
-            .collect();
-        live.sort_by_key(|m| m.id);
-        for m in live {
+        {
             let mut ev = Event::new(EventKind::AttachMap, HookId::Snapshot);
             ev.t = t;
             ev.attach = Attach::Snapshot;

@@ -4,8 +4,9 @@
 //!
 //! One pass reads the trace record by record and feeds each event to the
 //! analysis core (refcounts, the pgmap of each page, findings: the same
-//! ones `refscope report` computes) and to [`lifetimes::Lifetimes`]
-//! (mapping and GUP-reference lifetimes); a [`Sink`] writes what the
+//! ones `refscope report` computes), which also emits the mapping and
+//! GUP-reference lifetimes it pairs (`refscope_core::analysis::lifetimes`);
+//! a [`Sink`] writes what the
 //! [`filter::Filter`] selects. `--rule` needs the findings before the first
 //! event is written, so it adds a first analysis pass over the file.
 //! Memory is the analysis state (pages, live mappings and pins) and the
@@ -13,7 +14,6 @@
 
 pub mod filter;
 pub mod jsonl;
-pub mod lifetimes;
 pub mod parquet;
 pub mod perfetto;
 pub mod proto;
@@ -28,17 +28,13 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use refscope_core::{
-    analysis::{Analyzer, Finding},
+    analysis::{Analyzer, Change, Finding},
     event::Event,
-    model::{PgmapType, idle_bias},
     replay::{Consumer, End, Stop, replay},
     trace::{Footer, Header, Loss, TraceReader},
 };
 
-use self::{
-    filter::Filter,
-    lifetimes::{Change, Lifetimes},
-};
+use self::filter::Filter;
 use crate::{
     cli::{ExportArgs, ExportFormat},
     output::{self, Progress, create_output},
@@ -49,8 +45,8 @@ use crate::{
 /// What a sink sees besides the event.
 pub struct Cx<'a> {
     pub header: &'a Header,
+    /// With lifetimes tracked: `live_maps()` and `live_pins()`.
     pub analyzer: &'a Analyzer,
-    pub lifetimes: &'a Lifetimes,
     pub filter: &'a Filter,
     /// `--until` has passed.
     pub window_closed: bool,
@@ -73,14 +69,10 @@ impl Cx<'_> {
             })
     }
 
-    /// The logical refcount of `pfn` after an event that read `raw`:
-    /// raw `_refcount` minus the idle bias of its device under the model.
-    pub fn logical_ref(&self, pfn: u64, raw: i32) -> i32 {
-        let ty = self
-            .pgmap_index(pfn)
-            .and_then(|i| self.analyzer.pgmaps().get(i))
-            .map_or(PgmapType::Unknown, |g| g.ty);
-        raw - idle_bias(self.header.refcount_model, ty)
+    /// The logical refcount of `pfn` after an event that read one: the
+    /// analysis' (the raw `_refcount` minus its device's idle bias).
+    pub fn logical_ref(&self, pfn: u64) -> Option<i32> {
+        self.analyzer.page(pfn)?.logical_ref
     }
 
     pub fn gup_is_pin(&self, ev: &Event) -> bool {
@@ -151,9 +143,10 @@ pub fn stream<R: BufRead, S: Sink>(
     sink: &mut S,
 ) -> anyhow::Result<Totals> {
     let header = reader.header().clone();
+    let mut analyzer = analyzer_for(&header, 0);
+    analyzer.track_lifetimes();
     let mut x = Exporting {
-        analyzer: analyzer_for(&header, 0),
-        lifetimes: Lifetimes::new(header.gup_flags),
+        analyzer,
         header,
         changes: Vec::new(),
         filter,
@@ -180,12 +173,11 @@ pub fn stream<R: BufRead, S: Sink>(
     })
 }
 
-/// One export pass: the analysis and the lifetimes, fed by the replay,
+/// One export pass: the analysis (and its lifetimes), fed by the replay,
 /// feeding the sink.
 struct Exporting<'a, S> {
     header: Header,
     analyzer: Analyzer,
-    lifetimes: Lifetimes,
     changes: Vec<Change>,
     filter: &'a Filter,
     sink: &'a mut S,
@@ -204,7 +196,6 @@ macro_rules! cx {
         Cx {
             header: &$x.header,
             analyzer: &$x.analyzer,
-            lifetimes: &$x.lifetimes,
             filter: $x.filter,
             window_closed: $x.closed,
         }
@@ -233,7 +224,7 @@ impl<S: Sink> Consumer for Exporting<'_, S> {
         let n0 = self.analyzer.findings().len();
         self.analyzer.apply(ev);
         self.changes.clear();
-        self.lifetimes.apply(ev, &mut self.changes);
+        self.analyzer.take_changes(&mut self.changes);
         let selected = !self.closed && self.filter.event_ok(ev, &self.changes);
         self.selected += u64::from(selected);
         self.sink.event(
@@ -263,7 +254,7 @@ impl<S: Sink> Consumer for Exporting<'_, S> {
         let n0 = self.analyzer.findings().len();
         self.analyzer.finish(end.end_t);
         self.changes.clear();
-        self.lifetimes.finish(&mut self.changes);
+        self.analyzer.take_changes(&mut self.changes);
         self.sink.finish(
             &cx!(self),
             end.end_t,

@@ -28,7 +28,7 @@ use parquet::{
 };
 use refscope_common::EventKind;
 use refscope_core::{
-    analysis::{Analyzer, Finding, GupLabel},
+    analysis::{Analyzer, Change, Finding, GupLabel},
     event::Event,
     model::PgmapType,
     trace::{Footer, Header},
@@ -37,7 +37,6 @@ use refscope_core::{
 use super::{
     Cx, Sink,
     filter::{Filter, is_device_kind, is_page_kind},
-    lifetimes::Change,
 };
 use crate::output::create_output;
 
@@ -242,10 +241,10 @@ impl EventCols {
         );
         self.ref_before.append_option(ev.ref_before);
         self.ref_after.append_option(ev.ref_after);
-        let logical = match (view, ev.ref_after.or(ev.ref_before)) {
-            (Some(_), Some(raw)) => Some(cx.logical_ref(ev.pfn, raw)),
-            _ => None,
-        };
+        let logical = ev
+            .ref_after
+            .or(ev.ref_before)
+            .and_then(|_| cx.logical_ref(ev.pfn));
         self.logical_ref.append_option(logical);
         self.refs.append_value(ev.refs);
         let kind = cx.header.gup_flags.decode(ev.arg_flags.0);

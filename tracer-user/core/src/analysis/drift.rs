@@ -54,6 +54,9 @@ impl Analyzer {
         self.note_drift(&e, DriftKind::Stale, hint);
         self.remove_mapping(key);
         self.unmap_pages(&m);
+        if let Some(l) = &mut self.life {
+            l.map_end(key, End::Audit);
+        }
         self.touch(m.pfn, &e, None);
         for p in &mut self.pending {
             if p.finding.mm == ev.mm && p.finding.vaddr == ev.vaddr {

@@ -87,6 +87,19 @@ impl Analyzer {
                 first_t: ev.t,
             });
         h.longterm |= kind.longterm;
+        if let Some(l) = &mut self.life {
+            l.pin_begin(PinLife {
+                id: 0,
+                pfn,
+                mm: ev.mm.0,
+                t: ev.t,
+                pid: ev.pid,
+                comm: ev.comm,
+                label,
+                refs,
+                left: refs,
+            });
+        }
         let page = self.pages.entry(pfn).or_default();
         if kind.pin {
             h.pins = h.pins.saturating_add(refs);
@@ -119,6 +132,7 @@ impl Analyzer {
         let mut left = refs;
         let mut keys: Vec<u64> = self.holders_of(pfn).map(|(hmm, _)| hmm).collect();
         keys.sort_by_key(|&hmm| hmm != mm);
+        let mark = self.life.as_ref().map_or(0, |l| l.mark());
         for hmm in keys {
             if left == 0 {
                 break;
@@ -133,6 +147,14 @@ impl Analyzer {
             if h.pins == 0 && h.gets == 0 {
                 self.holders.remove(&(pfn, hmm));
             }
+            if let Some(l) = &mut self.life
+                && take > 0
+            {
+                l.pin_release(pfn, hmm, pin, take, End::Released);
+            }
+        }
+        if let Some(l) = &mut self.life {
+            l.sort_pin_ends(mark);
         }
         let released = refs - left;
         if let Some(page) = self.pages.get_mut(&pfn) {
@@ -191,6 +213,9 @@ impl Analyzer {
         let keys: Vec<u64> = self.holders_of(pfn).map(|(mm, _)| mm).collect();
         for mm in keys {
             self.holders.remove(&(pfn, mm));
+        }
+        if let Some(l) = &mut self.life {
+            l.pins_end(Some(pfn), None, End::Freed);
         }
         if let Some(page) = self.pages.get_mut(&pfn) {
             page.pins = 0;

@@ -13,6 +13,7 @@ mod device;
 mod drift;
 mod finding;
 mod gup;
+pub mod lifetimes;
 mod loss;
 mod pages;
 mod raise;
@@ -22,6 +23,8 @@ mod shadow;
 use std::collections::{BTreeMap, HashMap, VecDeque, hash_map::Entry};
 
 pub use finding::{Finding, GupLabel, TimelineEntry};
+use lifetimes::End;
+pub use lifetimes::{Change, MapLife, PinLife};
 pub use loss::{LossTracker, REORDER_WINDOW};
 use raise::{Raise, describe_proc, display_name};
 use refscope_common::{EventKind, HookId, PMD_ORDER, PUD_ORDER, flags};
@@ -326,6 +329,8 @@ pub struct Analyzer {
     /// another tenth of the cap, so a table full of live pages is not
     /// rescanned on every event.
     evict_retry_at: usize,
+    /// Mapping and GUP-reference lifetimes, when asked for.
+    life: Option<Box<lifetimes::LifeLog>>,
 }
 
 impl Analyzer {
@@ -352,6 +357,7 @@ impl Analyzer {
             pud_heads: BTreeMap::new(),
             in_audit: false,
             evict_retry_at: 0,
+            life: None,
         }
     }
 
@@ -401,7 +407,7 @@ impl Analyzer {
             EventKind::GupPut => self.on_release(ev, true),
             EventKind::RefPut => self.on_release(ev, false),
             EventKind::Free => self.on_free(ev),
-            EventKind::Unmap => self.on_unmap(ev),
+            EventKind::Unmap => self.on_unmap(ev, End::Unmap),
             EventKind::MmExit => self.on_mm_exit(ev),
             EventKind::PgmapAdd => self.on_pgmap_add(ev),
             EventKind::PgmapRemove => self.on_pgmap_remove(ev),
@@ -416,6 +422,19 @@ impl Analyzer {
             EventKind::AuditMap => self.on_audit_map(ev),
             EventKind::AuditUnmap => self.on_audit_unmap(ev),
             EventKind::Audit => self.on_audit(ev),
+        }
+        // The count after the call, against the state after the event.
+        if let Some(after) = ev.ref_after
+            && matches!(
+                ev.kind,
+                EventKind::Map
+                    | EventKind::AttachMap
+                    | EventKind::GupGet
+                    | EventKind::GupPut
+                    | EventKind::RefPut
+            )
+        {
+            self.reconcile_gets(ev.pfn, after);
         }
         if self.pages.len() > self.cfg.max_pages && self.pages.len() >= self.evict_retry_at {
             self.evict();
@@ -477,6 +496,9 @@ impl Analyzer {
                 at_attach: false,
                 explanation,
             });
+        }
+        if let Some(l) = &mut self.life {
+            l.finish();
         }
     }
 

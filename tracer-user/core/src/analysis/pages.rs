@@ -53,7 +53,11 @@ impl Analyzer {
         if let Some(r) = ev.ref_after.or(ev.ref_before) {
             page.raw_ref = Some(r);
         }
-        let observed = ev.ref_after.or(ev.ref_before);
+        // The count before the call describes the state before this event
+        // is applied; the count after it, the state after (`apply`
+        // reconciles with that one once the event's own references are
+        // counted: a pin's release must not look like a get gone).
+        let before = ev.ref_before;
         if ev.flags.has(flags::MEMMAP_UNREADABLE) {
             page.page_flags |= PAGE_MEMMAP_GONE;
         }
@@ -80,7 +84,7 @@ impl Analyzer {
                 }
             }
         }
-        if let Some(r) = observed {
+        if let Some(r) = before {
             self.reconcile_gets(pfn, r);
         }
     }
@@ -103,17 +107,28 @@ impl Analyzer {
         if gets_possible >= page.gets {
             return;
         }
-        let mut stale = page.gets - gets_possible;
+        let stale = page.gets - gets_possible;
         page.gets = gets_possible;
         self.stats.gets_reconciled += u64::from(stale);
-        for h in self
+        // References of holders that exited are still counted on the page
+        // (their address space's exit did not put them): those go first,
+        // then the live holders' by address space.
+        let held: u32 = self
             .holders
-            .range_mut((pfn, 0)..=(pfn, u64::MAX))
-            .map(|(_, h)| h)
-        {
+            .range((pfn, 0)..=(pfn, u64::MAX))
+            .map(|(_, h)| h.gets)
+            .sum();
+        let orphaned = (gets_possible + stale).saturating_sub(held);
+        let mut stale = stale.saturating_sub(orphaned);
+        for (&(_, hmm), h) in self.holders.range_mut((pfn, 0)..=(pfn, u64::MAX)) {
             let take = h.gets.min(stale);
             h.gets -= take;
             stale -= take;
+            if let Some(l) = &mut self.life
+                && take > 0
+            {
+                l.pin_release(pfn, hmm, false, take, End::Reconciled);
+            }
         }
         self.holders.retain(|_, h| h.pins > 0 || h.gets > 0);
     }

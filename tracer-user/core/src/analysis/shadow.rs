@@ -42,6 +42,24 @@ impl Analyzer {
             self.map_pages(&mapping, ev.t);
             self.insert_mapping(key, mapping);
             self.stats.mappings_installed += 1;
+            if let Some(l) = &mut self.life {
+                l.map_begin(
+                    key,
+                    MapLife {
+                        id: 0,
+                        mm: ev.mm.0,
+                        vaddr: ev.vaddr.0,
+                        pfn,
+                        order: ev.order,
+                        t: ev.t,
+                        pid: ev.pid,
+                        comm: ev.comm,
+                        at_attach: at_attach || ev.flags.has(flags::AT_ATTACH),
+                        write: ev.flags.has(flags::WRITE),
+                        copied: false,
+                    },
+                );
+            }
         }
 
         let ty = self.page_type(pfn);
@@ -242,7 +260,9 @@ impl Analyzer {
         hits
     }
 
-    pub(super) fn on_unmap(&mut self, ev: &Event) {
+    /// `[vaddr, vaddr_end)` of `mm` unmapped (`why`: an unmap, or the
+    /// address space's exit).
+    pub(super) fn on_unmap(&mut self, ev: &Event, why: End) {
         let (mm, start, end) = (ev.mm.0, ev.vaddr.0, ev.vaddr_end.0);
         if !self.drift_open.is_empty() {
             self.explain_late(DriftKind::Stale, mm, start, end, ev.t, None);
@@ -250,6 +270,9 @@ impl Analyzer {
         for key in self.overlapping(mm, start, end) {
             if let Some(m) = self.remove_mapping(key) {
                 self.unmap_pages(&m);
+                if let Some(l) = &mut self.life {
+                    l.map_end(key, why);
+                }
                 let mut e = ev.clone();
                 e.pfn = m.pfn;
                 e.order = m.order;
@@ -275,6 +298,9 @@ impl Analyzer {
             && let Some(m) = self.remove_mapping(key)
         {
             self.unmap_pages(&m);
+            if let Some(l) = &mut self.life {
+                l.map_end(key, End::PmdSplit);
+            }
             let mut e = ev.clone();
             e.pfn = m.pfn;
             e.order = m.order;
@@ -295,6 +321,9 @@ impl Analyzer {
             let new_va = ev.new_vaddr.0.wrapping_add(va - start);
             if let Some(old) = self.insert_mapping((mm, new_va), m) {
                 self.unmap_pages(&old);
+            }
+            if let Some(l) = &mut self.life {
+                l.map_moved((mm, va), (mm, new_va));
             }
             self.stats.mappings_moved += 1;
         }
@@ -329,6 +358,19 @@ impl Analyzer {
             if let Some(old) = self.insert_mapping((dst, va), copy) {
                 self.unmap_pages(&old);
             }
+            if let Some(l) = &mut self.life
+                && let Some(from) = l.map_at((src, va))
+            {
+                let life = MapLife {
+                    mm: dst,
+                    t: ev.t,
+                    pid: ev.pid,
+                    comm: ev.comm,
+                    copied: true,
+                    ..from.clone()
+                };
+                l.map_begin((dst, va), life);
+            }
             self.stats.mappings_copied += 1;
         }
     }
@@ -337,6 +379,9 @@ impl Analyzer {
     /// parent's context: from now on they are the child's.
     pub(super) fn on_task_new(&mut self, ev: &Event) {
         let mm = ev.mm.0;
+        if let Some(l) = &mut self.life {
+            l.map_owner(mm, ev.pid, ev.comm);
+        }
         for (_, m) in self.mappings.range_mut((mm, 0)..=(mm, u64::MAX)) {
             if m.pid != ev.pid || m.comm != ev.comm {
                 m.pid = ev.pid;
@@ -351,7 +396,10 @@ impl Analyzer {
         let mut range = ev.clone();
         range.vaddr = Hex(0);
         range.vaddr_end = Hex(u64::MAX);
-        self.on_unmap(&range);
+        self.on_unmap(&range, End::MmExit);
+        if let Some(l) = &mut self.life {
+            l.pins_end(None, Some(mm), End::HolderExit);
+        }
 
         let held: Vec<((u64, u64), Holder)> = self
             .holders

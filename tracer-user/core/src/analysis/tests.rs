@@ -474,6 +474,56 @@ fn foll_get_released_inline_is_reconciled_from_the_refcount_and_never_a_leak() {
 }
 
 #[test]
+fn each_refcount_is_compared_with_the_state_it_describes() {
+    // A pin and a get, then the pin's release: its count after the call
+    // (2: idle 1 + the get) is the state after the unpin. Compared with the
+    // state before it (the pin still counted) it would look like the get
+    // had gone inline, and the get's own put would match nothing.
+    let mut t = Trace::new(RefcountModel::IdleOne);
+    t.map(MM_A, VA, BASE, 0, 1);
+    t.gup(EventKind::GupGet, MM_A, BASE, true, 1, 1025);
+    t.gup(EventKind::GupGet, MM_A, BASE, false, 1025, 1026);
+    t.gup(EventKind::GupPut, MM_A, BASE, true, 1026, 2);
+    assert_eq!(t.an.stats().gets_reconciled, 0);
+    assert_eq!(t.an.page(BASE).unwrap().gets, 1);
+    t.put(BASE, 1);
+    assert_eq!(t.an.page(BASE).unwrap().gets, 0);
+    assert_eq!(t.an.stats().unmatched_releases, 0);
+    assert_eq!(t.an.stats().gets_reconciled, 0);
+    // A count before the call is the state before the event: a get seen
+    // with only its entry count is not reconciled away by that count.
+    let mut e = t.ev(EventKind::GupGet, HookId::TryGrabFolio);
+    e.mm = Hex(MM_A);
+    e.pfn = BASE;
+    e.refs = 1;
+    e.arg_flags = Hex(GupFlagBits::default().foll_get);
+    e.ref_before = Some(1);
+    t.apply(e);
+    assert_eq!(t.an.page(BASE).unwrap().gets, 1);
+    assert_eq!(t.an.stats().gets_reconciled, 0);
+}
+
+#[test]
+fn a_reconciled_get_is_first_one_whose_holder_exited() {
+    // MM_A takes a get and exits with it (nothing put it: still on the
+    // page); MM_B takes one. A refcount with room for one get left proves
+    // one gone: the exited holder's, not MM_B's.
+    let mut t = Trace::new(RefcountModel::IdleOne);
+    t.an.track_lifetimes();
+    t.map(MM_B, VA, BASE, 0, 1);
+    t.gup(EventKind::GupGet, MM_A, BASE, false, 1, 2);
+    t.exit(MM_A);
+    t.gup(EventKind::GupGet, MM_B, BASE, false, 2, 3);
+    t.map(MM_B, VA + 0x1000, BASE, 0, 2);
+    assert_eq!(t.an.stats().gets_reconciled, 1);
+    assert_eq!(t.an.page(BASE).unwrap().gets, 1);
+    let held: Vec<u64> = t.an.holders().map(|(&(_, mm), _)| mm).collect();
+    assert_eq!(held, [MM_B]);
+    let live: Vec<u64> = t.an.live_pins().iter().map(|p| p.mm).collect();
+    assert_eq!(live, [MM_B]);
+}
+
+#[test]
 fn foll_get_after_615_is_not_reported_as_leaked() {
     // folio_put is inline on 6.15+: the release of a FOLL_GET is invisible
     // until the page is freed, so an outstanding get is not evidence.

@@ -41,7 +41,7 @@ use std::{
 
 use refscope_common::{EventKind, flags};
 use refscope_core::{
-    analysis::Finding,
+    analysis::{Change, Finding, lifetimes::End},
     event::Event,
     trace::{Footer, Header, Loss},
 };
@@ -51,12 +51,7 @@ use self::fields::{
     P_CLOCK_SNAPSHOT, P_FIRST_ON_SEQ, P_SEQ_FLAGS, P_SEQ_ID, P_TIMESTAMP,
     SEQ_INCREMENTAL_STATE_CLEARED, SEQ_NEEDS_INCREMENTAL_STATE, Val,
 };
-use super::{
-    Cx, Sink,
-    filter::is_page_kind,
-    lifetimes::{Change, End, MapLife, PinLife},
-    proto::Proto,
-};
+use super::{Cx, Sink, filter::is_page_kind, proto::Proto};
 
 /// The one packet sequence of the export.
 pub const SEQ_ID: u64 = 1;
@@ -206,25 +201,16 @@ impl<W: Write> Perfetto<W> {
 
 impl<W: Write> Sink for Perfetto<W> {
     fn window_open(&mut self, cx: &Cx<'_>, t: u64) -> anyhow::Result<()> {
-        let mut maps: Vec<MapLife> = cx
-            .lifetimes
-            .live_maps()
-            .filter(|m| cx.filter.life_ok(m.pfn, m.order, m.pid))
-            .cloned()
-            .collect();
-        maps.sort_by_key(|m| m.id);
-        for m in &maps {
-            self.begin_map(t, cx, m, true)?;
+        // Live ones, oldest first.
+        for m in cx.analyzer.live_maps() {
+            if cx.filter.life_ok(m.pfn, m.order, m.pid) {
+                self.begin_map(t, cx, m, true)?;
+            }
         }
-        let mut pins: Vec<PinLife> = cx
-            .lifetimes
-            .live_pins()
-            .filter(|p| cx.filter.life_ok(p.pfn, 0, p.pid))
-            .cloned()
-            .collect();
-        pins.sort_by_key(|p| p.id);
-        for p in &pins {
-            self.begin_pin(t, cx, p, &[], true)?;
+        for p in cx.analyzer.live_pins() {
+            if cx.filter.life_ok(p.pfn, 0, p.pid) {
+                self.begin_pin(t, cx, p, &[], true)?;
+            }
         }
         Ok(())
     }
@@ -282,8 +268,9 @@ impl<W: Write> Sink for Perfetto<W> {
                     }
                     self.instant(t, track, name, &args)?;
                 }
-                if let Some(raw) = ev.ref_after.or(ev.ref_before) {
-                    let logical = cx.logical_ref(ev.pfn, raw);
+                if ev.ref_after.or(ev.ref_before).is_some()
+                    && let Some(logical) = cx.logical_ref(ev.pfn)
+                {
                     self.counter(t, cx, ev.pfn, logical.into())?;
                 }
             } else if super::filter::is_device_kind(ev.kind) {

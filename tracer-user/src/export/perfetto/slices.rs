@@ -18,10 +18,9 @@ use super::{
         TYPE_SLICE_BEGIN, TYPE_SLICE_END, Val, annotations, flags_true,
     },
 };
-use crate::export::{
-    Cx,
-    lifetimes::{Change, End, MapLife, PinLife},
-};
+use refscope_core::analysis::{Change, MapLife, PinLife, lifetimes::End};
+
+use crate::export::Cx;
 
 impl<W: io::Write> Perfetto<W> {
     pub(super) fn begin_map(
