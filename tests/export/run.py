@@ -3,6 +3,13 @@ fixture and synthetic traces in every format, then check each output with
 an independent reader.
 
     python run.py --refscope BIN --synth BIN --workdir DIR
+    python run.py --refscope BIN --scenarios DIR --workdir DIR
+
+The second form checks every trace a scenario run left under DIR
+(`target/scenarios/*/*/*/t.jsonl`, real kernels' traces) the same way,
+without the filter checks: each export agrees with the analysis (`report
+--json`) and with the independent simulator on mappings, references and
+findings.
 
 Prints one line per check and ends with "N passed, M failed"; exits 1 if
 any failed."""
@@ -61,10 +68,53 @@ def expect(cond, msg):
     return [] if cond else [msg]
 
 
+def core_checks(r, name, trace, scenario=False):
+    """Perfetto (TrackEvent's rules; counts against the simulator and the
+    report), Parquet (read by DuckDB) and an unfiltered JSONL re-export of
+    one trace. Returns the trace's header, events and report."""
+    header, events, _, _ = sim.load(trace)
+    report = r.report(trace)
+    exp = sim.expected(header, events)
+    safe = name.replace("/", "_")
+
+    pf = r.path(f"{safe}.pftrace")
+    r.refscope_run("export", trace, "--format", "perfetto", "-o", pf)
+    packets = check_perfetto.decode(pf)
+    r.case(f"{name}: perfetto follows TrackEvent's rules", lambda: check_perfetto.check_rules(packets, header))
+    summary = check_perfetto.summarize(packets)
+    r.case(f"{name}: perfetto tracks, slices, counters and flows match the trace",
+           lambda: check_perfetto.check_counts(summary, exp, report))
+    if name == "fixture":
+        # Hand-computed ground truth for the fixture (tests/export/fixture.jsonl).
+        fixture_truth = {"tracks": 15, "map_slices": 3, "pin_slices": 3, "counters": 9, "flows": 2,
+                         "findings": 9, "instants": 14}
+
+        def truth():
+            s = summary
+            got = {"tracks": len({p.track_descriptor.uuid for p in packets if p.HasField("track_descriptor")}),
+                   "map_slices": s["map_slices"], "pin_slices": s["pin_slices"],
+                   "counters": sum(map(len, s["counters"].values())), "flows": s["flows"],
+                   "findings": len(s["findings"]), "instants": sum(s["instants"].values())}
+            return expect(got == fixture_truth, f"fixture: {got} != hand-computed {fixture_truth}")
+        r.case("fixture: perfetto matches the hand-computed counts", truth)
+
+    pq = r.path(f"{safe}.parquet")
+    r.refscope_run("export", trace, "--format", "parquet", "-o", pq)
+    r.case(f"{name}: parquet read by DuckDB; SQL reproduces zero_ref_mapping",
+           lambda: check_parquet.check(pq, header, events, report, need_zero_ref=not scenario))
+
+    js = r.path(f"{safe}.export.jsonl")
+    r.refscope_run("export", trace, "--format", "jsonl", "-o", js)
+    r.case(f"{name}: unfiltered jsonl gives the same report",
+           lambda: expect(r.report(js) == report, "report of the exported trace differs"))
+    return header, events, report
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--refscope", required=True)
-    ap.add_argument("--synth", required=True)
+    ap.add_argument("--synth")
+    ap.add_argument("--scenarios", help="check the traces of a scenario run under this directory")
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--events", type=int, default=30000)
     a = ap.parse_args()
@@ -72,47 +122,29 @@ def main():
     os.makedirs(a.workdir)
     r = Runner(a.refscope, a.synth, a.workdir)
 
+    if a.scenarios:
+        traces = {}
+        for root, _, files in os.walk(a.scenarios):
+            if "t.jsonl" in files:
+                traces[os.path.relpath(root, a.scenarios)] = os.path.join(root, "t.jsonl")
+        if not traces:
+            print(f"FAIL no scenario trace (t.jsonl) under {a.scenarios}: run the scenarios first")
+            sys.exit(1)
+        for name, trace in sorted(traces.items()):
+            core_checks(r, name, trace, scenario=True)
+        print(f"export: {r.passed} passed, {r.failed} failed")
+        sys.exit(1 if r.failed else 0)
+    if not a.synth:
+        ap.error("--synth is needed unless --scenarios is given")
+
     traces = {"fixture": FIXTURE}
     for model in ("idle_one", "refcounted"):
         path = r.path(f"synth-{model}.jsonl")
         subprocess.run([a.synth, "--events", str(a.events), "--seed", "7", "--model", model, "-o", path], check=True)
         traces[f"synth-{model}"] = path
 
-    # Hand-computed ground truth for the fixture (tests/export/fixture.jsonl).
-    fixture_truth = {"tracks": 15, "map_slices": 3, "pin_slices": 3, "counters": 9, "flows": 2,
-                     "findings": 9, "instants": 14}
-
     for name, trace in traces.items():
-        header, events, _, _ = sim.load(trace)
-        report = r.report(trace)
-        exp = sim.expected(header, events)
-
-        pf = r.path(f"{name}.pftrace")
-        r.refscope_run("export", trace, "--format", "perfetto", "-o", pf)
-        packets = check_perfetto.decode(pf)
-        r.case(f"{name}: perfetto follows TrackEvent's rules", lambda: check_perfetto.check_rules(packets, header))
-        summary = check_perfetto.summarize(packets)
-        r.case(f"{name}: perfetto tracks, slices, counters and flows match the trace",
-               lambda: check_perfetto.check_counts(summary, exp, report))
-        if name == "fixture":
-            def truth():
-                s = summary
-                got = {"tracks": len({p.track_descriptor.uuid for p in packets if p.HasField("track_descriptor")}),
-                       "map_slices": s["map_slices"], "pin_slices": s["pin_slices"],
-                       "counters": sum(map(len, s["counters"].values())), "flows": s["flows"],
-                       "findings": len(s["findings"]), "instants": sum(s["instants"].values())}
-                return expect(got == fixture_truth, f"fixture: {got} != hand-computed {fixture_truth}")
-            r.case("fixture: perfetto matches the hand-computed counts", truth)
-
-        pq = r.path(f"{name}.parquet")
-        r.refscope_run("export", trace, "--format", "parquet", "-o", pq)
-        r.case(f"{name}: parquet read by DuckDB; SQL reproduces zero_ref_mapping",
-               lambda: check_parquet.check(pq, header, events, report))
-
-        js = r.path(f"{name}.export.jsonl")
-        r.refscope_run("export", trace, "--format", "jsonl", "-o", js)
-        r.case(f"{name}: unfiltered jsonl gives the same report",
-               lambda: expect(r.report(js) == report, "report of the exported trace differs"))
+        header, events, report = core_checks(r, name, trace)
 
         # Filters: a pfn range and a time window.
         t0 = header["clock"]["monotonic_ns"]

@@ -67,6 +67,8 @@ pub fn run_test(opts: &Options) -> anyhow::Result<()> {
 
     scenarios_group(&mut outcomes);
 
+    scenario_export_group(&mut outcomes);
+
     summary(&outcomes)
 }
 
@@ -112,7 +114,34 @@ fn export_group(outcomes: &mut Vec<Outcome>) {
     });
 }
 
+/// Group "scenario exports": every trace the scenario group just recorded
+/// on real kernels, exported in every format and checked like the
+/// synthetic ones: each export agrees with the analysis (`report --json`)
+/// and with the independent simulator on mappings, references, counters
+/// and findings.
+fn scenario_export_group(outcomes: &mut Vec<Outcome>) {
+    step("export tests on the scenario traces (group scenario exports)");
+    let t = Instant::now();
+    let dir = crate::util::target_dir().join("scenarios");
+    let result = export_tests_with(
+        &["--scenarios".as_ref(), dir.as_os_str()],
+        "scenario-export-tests",
+    );
+    outcomes.push(Outcome {
+        name: "exports of the scenario traces".into(),
+        ok: result.is_ok(),
+        detail: result.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+        secs: t.elapsed().as_secs_f64(),
+    });
+}
+
 fn export_tests() -> anyhow::Result<()> {
+    let synth = crate::util::release_dir().join("examples/synth_events");
+    export_tests_with(&["--synth".as_ref(), synth.as_os_str()], "export-tests")
+}
+
+/// tests/export/run.py with `args` (what to check), in `target/<work>`.
+fn export_tests_with(args: &[&std::ffi::OsStr], work: &str) -> anyhow::Result<()> {
     use anyhow::Context as _;
 
     use crate::util::{output, run, workspace_root};
@@ -152,10 +181,9 @@ fn export_tests() -> anyhow::Result<()> {
         .arg(root.join("tests/export/run.py"))
         .arg("--refscope")
         .arg(bin.join("refscope"))
-        .arg("--synth")
-        .arg(bin.join("examples/synth_events"))
+        .args(args)
         .arg("--workdir")
-        .arg(crate::util::target_dir().join("export-tests")))
+        .arg(crate::util::target_dir().join(work)))
 }
 
 /// Group "demo": the README's first command, `cargo xtask demo`, on the
