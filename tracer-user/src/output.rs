@@ -247,46 +247,33 @@ pub fn loss_line(l: &refscope_core::trace::Loss) -> String {
 
 /// A progress line on stderr while a large trace (over 64 MiB) is read on a
 /// terminal: `refscope: <verb> NN% (done / total MiB)`, at most five
-/// updates a second, erased when done.
-pub struct Progress {
-    verb: &'static str,
-    total: u64,
-    enabled: bool,
-    last: std::time::Instant,
-    shown: bool,
-}
+/// updates a second, erased when done. Hidden when stderr is not a terminal.
+pub struct Progress(Option<indicatif::ProgressBar>);
 
 impl Progress {
     pub fn new(verb: &'static str, total: u64) -> Self {
-        // SAFETY: isatty has no preconditions.
-        let tty = unsafe { libc::isatty(2) } == 1;
-        Progress {
-            verb,
-            total,
-            enabled: tty && total > 64 << 20,
-            last: std::time::Instant::now(),
-            shown: false,
+        if total <= 64 << 20 {
+            return Progress(None);
         }
+        let target = indicatif::ProgressDrawTarget::stderr_with_hz(5);
+        let style = indicatif::ProgressStyle::with_template(&format!(
+            "refscope: {verb} {{percent:>3}}% ({{binary_bytes}} / {{binary_total_bytes}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        Progress(Some(
+            indicatif::ProgressBar::with_draw_target(Some(total), target).with_style(style),
+        ))
     }
 
     pub fn update(&mut self, done: u64) {
-        if !self.enabled || self.last.elapsed() < std::time::Duration::from_millis(200) {
-            return;
+        if let Some(bar) = &self.0 {
+            bar.set_position(done);
         }
-        self.last = std::time::Instant::now();
-        self.shown = true;
-        eprint!(
-            "\rrefscope: {} {:>3}% ({} / {} MiB)",
-            self.verb,
-            done * 100 / self.total.max(1),
-            done >> 20,
-            self.total >> 20
-        );
     }
 
     pub fn done(&mut self) {
-        if self.shown {
-            eprint!("\r{:60}\r", "");
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
         }
     }
 }
