@@ -45,13 +45,13 @@ pub enum DecodeError {
 
 /// A decoded record: the kernel's event and its stack (if any).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Raw {
+pub struct RawRecord {
     pub event: RawEvent,
     pub frames: Vec<u64>,
 }
 
 /// Decode one ring-buffer record.
-pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<RawRecord, DecodeError> {
     if bytes.len() < size_of::<RawEvent>() {
         return Err(DecodeError::Short(bytes.len()));
     }
@@ -73,7 +73,7 @@ pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
         let n = (rec.nr_frames as usize).min(STACK_DEPTH);
         frames.extend(rec.frames[..n].iter().copied().filter(|&f| f != 0));
     }
-    Ok(Raw { event, frames })
+    Ok(RawRecord { event, frames })
 }
 
 /// Turn a decoded record into a trace event. `id` maps kernel addresses
@@ -82,7 +82,7 @@ pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
 /// drops the frame: BPF programs and trampolines are not worth showing,
 /// and a kernel address is never written raw).
 pub fn to_event(
-    raw: &Raw,
+    raw: &RawRecord,
     mut id: impl FnMut(u64) -> u64,
     symbolize: impl Fn(u64) -> Option<String>,
 ) -> Event {

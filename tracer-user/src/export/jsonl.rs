@@ -23,7 +23,7 @@ use refscope_core::{
 
 use refscope_core::analysis::Change;
 
-use super::{Cx, Sink};
+use super::{Context, Format};
 
 pub struct Jsonl<W: Write> {
     w: Option<TraceWriter<W>>,
@@ -54,8 +54,8 @@ impl<W: Write> Jsonl<W> {
     }
 }
 
-impl<W: Write> Sink for Jsonl<W> {
-    fn window_open(&mut self, cx: &Cx<'_>, t: u64) -> anyhow::Result<()> {
+impl<W: Write> Format for Jsonl<W> {
+    fn window_open(&mut self, cx: &Context<'_>, t: u64) -> anyhow::Result<()> {
         let live = cx.analyzer.live_maps();
         for m in live
             .into_iter()
@@ -81,13 +81,13 @@ impl<W: Write> Sink for Jsonl<W> {
         Ok(())
     }
 
-    fn window_close(&mut self, _cx: &Cx<'_>, _t: u64) -> anyhow::Result<()> {
+    fn window_close(&mut self, _cx: &Context<'_>, _t: u64) -> anyhow::Result<()> {
         Ok(())
     }
 
     fn event(
         &mut self,
-        _cx: &Cx<'_>,
+        _cx: &Context<'_>,
         ev: &Event,
         _changes: &[Change],
         selected: bool,
@@ -117,7 +117,7 @@ impl<W: Write> Sink for Jsonl<W> {
         Ok(())
     }
 
-    fn loss(&mut self, cx: &Cx<'_>, loss: &Loss) -> anyhow::Result<()> {
+    fn loss(&mut self, cx: &Context<'_>, loss: &Loss) -> anyhow::Result<()> {
         // Losses matter to every page (they make findings uncertain).
         let f = cx.filter;
         let overlaps =
@@ -128,7 +128,7 @@ impl<W: Write> Sink for Jsonl<W> {
         Ok(())
     }
 
-    fn live_finding(&mut self, cx: &Cx<'_>, f: &Finding) -> anyhow::Result<()> {
+    fn live_finding(&mut self, cx: &Context<'_>, f: &Finding) -> anyhow::Result<()> {
         if cx.finding_ok(f) {
             self.writer()?.finding(f)?;
         }
@@ -137,7 +137,7 @@ impl<W: Write> Sink for Jsonl<W> {
 
     fn finish(
         &mut self,
-        cx: &Cx<'_>,
+        cx: &Context<'_>,
         end_t: u64,
         _changes: &[Change],
         _findings: &[Finding],

@@ -6,7 +6,7 @@
 //! analysis core (refcounts, the pgmap of each page, findings: the same
 //! ones `refscope report` computes), which also emits the mapping and
 //! GUP-reference lifetimes it pairs (`refscope_core::analysis::lifetimes`);
-//! a [`Sink`] writes what the
+//! a [`Format`] writes what the
 //! [`filter::Filter`] selects. `--rule` needs the findings before the first
 //! event is written, so it adds a first analysis pass over the file.
 //! Memory is the analysis state (pages, live mappings and pins) and the
@@ -42,8 +42,8 @@ use crate::{
     report,
 };
 
-/// What a sink sees besides the event.
-pub struct Cx<'a> {
+/// What a format sees besides the event.
+pub struct Context<'a> {
     pub header: &'a Header,
     /// With lifetimes tracked: `live_maps()` and `live_pins()`.
     pub analyzer: &'a Analyzer,
@@ -52,7 +52,7 @@ pub struct Cx<'a> {
     pub window_closed: bool,
 }
 
-impl Cx<'_> {
+impl Context<'_> {
     /// Index in `analyzer.pgmaps()` of the device of `pfn`: the page's own
     /// when the analysis knows it, else the device whose range holds it
     /// (the analysis leaves the pages under a PMD mapping without one).
@@ -87,34 +87,34 @@ impl Cx<'_> {
 }
 
 /// An export format.
-pub trait Sink {
+pub trait Format {
     /// The first event at or after `--since` is next: lifetimes live now
     /// start in the export at `t`.
-    fn window_open(&mut self, cx: &Cx<'_>, t: u64) -> anyhow::Result<()>;
+    fn window_open(&mut self, cx: &Context<'_>, t: u64) -> anyhow::Result<()>;
     /// `--until` was reached at `t`.
-    fn window_close(&mut self, cx: &Cx<'_>, t: u64) -> anyhow::Result<()>;
+    fn window_close(&mut self, cx: &Context<'_>, t: u64) -> anyhow::Result<()>;
     /// One event (already applied), the lifetime changes it made, whether
     /// the filter selects it, and the findings it raised.
     fn event(
         &mut self,
-        cx: &Cx<'_>,
+        cx: &Context<'_>,
         ev: &Event,
         changes: &[Change],
         selected: bool,
         findings: &[Finding],
     ) -> anyhow::Result<()>;
-    fn loss(&mut self, _cx: &Cx<'_>, _loss: &Loss) -> anyhow::Result<()> {
+    fn loss(&mut self, _cx: &Context<'_>, _loss: &Loss) -> anyhow::Result<()> {
         Ok(())
     }
     /// A finding record of the input (as reported live).
-    fn live_finding(&mut self, _cx: &Cx<'_>, _f: &Finding) -> anyhow::Result<()> {
+    fn live_finding(&mut self, _cx: &Context<'_>, _f: &Finding) -> anyhow::Result<()> {
         Ok(())
     }
     /// End of the trace at `end_t`: lifetimes still live end (`changes`),
     /// `findings` were raised at the end; `cx.analyzer.findings()` has all.
     fn finish(
         &mut self,
-        cx: &Cx<'_>,
+        cx: &Context<'_>,
         end_t: u64,
         changes: &[Change],
         findings: &[Finding],
@@ -135,12 +135,12 @@ pub struct Totals {
     pub truncated_at: Option<u64>,
 }
 
-/// Stream `reader` through the analysis into `sink`.
-pub fn stream<R: BufRead, S: Sink>(
+/// Stream `reader` through the analysis into `format`.
+pub fn stream<R: BufRead, S: Format>(
     mut reader: TraceReader<R>,
     size: u64,
     filter: &Filter,
-    sink: &mut S,
+    format: &mut S,
 ) -> anyhow::Result<Totals> {
     let header = reader.header().clone();
     let mut analyzer = analyzer_for(&header, 0);
@@ -150,7 +150,7 @@ pub fn stream<R: BufRead, S: Sink>(
         header,
         changes: Vec::new(),
         filter,
-        sink,
+        format,
         progress: Progress::new("exporting", size),
         selected: 0,
         opened: filter.since.is_none(),
@@ -174,13 +174,13 @@ pub fn stream<R: BufRead, S: Sink>(
 }
 
 /// One export pass: the analysis (and its lifetimes), fed by the replay,
-/// feeding the sink.
+/// feeding the format.
 struct Exporting<'a, S> {
     header: Header,
     analyzer: Analyzer,
     changes: Vec<Change>,
     filter: &'a Filter,
-    sink: &'a mut S,
+    format: &'a mut S,
     progress: Progress,
     selected: u64,
     /// `--since` has passed (or there is none).
@@ -189,11 +189,11 @@ struct Exporting<'a, S> {
     closed: bool,
 }
 
-/// The sink's view of an [`Exporting`] (fields, so the sink stays
+/// The format's view of an [`Exporting`] (fields, so the format stays
 /// borrowable).
-macro_rules! cx {
+macro_rules! context {
     ($x:expr) => {
-        Cx {
+        Context {
             header: &$x.header,
             analyzer: &$x.analyzer,
             filter: $x.filter,
@@ -202,7 +202,7 @@ macro_rules! cx {
     };
 }
 
-impl<S: Sink> Consumer for Exporting<'_, S> {
+impl<S: Format> Consumer for Exporting<'_, S> {
     type Error = anyhow::Error;
 
     fn event(&mut self, ev: Box<Event>) -> anyhow::Result<()> {
@@ -212,14 +212,14 @@ impl<S: Sink> Consumer for Exporting<'_, S> {
             && ev.t >= since
         {
             self.opened = true;
-            self.sink.window_open(&cx!(self), since)?;
+            self.format.window_open(&context!(self), since)?;
         }
         if let Some(until) = self.filter.until
             && !self.closed
             && ev.t >= until
         {
             self.closed = true;
-            self.sink.window_close(&cx!(self), until)?;
+            self.format.window_close(&context!(self), until)?;
         }
         let n0 = self.analyzer.findings().len();
         self.analyzer.apply(ev);
@@ -227,8 +227,8 @@ impl<S: Sink> Consumer for Exporting<'_, S> {
         self.analyzer.take_changes(&mut self.changes);
         let selected = !self.closed && self.filter.event_ok(ev, &self.changes);
         self.selected += u64::from(selected);
-        self.sink.event(
-            &cx!(self),
+        self.format.event(
+            &context!(self),
             ev,
             &self.changes,
             selected,
@@ -238,11 +238,11 @@ impl<S: Sink> Consumer for Exporting<'_, S> {
 
     fn loss(&mut self, loss: &Loss) -> anyhow::Result<()> {
         self.analyzer.apply_loss(loss);
-        self.sink.loss(&cx!(self), loss)
+        self.format.loss(&context!(self), loss)
     }
 
     fn live_finding(&mut self, f: &Finding) -> anyhow::Result<()> {
-        self.sink.live_finding(&cx!(self), f)
+        self.format.live_finding(&context!(self), f)
     }
 
     fn progress(&mut self, bytes: u64) -> anyhow::Result<()> {
@@ -255,8 +255,8 @@ impl<S: Sink> Consumer for Exporting<'_, S> {
         self.analyzer.finish(end.end_t);
         self.changes.clear();
         self.analyzer.take_changes(&mut self.changes);
-        self.sink.finish(
-            &cx!(self),
+        self.format.finish(
+            &context!(self),
             end.end_t,
             &self.changes,
             &self.analyzer.findings()[n0..],
@@ -359,13 +359,13 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         ExportFormat::Perfetto => {
             let file = create_output(out, args.force)?;
             let mut cleanup = Cleanup(vec![out.clone()]);
-            let mut sink =
+            let mut format =
                 perfetto::Perfetto::new(BufWriter::with_capacity(1 << 20, file), &header)
                     .with_context(|| format!("cannot write {}", out.display()))?;
-            let totals = stream(reader, size, &filter, &mut sink)
+            let totals = stream(reader, size, &filter, &mut format)
                 .with_context(|| format!("exporting to {}", out.display()))?;
             cleanup.0.clear();
-            let s = &sink.stats;
+            let s = &format.stats;
             let what = format!(
                 "{} tracks, {} slices, {} counter samples, {} instants, {} flows, {} findings",
                 s.tracks, s.slices, s.counters, s.instants, s.flows, s.findings
@@ -384,11 +384,11 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             let made = fs::symlink_metadata(out).is_err();
             let dir = parquet::prepare_dir(out)?;
             let mut dir_cleanup = CleanupDir(made.then(|| dir.clone()));
-            let mut sink = parquet::ParquetSink::create(&dir, args.force, &header, &filter)?;
-            let mut cleanup = Cleanup(sink.paths());
-            let totals = stream(reader, size, &filter, &mut sink)
+            let mut format = parquet::ParquetFormat::create(&dir, args.force, &header, &filter)?;
+            let mut cleanup = Cleanup(format.paths());
+            let totals = stream(reader, size, &filter, &mut format)
                 .with_context(|| format!("exporting to {}", out.display()))?;
-            let (events, findings) = sink.close()?;
+            let (events, findings) = format.close()?;
             cleanup.0.clear();
             dir_cleanup.0 = None;
             (
@@ -402,12 +402,12 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         ExportFormat::Jsonl => {
             let file = create_output(out, args.force)?;
             let mut cleanup = Cleanup(vec![out.clone()]);
-            let mut sink = jsonl::Jsonl::new(BufWriter::with_capacity(1 << 20, file), &header)
+            let mut format = jsonl::Jsonl::new(BufWriter::with_capacity(1 << 20, file), &header)
                 .with_context(|| format!("cannot write {}", out.display()))?;
-            let totals = stream(reader, size, &filter, &mut sink)
+            let totals = stream(reader, size, &filter, &mut format)
                 .with_context(|| format!("exporting to {}", out.display()))?;
             cleanup.0.clear();
-            let what = format!("{} events", sink.written());
+            let what = format!("{} events", format.written());
             (totals, what)
         }
     };
@@ -438,10 +438,10 @@ mod tests {
     fn perfetto(filter: &Filter) -> (perfetto::Stats, Vec<u8>, Totals) {
         let (reader, size) = open(&fixture()).unwrap();
         let header = reader.header().clone();
-        let mut sink = perfetto::Perfetto::new(Vec::new(), &header).unwrap();
-        let totals = stream(reader, size, filter, &mut sink).unwrap();
-        let stats = sink.stats.clone();
-        (stats, sink.into_inner(), totals)
+        let mut format = perfetto::Perfetto::new(Vec::new(), &header).unwrap();
+        let totals = stream(reader, size, filter, &mut format).unwrap();
+        let stats = format.stats.clone();
+        (stats, format.into_inner(), totals)
     }
 
     #[test]
@@ -506,16 +506,16 @@ mod tests {
         let (reader, size) = open(&fixture()).unwrap();
         let header = reader.header().clone();
         struct Collect(Vec<Finding>);
-        impl Sink for Collect {
-            fn window_open(&mut self, _: &Cx<'_>, _: u64) -> anyhow::Result<()> {
+        impl Format for Collect {
+            fn window_open(&mut self, _: &Context<'_>, _: u64) -> anyhow::Result<()> {
                 Ok(())
             }
-            fn window_close(&mut self, _: &Cx<'_>, _: u64) -> anyhow::Result<()> {
+            fn window_close(&mut self, _: &Context<'_>, _: u64) -> anyhow::Result<()> {
                 Ok(())
             }
             fn event(
                 &mut self,
-                _: &Cx<'_>,
+                _: &Context<'_>,
                 _: &Event,
                 _: &[Change],
                 _: bool,
@@ -525,7 +525,7 @@ mod tests {
             }
             fn finish(
                 &mut self,
-                cx: &Cx<'_>,
+                cx: &Context<'_>,
                 _: u64,
                 _: &[Change],
                 _: &[Finding],

@@ -35,7 +35,7 @@ use refscope_core::{
 };
 
 use super::{
-    Cx, Sink,
+    Context, Format,
     filter::{Filter, is_device_kind, is_page_kind},
 };
 use crate::output::create_output;
@@ -192,7 +192,7 @@ fn attach_str(a: refscope_core::event::Attach) -> &'static str {
 }
 
 impl EventCols {
-    fn push(&mut self, cx: &Cx<'_>, ev: &Event) {
+    fn push(&mut self, cx: &Context<'_>, ev: &Event) {
         let a = cx.analyzer;
         let clock = cx.header.clock;
         self.rows += 1;
@@ -388,7 +388,7 @@ fn properties(header: &Header, filter: &Filter, table: &str) -> anyhow::Result<W
         .build())
 }
 
-pub struct ParquetSink {
+pub struct ParquetFormat {
     dir: PathBuf,
     events: Option<ArrowWriter<File>>,
     findings: Option<ArrowWriter<File>>,
@@ -398,7 +398,7 @@ pub struct ParquetSink {
     finding_rows: u64,
 }
 
-impl ParquetSink {
+impl ParquetFormat {
     pub fn create(
         dir: &Path,
         force: bool,
@@ -426,7 +426,7 @@ impl ParquetSink {
             findings_schema(),
             Some(properties(header, filter, "findings")?),
         )?;
-        Ok(ParquetSink {
+        Ok(ParquetFormat {
             dir: dir.to_path_buf(),
             events: Some(events),
             findings: Some(findings),
@@ -465,18 +465,18 @@ impl ParquetSink {
     }
 }
 
-impl Sink for ParquetSink {
-    fn window_open(&mut self, _cx: &Cx<'_>, _t: u64) -> anyhow::Result<()> {
+impl Format for ParquetFormat {
+    fn window_open(&mut self, _cx: &Context<'_>, _t: u64) -> anyhow::Result<()> {
         Ok(())
     }
 
-    fn window_close(&mut self, _cx: &Cx<'_>, _t: u64) -> anyhow::Result<()> {
+    fn window_close(&mut self, _cx: &Context<'_>, _t: u64) -> anyhow::Result<()> {
         Ok(())
     }
 
     fn event(
         &mut self,
-        cx: &Cx<'_>,
+        cx: &Context<'_>,
         ev: &Event,
         _changes: &[Change],
         selected: bool,
@@ -495,7 +495,7 @@ impl Sink for ParquetSink {
 
     fn finish(
         &mut self,
-        cx: &Cx<'_>,
+        cx: &Context<'_>,
         _end_t: u64,
         _changes: &[Change],
         _findings: &[Finding],
@@ -512,6 +512,6 @@ impl Sink for ParquetSink {
     }
 }
 
-fn selected_findings<'a>(a: &'a Analyzer, cx: &Cx<'_>) -> Vec<&'a Finding> {
+fn selected_findings<'a>(a: &'a Analyzer, cx: &Context<'_>) -> Vec<&'a Finding> {
     a.findings().iter().filter(|f| cx.finding_ok(f)).collect()
 }

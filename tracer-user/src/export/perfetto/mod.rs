@@ -25,7 +25,7 @@
 //! one track nest (lanes never overlap).
 //!
 //! This module holds the exporter's state, the packet framing and the
-//! [`Sink`] that turns events into packets; `fields` has the protos' field
+//! [`Format`] that turns events into packets; `fields` has the protos' field
 //! numbers and the debug annotations, `tracks` the track descriptors
 //! (devices, pages, counters, lanes), `slices` the slices, instants and
 //! flows drawn on them.
@@ -51,7 +51,7 @@ use self::fields::{
     P_CLOCK_SNAPSHOT, P_FIRST_ON_SEQ, P_SEQ_FLAGS, P_SEQ_ID, P_TIMESTAMP,
     SEQ_INCREMENTAL_STATE_CLEARED, SEQ_NEEDS_INCREMENTAL_STATE, Val,
 };
-use super::{Cx, Sink, filter::is_page_kind, proto::Proto};
+use super::{Context, Format, filter::is_page_kind, proto::Proto};
 
 /// The one packet sequence of the export.
 pub const SEQ_ID: u64 = 1;
@@ -155,7 +155,7 @@ impl<W: Write> Perfetto<W> {
         Ok(p)
     }
 
-    /// The output (after [`Sink::finish`]).
+    /// The output (after [`Format::finish`]).
     pub fn into_inner(self) -> W {
         self.out
     }
@@ -199,8 +199,8 @@ impl<W: Write> Perfetto<W> {
     }
 }
 
-impl<W: Write> Sink for Perfetto<W> {
-    fn window_open(&mut self, cx: &Cx<'_>, t: u64) -> anyhow::Result<()> {
+impl<W: Write> Format for Perfetto<W> {
+    fn window_open(&mut self, cx: &Context<'_>, t: u64) -> anyhow::Result<()> {
         // Live ones, oldest first.
         for m in cx.analyzer.live_maps() {
             if cx.filter.life_ok(m.pfn, m.order, m.pid) {
@@ -215,7 +215,7 @@ impl<W: Write> Sink for Perfetto<W> {
         Ok(())
     }
 
-    fn window_close(&mut self, _cx: &Cx<'_>, t: u64) -> anyhow::Result<()> {
+    fn window_close(&mut self, _cx: &Context<'_>, t: u64) -> anyhow::Result<()> {
         let mut ids: Vec<u64> = self.open.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -226,7 +226,7 @@ impl<W: Write> Sink for Perfetto<W> {
 
     fn event(
         &mut self,
-        cx: &Cx<'_>,
+        cx: &Context<'_>,
         ev: &Event,
         changes: &[Change],
         selected: bool,
@@ -327,7 +327,7 @@ impl<W: Write> Sink for Perfetto<W> {
         Ok(())
     }
 
-    fn loss(&mut self, cx: &Cx<'_>, loss: &Loss) -> anyhow::Result<()> {
+    fn loss(&mut self, cx: &Context<'_>, loss: &Loss) -> anyhow::Result<()> {
         if cx.window_closed || !cx.filter.time_ok(loss.first_t) {
             return Ok(());
         }
@@ -347,7 +347,7 @@ impl<W: Write> Sink for Perfetto<W> {
 
     fn finish(
         &mut self,
-        cx: &Cx<'_>,
+        cx: &Context<'_>,
         end_t: u64,
         changes: &[Change],
         findings: &[Finding],

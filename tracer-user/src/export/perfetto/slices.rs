@@ -20,13 +20,13 @@ use super::{
 };
 use refscope_core::analysis::{Change, MapLife, PinLife, lifetimes::End};
 
-use crate::export::Cx;
+use crate::export::Context;
 
 impl<W: io::Write> Perfetto<W> {
     pub(super) fn begin_map(
         &mut self,
         t: u64,
-        cx: &Cx<'_>,
+        cx: &Context<'_>,
         m: &MapLife,
         clipped: bool,
     ) -> io::Result<()> {
@@ -79,7 +79,7 @@ impl<W: io::Write> Perfetto<W> {
     pub(super) fn begin_pin(
         &mut self,
         t: u64,
-        cx: &Cx<'_>,
+        cx: &Context<'_>,
         p: &PinLife,
         stack: &[String],
         clipped: bool,
@@ -171,7 +171,7 @@ impl<W: io::Write> Perfetto<W> {
         self.flush_packet()
     }
 
-    pub(super) fn finding(&mut self, t: u64, cx: &Cx<'_>, f: &Finding) -> io::Result<()> {
+    pub(super) fn finding(&mut self, t: u64, cx: &Context<'_>, f: &Finding) -> io::Result<()> {
         let track = self.page_track(t, cx, f.pfn)?;
         let comm = f.comm.as_str();
         // The name says rule and severity, the track the page.
@@ -204,7 +204,7 @@ impl<W: io::Write> Perfetto<W> {
 
     pub(super) fn apply_changes(
         &mut self,
-        cx: &Cx<'_>,
+        cx: &Context<'_>,
         t: u64,
         ev: Option<&Event>,
         changes: &[Change],

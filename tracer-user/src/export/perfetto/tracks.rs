@@ -15,7 +15,7 @@ use super::{
         TE_COUNTER, TE_TRACK, TE_TYPE, TYPE_COUNTER, UNIT_COUNT,
     },
 };
-use crate::export::Cx;
+use crate::export::Context;
 
 /// Track uuids: a kind in the top byte, an id below.
 const UUID_GLOBAL: u64 = 0x72_6566_7363_6f70; // "refscop"
@@ -87,7 +87,7 @@ impl<W: io::Write> Perfetto<W> {
     }
 
     /// The page's track (and its device's), emitted on first use.
-    pub(super) fn page_track(&mut self, t: u64, cx: &Cx<'_>, pfn: u64) -> io::Result<u64> {
+    pub(super) fn page_track(&mut self, t: u64, cx: &Context<'_>, pfn: u64) -> io::Result<u64> {
         let uuid = UUID_PAGE | pfn;
         if self.pages.contains_key(&pfn) {
             return Ok(uuid);
@@ -111,7 +111,13 @@ impl<W: io::Write> Perfetto<W> {
         Ok(uuid)
     }
 
-    pub(super) fn counter(&mut self, t: u64, cx: &Cx<'_>, pfn: u64, value: i64) -> io::Result<()> {
+    pub(super) fn counter(
+        &mut self,
+        t: u64,
+        cx: &Context<'_>,
+        pfn: u64,
+        value: i64,
+    ) -> io::Result<()> {
         let page = self.page_track(t, cx, pfn)?;
         let uuid = UUID_COUNTER | pfn;
         if let Some(p) = self.pages.get_mut(&pfn)
@@ -134,7 +140,7 @@ impl<W: io::Write> Perfetto<W> {
     pub(super) fn take_lane(
         &mut self,
         t: u64,
-        cx: &Cx<'_>,
+        cx: &Context<'_>,
         pfn: u64,
         pin: bool,
     ) -> io::Result<u64> {
