@@ -4,6 +4,48 @@
 
 use super::*;
 
+/// What kind of divergence the audit found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// The page table maps it; the shadow did not know.
+    Missing,
+    /// The shadow had it; the page table does not map it.
+    Stale,
+}
+
+/// One divergence between the shadow and the kernel's page table.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Drift {
+    pub t: u64,
+    pub kind: DriftKind,
+    pub mm: Hex,
+    pub pid: u32,
+    pub comm: Comm,
+    pub vaddr: Hex,
+    pub pfn: u64,
+    pub order: u8,
+    /// The page-table entry found at `vaddr` (stale mappings; 0: none).
+    pub entry: Hex,
+    /// Which kind of path refscope missed, as far as the audit can tell.
+    pub hint: &'static str,
+    /// An event older than the read that found it arrived after: the
+    /// shadow was behind, no path was missed.
+    pub late: bool,
+}
+
+/// Divergences kept for reports (later ones are only counted).
+pub(super) const MAX_DRIFT_KEPT: usize = 10_000;
+
+/// A finding that accuses a mapping, waiting for the page table's word.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) key: DedupeKey,
+    pub(super) finding: Finding,
+    /// The audit found the page table does not map it.
+    pub(super) contradicted: bool,
+}
+
 impl Analyzer {
     /// The page table maps what the shadow did not: take it in.
     pub(super) fn on_audit_map(&mut self, ev: &Event) {

@@ -22,6 +22,8 @@ mod shadow;
 
 use std::collections::{BTreeMap, HashMap, VecDeque, hash_map::Entry};
 
+use drift::Pending;
+pub use drift::{Drift, DriftKind};
 pub use finding::{Finding, GupLabel, TimelineEntry};
 use lifetimes::End;
 pub use lifetimes::{Change, MapLife, PinLife};
@@ -139,48 +141,6 @@ impl Stats {
     pub fn drift(&self) -> u64 {
         self.drift_missing + self.drift_stale
     }
-}
-
-/// What kind of divergence the audit found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DriftKind {
-    /// The page table maps it; the shadow did not know.
-    Missing,
-    /// The shadow had it; the page table does not map it.
-    Stale,
-}
-
-/// One divergence between the shadow and the kernel's page table.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Drift {
-    pub t: u64,
-    pub kind: DriftKind,
-    pub mm: Hex,
-    pub pid: u32,
-    pub comm: Comm,
-    pub vaddr: Hex,
-    pub pfn: u64,
-    pub order: u8,
-    /// The page-table entry found at `vaddr` (stale mappings; 0: none).
-    pub entry: Hex,
-    /// Which kind of path refscope missed, as far as the audit can tell.
-    pub hint: &'static str,
-    /// An event older than the read that found it arrived after: the
-    /// shadow was behind, no path was missed.
-    pub late: bool,
-}
-
-/// Divergences kept for reports (later ones are only counted).
-const MAX_DRIFT_KEPT: usize = 10_000;
-
-/// A finding that accuses a mapping, waiting for the page table's word.
-#[derive(Debug)]
-struct Pending {
-    key: DedupeKey,
-    finding: Finding,
-    /// The audit found the page table does not map it.
-    contradicted: bool,
 }
 
 /// Per-page state. Kept small: millions of these may exist.
