@@ -289,7 +289,7 @@ fn snapshot_check(p: &mut loader::Probes) -> Check {
         Err(e) => Check::warn(format!(
             "{e}: mappings that exist before refscope attaches will not be seen"
         )),
-        Ok(mut k) => match crate::snapshot::Kernel::task_mms(&mut k) {
+        Ok(mut k) => match crate::snapshot::KernelReads::task_mms(&mut k) {
             Ok(m) => Check::ok(format!(
                 "task iterator and page reader load; {} address spaces listed",
                 m.len()

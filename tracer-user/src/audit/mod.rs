@@ -36,7 +36,7 @@ use refscope_core::event::{Attach, Comm, Event, Flags, Hex};
 
 use crate::{
     pagetable::{Block, PageTables, leaf_pfn},
-    snapshot::{self, Kernel, Procfs},
+    snapshot::{self, KernelReads, Procfs},
 };
 
 const PAGE_SHIFT: u64 = 12;
@@ -144,9 +144,9 @@ pub fn run<K, P, R>(
     scope: &Scope,
     reason: u64,
     self_pid: u32,
-) -> Result<Summary, AuditError<<K as Kernel>::Error>>
+) -> Result<Summary, AuditError<<K as KernelReads>::Error>>
 where
-    K: Kernel + PageTables<Error = <K as Kernel>::Error>,
+    K: KernelReads + PageTables<Error = <K as KernelReads>::Error>,
     P: Procfs,
     R: Recording,
 {
@@ -227,7 +227,7 @@ fn audit_mm<K, P, R>(
     reason: u64,
 ) -> Result<(), <K as PageTables>::Error>
 where
-    K: Kernel + PageTables<Error = <K as Kernel>::Error>,
+    K: KernelReads + PageTables<Error = <K as KernelReads>::Error>,
     P: Procfs,
     R: Recording,
 {

@@ -36,7 +36,7 @@ struct FakeKernel {
     walks: usize,
 }
 
-impl Kernel for FakeKernel {
+impl KernelReads for FakeKernel {
     type Error = FakeError;
     fn task_mms(&mut self) -> Result<HashMap<u32, u64>, FakeError> {
         Ok(self.mms.clone())

@@ -18,7 +18,7 @@ use thiserror::Error;
 use super::verifier_summary;
 use crate::{
     pagetable::{Block, PageTables},
-    snapshot::{Kernel, PageRef, PageReq},
+    snapshot::{KernelReads, PageRef, PageReq},
 };
 
 const TASKS_PROG: &str = programs::SNAPSHOT_TASKS;
@@ -125,7 +125,7 @@ impl<'a> SnapshotKernel<'a> {
     }
 }
 
-impl Kernel for SnapshotKernel<'_> {
+impl KernelReads for SnapshotKernel<'_> {
     type Error = SnapshotError;
 
     fn task_mms(&mut self) -> Result<HashMap<u32, u64>, SnapshotError> {

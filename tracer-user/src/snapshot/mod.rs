@@ -73,7 +73,7 @@ pub struct PageReq {
 }
 
 /// What the snapshot needs from the kernel (BPF programs; faked in tests).
-pub trait Kernel {
+pub trait KernelReads {
     type Error: std::error::Error + Send + Sync + 'static;
     /// `tgid -> mm_struct pointer` of every process with an address space.
     fn task_mms(&mut self) -> Result<HashMap<u32, u64>, Self::Error>;
@@ -213,7 +213,7 @@ pub struct Vma {
 
 /// Run the snapshot. `progress` is called before each process; when it
 /// returns false the snapshot stops there.
-pub fn run<K: Kernel, P: Procfs, S: Sink>(
+pub fn run<K: KernelReads, P: Procfs, S: Sink>(
     kernel: &mut K,
     proc: &mut P,
     sink: &mut S,

@@ -11,7 +11,7 @@ use refscope_common::{
 };
 
 use super::{
-    CHUNK_PAGES, HugeMethod, Kernel, Options, PAGE_SHIFT, PAGE_SIZE, PM_PFN_MASK, PM_PRESENT,
+    CHUNK_PAGES, HugeMethod, KernelReads, Options, PAGE_SHIFT, PAGE_SIZE, PM_PFN_MASK, PM_PRESENT,
     PMD_PAGES, PMD_SIZE, PUD_PAGES_SHIFT, PUD_SHIFT, PUD_SIZE, PageRef, PageReq, Procfs, Sink,
     SnapshotError, Summary, Vma,
 };
@@ -40,7 +40,7 @@ impl Scan<'_> {
         self.opts.ranges.iter().any(|&(a, b)| a <= pfn && pfn < b)
     }
 
-    pub(super) fn vma<K: Kernel, P: Procfs, S: Sink>(
+    pub(super) fn vma<K: KernelReads, P: Procfs, S: Sink>(
         &mut self,
         kernel: &mut K,
         proc: &mut P,
@@ -95,7 +95,7 @@ impl Scan<'_> {
     /// table and emitted; returns the GiB numbers (`vpn >> 18`) they cover,
     /// which the pagemap scan then skips: reading pagemap there would split
     /// each PUD, changing the process's page table to look at it.
-    fn pud_leaves<K: Kernel, P: Procfs, S: Sink>(
+    fn pud_leaves<K: KernelReads, P: Procfs, S: Sink>(
         &mut self,
         kernel: &mut K,
         proc: &mut P,
@@ -146,7 +146,7 @@ impl Scan<'_> {
     /// Read the pages of `found` from the kernel; PMD candidates nobody
     /// vouched for yet are checked in the page table, and those that turn
     /// out to be 512 PTEs are split (and their pages read).
-    fn read<K: Kernel>(
+    fn read<K: KernelReads>(
         &mut self,
         kernel: &mut K,
         found: &[Found],

@@ -26,7 +26,7 @@ struct FakeKernel {
     puds: HashMap<u64, u64>,
 }
 
-impl Kernel for FakeKernel {
+impl KernelReads for FakeKernel {
     type Error = FakeError;
     fn task_mms(&mut self) -> Result<HashMap<u32, u64>, FakeError> {
         Ok(self.mms.clone())
