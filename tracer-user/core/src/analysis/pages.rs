@@ -92,6 +92,10 @@ impl Analyzer {
     /// FOLL_GET references we believe outstanding, that an observed
     /// refcount proves released (their put was inline: no event).
     pub(super) fn reconcile_gets(&mut self, pfn: u64, raw: i32) {
+        // Most pages hold no FOLL_GET reference: one lookup, then out.
+        if self.pages.get(&pfn).is_none_or(|p| p.gets == 0) {
+            return;
+        }
         let bias = self.bias(pfn);
         let pin_bias = self.cfg.gup.pin_bias;
         let Some(page) = self.pages.get_mut(&pfn) else {
