@@ -49,6 +49,16 @@ const WRITERS: &[(i32, &str)] = &[
     ),
 ];
 
+/// The object, or a failure saying how to build it.
+fn object() -> &'static [u8] {
+    assert!(
+        !OBJECT.is_empty(),
+        "refscope was built without its eBPF programs (no bpf-linker): run `cargo xtask setup` \
+         and rebuild; this test reads the object"
+    );
+    OBJECT
+}
+
 fn u16_at(b: &[u8], o: usize) -> usize {
     usize::from(u16::from_le_bytes([b[o], b[o + 1]]))
 }
@@ -107,12 +117,8 @@ fn calls(elf: &[u8]) -> Vec<(String, i32, bool)> {
 
 #[test]
 fn the_ebpf_programs_only_call_audited_helpers() {
-    assert!(
-        !OBJECT.is_empty(),
-        "refscope was built without its eBPF programs (no bpf-linker): run `cargo xtask setup` \
-         and rebuild; this test audits the object"
-    );
-    let calls = calls(OBJECT);
+    let object = object();
+    let calls = calls(object);
     assert!(
         calls.iter().any(|(_, id, _)| *id == 113),
         "no probe_read_kernel call found: the parser is broken"
@@ -200,12 +206,8 @@ fn programs(elf: &[u8]) -> Vec<String> {
 #[test]
 fn the_maps_and_snapshot_programs_the_abi_names_are_in_the_object() {
     use refscope_common::{maps, programs as progs};
-    assert!(
-        !OBJECT.is_empty(),
-        "refscope was built without its eBPF programs (no bpf-linker): run `cargo xtask setup` \
-         and rebuild; this test reads the object"
-    );
-    let syms = symbols(OBJECT);
+    let object = object();
+    let syms = symbols(object);
     let in_section = |name: &str, sections: &[&str]| {
         syms.iter()
             .any(|s| s.name == name && sections.contains(&s.section.as_str()))
@@ -228,7 +230,7 @@ fn the_maps_and_snapshot_programs_the_abi_names_are_in_the_object() {
         "no global {} in .rodata",
         maps::CONFIG
     );
-    let have = programs(OBJECT);
+    let have = programs(object);
     for p in [
         progs::SNAPSHOT_TASKS,
         progs::SNAPSHOT_REFS,
@@ -245,12 +247,8 @@ fn the_maps_and_snapshot_programs_the_abi_names_are_in_the_object() {
 #[test]
 fn every_program_the_plan_can_ask_for_is_in_the_object() {
     use refscope::probe::plan::{Attach, HOOKS, Halves, Via};
-    assert!(
-        !OBJECT.is_empty(),
-        "refscope was built without its eBPF programs (no bpf-linker): run `cargo xtask setup` \
-         and rebuild; this test reads the object"
-    );
-    let have = programs(OBJECT);
+    let object = object();
+    let have = programs(object);
     assert!(
         have.iter().any(|p| p == "insert_pfn_fexit"),
         "no insert_pfn_fexit among {} programs: the symbol parser is broken",
