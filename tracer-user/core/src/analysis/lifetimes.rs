@@ -116,7 +116,8 @@ pub enum Change {
 #[derive(Default)]
 pub(super) struct LifeLog {
     next_id: u64,
-    maps: FxHashMap<(u64, u64), MapLife>,
+    /// By (address space, address): a new task's mappings are one range.
+    maps: BTreeMap<(u64, u64), MapLife>,
     /// Per page, oldest first.
     pins: FxHashMap<u64, Vec<PinLife>>,
     changes: Vec<Change>,
@@ -164,7 +165,7 @@ impl LifeLog {
 
     /// A new process owns `mm`: its mappings are the new owner's.
     pub(super) fn map_owner(&mut self, mm: u64, pid: u32, comm: Comm) {
-        for (_, m) in self.maps.iter_mut().filter(|((m, _), _)| *m == mm) {
+        for (_, m) in self.maps.range_mut((mm, 0)..=(mm, u64::MAX)) {
             m.pid = pid;
             m.comm = comm;
         }
