@@ -194,9 +194,11 @@ pub fn current_mm() -> u64 {
     read_u64(task + conf!(task_mm_off) as u64).unwrap_or(0)
 }
 
-/// Whether the current process passes the optional pid/comm filters.
+/// Whether the current process passes the optional pid/comm filters. The
+/// pid filter first (an id already in a register); the command name is read
+/// only when a `--comm` filter is set.
 #[inline(always)]
-pub fn current_passes_filter(comm: &[u8; 16]) -> bool {
+pub fn current_passes_filter() -> bool {
     let n = conf!(filter_pid_count) as usize;
     if n > 0 {
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -212,6 +214,7 @@ pub fn current_passes_filter(comm: &[u8; 16]) -> bool {
     }
     let len = conf!(filter_comm_len) as usize;
     if len > 0 {
+        let comm = crate::emit::current_comm();
         #[expect(
             clippy::needless_range_loop,
             reason = "one index into two arrays, a fixed bound the verifier sees"

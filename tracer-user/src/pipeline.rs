@@ -2,6 +2,8 @@
 //! kernel addresses to ids, symbolised stacks, the analysis, and the
 //! kernel's drop counters turned into loss records.
 
+use std::collections::HashMap;
+
 use refscope_common::DropStats;
 use refscope_core::{
     abi,
@@ -20,6 +22,9 @@ use crate::{
 pub struct Pipeline {
     mapper: AddrMapper,
     kallsyms: Option<Kallsyms>,
+    decoder: abi::Decoder,
+    /// Symbolised kernel stacks, by the key records carry.
+    stacks: HashMap<u32, Vec<String>>,
     pub analyzer: Analyzer,
     pub decode_errors: u64,
     last_drops: Vec<DropStats>,
@@ -42,6 +47,8 @@ impl Pipeline {
         Pipeline {
             mapper,
             kallsyms,
+            decoder: abi::Decoder::new(),
+            stacks: HashMap::new(),
             analyzer: analyzer_for(header, timeline),
             decode_errors: 0,
             last_drops: Vec::new(),
@@ -55,10 +62,12 @@ impl Pipeline {
         self.mapper.id(mm)
     }
 
-    /// Decode, analyse and return one record's event.
+    /// Decode, analyse and return one record's event (`None` for an
+    /// announcement or a record that does not decode).
     pub fn on_record(&mut self, bytes: &[u8]) -> Option<Event> {
-        let raw = match abi::decode(bytes) {
-            Ok(raw) => raw,
+        let raw = match self.decoder.decode(bytes) {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return None,
             Err(e) => {
                 self.decode_errors += 1;
                 if self.decode_errors <= 5 {
@@ -67,16 +76,41 @@ impl Pipeline {
                 return None;
             }
         };
+        let stack = if raw.stack == 0 {
+            Vec::new()
+        } else {
+            let (decoder, kallsyms) = (&self.decoder, self.kallsyms.as_ref());
+            self.stacks
+                .entry(raw.stack)
+                .or_insert_with(|| {
+                    // BPF programs and trampolines are not worth showing,
+                    // and a kernel address is never written raw.
+                    decoder
+                        .frames(raw.stack)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|&a| kallsyms.and_then(|k| k.symbolize(a)))
+                        .collect()
+                })
+                .clone()
+        };
+        Some(self.on_raw(&raw.event, stack))
+    }
+
+    /// Analyse and return an event that did not cross the ring buffer (the
+    /// attach snapshot's).
+    pub fn on_raw(&mut self, raw: &refscope_common::Event, stack: Vec<String>) -> Event {
         let mapper = &self.mapper;
-        let kallsyms = self.kallsyms.as_ref();
-        let ev = abi::to_event(
-            &raw,
-            |a| mapper.id(a),
-            |a| kallsyms.and_then(|k| k.symbolize(a)),
-        );
-        log::debug!("event {:?}", raw.event);
+        let ev = abi::to_event(raw, |a| mapper.id(a), stack);
+        log::debug!("event {raw:?}");
         self.analyzer.apply(&ev);
-        Some(ev)
+        ev
+    }
+
+    /// Events of threads whose announcement was lost (their process id is
+    /// unknown; the thread id stands in).
+    pub fn unannounced(&self) -> u64 {
+        self.decoder.unannounced
     }
 
     /// New losses since the last call: one loss record per CPU whose ring

@@ -84,6 +84,12 @@ impl<W: Write> Recorder<W> {
         }
     }
 
+    /// An event of the attach snapshot, in the kernel's form.
+    pub fn record_raw(&mut self, raw: &refscope_common::Event) {
+        let ev = self.pipeline.on_raw(raw, Vec::new());
+        self.write(|w| w.event(&ev));
+    }
+
     /// An event that did not come through the ring buffer (the audit's
     /// corrections; a replayed trace): analysed, written.
     pub fn apply(&mut self, ev: &Event) {
@@ -295,7 +301,7 @@ impl<W: Write> snapshot::Sink for Feed<'_, W> {
     }
 
     fn emit(&mut self, ev: &refscope_common::Event) {
-        self.rec.record(ev.as_bytes());
+        self.rec.record_raw(ev);
     }
 }
 

@@ -18,7 +18,7 @@
 use core::mem::size_of;
 
 /// Bumped on any change to the layout or meaning of the types in this crate.
-pub const ABI_VERSION: u16 = 3;
+pub const ABI_VERSION: u16 = 4;
 
 /// Length of `task_struct::comm`.
 pub const COMM_LEN: usize = 16;
@@ -150,6 +150,8 @@ pub use hooks::{HOOKS, Halves, HookDef, HookId, Prog, def_of, maps, programs};
 mod reads;
 pub use reads::*;
 
+pub mod wire;
+
 /// Bits of [`Event::flags`].
 pub mod flags {
     /// `ref_before` holds a value read at function entry.
@@ -165,7 +167,7 @@ pub mod flags {
     pub const KPROBE: u32 = 1 << 4;
     /// The `pfn_t` argument had `PFN_DEV|PFN_MAP` (a devmap mapping, pre-6.17).
     pub const PFN_DEVMAP: u32 = 1 << 5;
-    /// The record is an [`super::EventWithStack`].
+    /// The event carries a kernel stack (a GUP record's `stack` key).
     pub const HAS_STACK: u32 = 1 << 6;
     /// The mapping was installed writable (`mkwrite`/`write`).
     pub const WRITE: u32 = 1 << 7;
@@ -178,7 +180,8 @@ pub mod flags {
     pub const AT_ATTACH: u32 = 1 << 16;
 }
 
-/// One event, as the eBPF programs write it into the ring buffer.
+/// One event, as the eBPF programs build it and userspace decodes it. It
+/// crosses the ring buffer as the compact record of its kind ([`wire`]).
 ///
 /// Field meaning depends on `kind`; unused fields are zero. Addresses are raw
 /// kernel pointers here: userspace hashes them before they reach a trace
@@ -280,20 +283,6 @@ impl Event {
     }
 }
 
-/// An [`Event`] followed by the kernel stack at the hook (GUP events), so a
-/// pin can be attributed to its caller.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EventWithStack {
-    pub event: Event,
-    /// Number of valid entries in `frames`.
-    pub nr_frames: u32,
-    pub _pad: u32,
-    pub frames: [u64; STACK_DEPTH],
-}
-
-const _: () = assert!(size_of::<EventWithStack>() == 152 + 8 + 8 * STACK_DEPTH);
-
 /// Kernel facts the programs need, computed by userspace from the running
 /// kernel's BTF and kallsyms and set as a read-only global before load.
 /// (rustc emits no CO-RE relocations, so no struct offset is compiled in.)
@@ -382,7 +371,11 @@ pub struct Config {
     pub pgtable_l5_sym: u64,
     /// Offset of `vm_flags` in `struct vm_area_struct`.
     pub vma_flags_off: u32,
-    pub _pad0: u32,
+    /// Wake the reader once every this many records per CPU (a power of
+    /// two); the others do not wake it, and the reader also polls on its own
+    /// clock, so latency stays bounded without a wakeup per record. 0: every
+    /// record may wake it (the kernel's default).
+    pub wakeup_every: u32,
     /// The `vm_flags` bits of the child's VMA that make fork copy a page
     /// table without an anon_vma (`vma_needs_copy`): PFNMAP, MIXEDMAP,
     /// uffd-wp, and on 7.x guard regions and uffd read-write protection.
@@ -436,7 +429,7 @@ impl Config {
             page_offset_fixed: 0,
             pgtable_l5_sym: 0,
             vma_flags_off: 0,
-            _pad0: 0,
+            wakeup_every: 0,
             copy_on_fork_mask: 0,
         }
     }
@@ -544,7 +537,6 @@ mod user {
     // SAFETY (all impls): `#[repr(C)]`, `Copy`, no implicit padding (checked by
     // the size assertions above), every bit pattern valid.
     unsafe impl aya::Pod for super::Event {}
-    unsafe impl aya::Pod for super::EventWithStack {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::PfnRange {}
     unsafe impl aya::Pod for super::DropStats {}
@@ -575,22 +567,35 @@ mod tests {
     }
 
     #[test]
-    fn event_layout_is_the_documented_one() {
+    fn wire_layout_is_the_documented_one() {
         // docs/trace-format.md documents these offsets for people decoding the
         // ring buffer by hand (bpftool map dump); keep them in sync.
-        assert_eq!(offset_of!(Event, version), 0);
-        assert_eq!(offset_of!(Event, kind), 2);
-        assert_eq!(offset_of!(Event, hook), 3);
-        assert_eq!(offset_of!(Event, flags), 4);
-        assert_eq!(offset_of!(Event, ts_ns), 8);
-        assert_eq!(offset_of!(Event, seq), 16);
-        assert_eq!(offset_of!(Event, comm), 48);
-        assert_eq!(offset_of!(Event, mm), 64);
-        assert_eq!(offset_of!(Event, pfn), 88);
-        assert_eq!(offset_of!(Event, ret), 128);
-        assert_eq!(offset_of!(Event, order), 136);
-        assert_eq!(offset_of!(Event, aux), 144);
-        assert_eq!(offset_of!(EventWithStack, frames), 160);
+        use wire::*;
+        assert_eq!(offset_of!(Head, version), 0);
+        assert_eq!(offset_of!(Head, kind), 1);
+        assert_eq!(offset_of!(Head, hook), 2);
+        assert_eq!(offset_of!(Head, order), 3);
+        assert_eq!(offset_of!(Head, flags), 4);
+        assert_eq!(offset_of!(Head, cpu), 6);
+        assert_eq!(offset_of!(Head, seq), 8);
+        assert_eq!(offset_of!(Head, tid), 12);
+        assert_eq!(offset_of!(Head, ts_ns), 16);
+        assert_eq!(offset_of!(TaskRec, tgid), 24);
+        assert_eq!(offset_of!(TaskRec, mm), 32);
+        assert_eq!(offset_of!(TaskRec, comm), 40);
+        assert_eq!(offset_of!(StackRec, key), 24);
+        assert_eq!(offset_of!(StackRec, frames), 32);
+        assert_eq!(offset_of!(MapRec, ret), 24);
+        assert_eq!(offset_of!(MapRec, mm), 32);
+        assert_eq!(offset_of!(MapRec, pfn), 48);
+        assert_eq!(offset_of!(GupRec, refs), 32);
+        assert_eq!(offset_of!(GupRec, pfn), 40);
+        assert_eq!(offset_of!(GupRec, stack), 56);
+        assert_eq!(offset_of!(RangeRec, mm), 32);
+        assert_eq!(offset_of!(RangeRec, aux), 56);
+        assert_eq!(offset_of!(WideRec, comm), 40);
+        assert_eq!(offset_of!(WideRec, pfn), 80);
+        assert_eq!(offset_of!(WideRec, aux), 128);
     }
 
     /// A model of 7.3's `move_page_tables` bookkeeping on `pmc`

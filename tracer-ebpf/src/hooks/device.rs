@@ -24,7 +24,7 @@ fn pgmap_ranges(hook: HookId, kind: EventKind, pgmap: u64, ret: i64, kprobe: boo
         if add {
             add_device_range(pfn, pfn_end);
         }
-        let mut ev = new_event(kind, hook, kprobe, current_comm());
+        let mut ev = new_event(kind, hook, kprobe);
         ev.pgmap = pgmap;
         ev.pfn = pfn;
         ev.pfn_end = pfn_end;
@@ -103,12 +103,7 @@ pub fn memunmap_exit(args: Option<&Args>, kprobe: bool) {
             s.args[0]
         }
     };
-    let mut ev = new_event(
-        EventKind::PgmapRemoved,
-        HookId::MemunmapPages,
-        kprobe,
-        current_comm(),
-    );
+    let mut ev = new_event(EventKind::PgmapRemoved, HookId::MemunmapPages, kprobe);
     ev.pgmap = pgmap;
     submit(ev);
 }
@@ -116,7 +111,7 @@ pub fn memunmap_exit(args: Option<&Args>, kprobe: bool) {
 /// `kill_dax(dax_dev)` and `dax_holder_notify_failure(dax_dev, off, len, flags)`.
 #[inline(always)]
 pub fn dax_entry(hook: HookId, kind: EventKind, a: &Args, kprobe: bool) {
-    let mut ev: Event = new_event(kind, hook, kprobe, current_comm());
+    let mut ev: Event = new_event(kind, hook, kprobe);
     ev.page = a[0];
     if let HookId::DaxHolderNotifyFailure = hook {
         ev.vaddr = a[1];

@@ -46,7 +46,7 @@ pub fn grab_entry(spec: &GrabSpec, a: &Args) {
     let Some((_, head)) = device_page(a[0]) else {
         return;
     };
-    if !current_passes_filter(&current_comm()) {
+    if !current_passes_filter() {
         return;
     }
     stash_put(
@@ -79,7 +79,7 @@ pub fn grab_exit<C: EbpfContext>(
     // without its entry refcount rather than not at all.
     let (stash_args, ref_before) = match (stash_take(spec.hook), args) {
         (Some(s), _) => (s.args, s.ref_before),
-        (None, Some(a)) if current_passes_filter(&current_comm()) => (*a, REF_UNKNOWN),
+        (None, Some(a)) if current_passes_filter() => (*a, REF_UNKNOWN),
         _ => return,
     };
     let a = &stash_args;
@@ -87,7 +87,7 @@ pub fn grab_exit<C: EbpfContext>(
         return;
     };
 
-    let mut ev = new_event(EventKind::GupGet, spec.hook, kprobe, current_comm());
+    let mut ev = new_event(EventKind::GupGet, spec.hook, kprobe);
     ev.mm = current_mm();
     ev.pfn = pfn;
     ev.page = a[0];
@@ -207,7 +207,7 @@ pub fn put_exit(spec: &PutSpec, args: Option<&Args>, ret: Option<u64>, kprobe: b
     let Some((pfn, head)) = device_page(a[0]) else {
         return;
     };
-    let mut ev = new_event(spec.kind, spec.hook, kprobe, current_comm());
+    let mut ev = new_event(spec.kind, spec.hook, kprobe);
     ev.mm = current_mm();
     ev.pfn = pfn;
     ev.page = a[0];
@@ -237,7 +237,7 @@ pub fn free_entry(hook: HookId, a: &Args, kprobe: bool) {
     let Some((pfn, head)) = device_page(a[0]) else {
         return;
     };
-    let mut ev = new_event(EventKind::Free, hook, kprobe, current_comm());
+    let mut ev = new_event(EventKind::Free, hook, kprobe);
     ev.mm = current_mm();
     ev.pfn = pfn;
     ev.page = a[0];

@@ -66,7 +66,7 @@ fn map_target(spec: &MapSpec, a: &Args) -> Option<(u64, u64, bool)> {
 /// the arguments itself).
 #[inline(always)]
 pub fn map_entry(spec: &MapSpec, a: &Args) {
-    if map_target(spec, a).is_none() || !current_passes_filter(&current_comm()) {
+    if map_target(spec, a).is_none() || !current_passes_filter() {
         return;
     }
     stash_put(
@@ -96,8 +96,7 @@ pub fn map_exit(spec: &MapSpec, args: Option<&Args>, ret: Option<u64>, kprobe: b
     let Some((pfn, page, devmap)) = map_target(spec, a) else {
         return;
     };
-    let comm = current_comm();
-    if args.is_some() && !current_passes_filter(&comm) {
+    if args.is_some() && !current_passes_filter() {
         return;
     }
     let (vma, mut vaddr) = match spec.addr {
@@ -110,7 +109,7 @@ pub fn map_exit(spec: &MapSpec, args: Option<&Args>, ret: Option<u64>, kprobe: b
     let mm = vma_mm(vma);
     let head = compound_head(page);
 
-    let mut ev = new_event(EventKind::Map, spec.hook, kprobe, comm);
+    let mut ev = new_event(EventKind::Map, spec.hook, kprobe);
     ev.mm = mm;
     ev.vaddr = vaddr;
     ev.pfn = pfn;

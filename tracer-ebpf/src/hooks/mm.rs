@@ -19,7 +19,7 @@ pub fn unmap_entry(spec: &UnmapSpec, a: &Args, kprobe: bool) {
     if !is_tracked_mm(mm) {
         return;
     }
-    let mut ev = new_event(EventKind::Unmap, spec.hook, kprobe, current_comm());
+    let mut ev = new_event(EventKind::Unmap, spec.hook, kprobe);
     ev.mm = mm;
     ev.vaddr = a[spec.start];
     ev.vaddr_end = a[spec.end];
@@ -33,7 +33,7 @@ pub fn exit_mmap_entry(a: &Args, kprobe: bool) {
     if !is_tracked_mm(mm) {
         return;
     }
-    let mut ev = new_event(EventKind::MmExit, HookId::ExitMmap, kprobe, current_comm());
+    let mut ev = new_event(EventKind::MmExit, HookId::ExitMmap, kprobe);
     ev.mm = mm;
     submit(ev);
     untrack_mm(mm);

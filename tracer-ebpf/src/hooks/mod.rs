@@ -14,9 +14,7 @@ use refscope_common::{
 };
 
 use crate::{
-    emit::{
-        current_comm, new_event, stash_present, stash_put, stash_take, submit, submit_with_stack,
-    },
+    emit::{new_event, stash_present, stash_put, stash_take, submit, submit_with_stack},
     kernel::{
         add_device_range, compound_head, conf, current_mm, current_passes_filter, is_device_pfn,
         is_err_ptr, is_tracked_mm, page_to_pfn, pfn_to_page, pgmap_of, read_u32, read_u64,

@@ -12,7 +12,7 @@ pub fn split_huge_entry(a: &Args, kprobe: bool, hook: HookId, order: u8) {
     if !is_tracked_mm(mm) {
         return;
     }
-    let mut ev = new_event(EventKind::PmdSplit, hook, kprobe, current_comm());
+    let mut ev = new_event(EventKind::PmdSplit, hook, kprobe);
     ev.mm = mm;
     ev.order = order;
     ev.vaddr = a[2] & !((4096u64 << order) - 1);
@@ -64,12 +64,7 @@ pub fn move_page_tables_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
     if ret == 0 || !is_tracked_mm(mm) {
         return;
     }
-    let mut ev = new_event(
-        EventKind::Remap,
-        HookId::MovePageTables,
-        kprobe,
-        current_comm(),
-    );
+    let mut ev = new_event(EventKind::Remap, HookId::MovePageTables, kprobe);
     ev.mm = mm;
     ev.vaddr = old;
     ev.vaddr_end = old.wrapping_add(ret);
@@ -99,12 +94,7 @@ pub fn copy_page_range_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
         // Other file mappings are not copied: the child refaults.
         return;
     }
-    let mut ev = new_event(
-        EventKind::CopyRange,
-        HookId::CopyPageRange,
-        kprobe,
-        current_comm(),
-    );
+    let mut ev = new_event(EventKind::CopyRange, HookId::CopyPageRange, kprobe);
     ev.mm = vma_mm(dst);
     ev.aux = src_mm;
     ev.vaddr = read_u64(src + conf!(vma_start_off) as u64).unwrap_or(0);
@@ -142,7 +132,7 @@ pub fn anon_rmap_entry(a: &Args, hook: HookId, kprobe: bool) {
     if inode == 0 || read_u32(inode + conf!(inode_flags_off) as u64).unwrap_or(0) & S_DAX == 0 {
         return;
     }
-    let mut ev = new_event(EventKind::Unmap, hook, kprobe, current_comm());
+    let mut ev = new_event(EventKind::Unmap, hook, kprobe);
     ev.mm = mm;
     ev.vaddr = a[2] & !4095;
     ev.vaddr_end = ev.vaddr + 4096;
@@ -167,12 +157,7 @@ pub fn wake_up_new_task_entry(a: &Args, kprobe: bool) {
     if tgid == 0 || pid != tgid {
         return;
     }
-    let mut ev = new_event(
-        EventKind::TaskNew,
-        HookId::WakeUpNewTask,
-        kprobe,
-        current_comm(),
-    );
+    let mut ev = new_event(EventKind::TaskNew, HookId::WakeUpNewTask, kprobe);
     ev.mm = mm;
     ev.tgid = tgid;
     ev.tid = pid;
@@ -194,12 +179,7 @@ pub fn check_vma_flags_exit(args: Option<&Args>, ret: u64, kprobe: bool) {
     if !is_tracked_mm(mm) {
         return;
     }
-    let mut ev = new_event(
-        EventKind::GupRefused,
-        HookId::CheckVmaFlags,
-        kprobe,
-        current_comm(),
-    );
+    let mut ev = new_event(EventKind::GupRefused, HookId::CheckVmaFlags, kprobe);
     ev.mm = mm;
     ev.vaddr = read_u64(a[0] + conf!(vma_start_off) as u64).unwrap_or(0);
     ev.vaddr_end = read_u64(a[0] + conf!(vma_end_off) as u64).unwrap_or(0);

@@ -24,14 +24,14 @@
 //! ```
 
 use std::{
+    collections::{HashMap, HashSet},
     hash::{BuildHasher, RandomState},
     hint::black_box,
     io,
-    mem::size_of,
 };
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use refscope_common::{Event as RawEvent, EventKind, EventWithStack, HookId, STACK_DEPTH, flags};
+use refscope_common::{Event as RawEvent, EventKind, HookId, flags};
 use refscope_core::{
     abi,
     analysis::{Analyzer, Settings},
@@ -62,7 +62,15 @@ struct Stream {
     t: u64,
     seq: u64,
     records: Vec<Vec<u8>>,
+    /// Threads and stacks already announced (the kernel's `TASKS` and
+    /// `STACKS` maps): what crosses once.
+    announced: HashSet<u32>,
+    stacks: HashSet<u64>,
 }
+
+/// Distinct GUP call paths in the stream (a host has a handful: the
+/// syscalls and drivers that pin).
+const CALL_PATHS: u64 = 4;
 
 impl Stream {
     fn raw(&mut self, kind: EventKind, hook: HookId, pid: u32) -> RawEvent {
@@ -78,24 +86,35 @@ impl Stream {
     }
 
     fn push(&mut self, e: &RawEvent) {
-        self.records.push(bytes_of(e));
+        self.push_records(e, &[], 0);
+    }
+
+    /// `e`'s record as the kernel sends it: after the announcement of its
+    /// thread and of its stack, when those are new.
+    fn push_records(&mut self, e: &RawEvent, frames: &[u64], path: u64) {
+        let mut recs = abi::encode(e, frames).into_iter();
+        let task = recs.next().expect("an announcement");
+        if self.announced.insert(e.tid) {
+            self.records.push(task);
+        }
+        if !frames.is_empty() {
+            let stack = recs.next().expect("a stack record");
+            if self.stacks.insert(path) {
+                self.records.push(stack);
+            }
+        }
+        self.records.extend(recs);
     }
 
     fn push_with_stack(&mut self, mut e: RawEvent, seed: u64) {
         e.flags |= flags::HAS_STACK;
-        let mut frames = [0u64; STACK_DEPTH];
         // A GUP stack is ~10 frames deep (process_vm_readv ->
         // pin_user_pages_remote -> __get_user_pages -> follow_page_pte ...).
-        for (i, f) in frames.iter_mut().take(10).enumerate() {
-            *f = KERNEL_TEXT + ((seed + i as u64 * 7919) % SYMBOLS) * 256 + 0x2a;
-        }
-        let rec = EventWithStack {
-            event: e,
-            nr_frames: 10,
-            _pad: 0,
-            frames,
-        };
-        self.records.push(bytes_of(&rec));
+        let path = seed % CALL_PATHS;
+        let frames: Vec<u64> = (0..10)
+            .map(|i| KERNEL_TEXT + ((path + i * 7919) % SYMBOLS) * 256 + 0x2a)
+            .collect();
+        self.push_records(&e, &frames, path);
     }
 
     fn generate(model: RefcountModel, n: usize) -> Vec<Vec<u8>> {
@@ -105,6 +124,8 @@ impl Stream {
             t: 1_000_000_000,
             seq: 0,
             records: Vec::with_capacity(n + 4096),
+            announced: HashSet::new(),
+            stacks: HashSet::new(),
         };
         // `_refcount` of a mapped page, and at the map hook's return (6.15+
         // FS-DAX holds a transient reference around the install; see
@@ -191,17 +212,6 @@ impl Stream {
     }
 }
 
-/// The bytes the ring buffer hands userspace for `v`.
-fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
-    let mut out = vec![0u8; size_of::<T>()];
-    // SAFETY: T is one of the ABI's plain-data (repr(C), Copy) records; the
-    // destination has exactly its size.
-    unsafe {
-        std::ptr::copy_nonoverlapping((v as *const T).cast::<u8>(), out.as_mut_ptr(), out.len())
-    };
-    out
-}
-
 fn analyzer(model: RefcountModel) -> Analyzer {
     let mut a = Analyzer::new(Settings::new(model));
     a.add_device(&Device {
@@ -245,10 +255,33 @@ impl Decoder {
         Some(format!("{name}+{:#x}", addr - start))
     }
 
-    fn decode(&self, bytes: &[u8]) -> Option<Event> {
-        let raw = abi::decode(bytes).ok()?;
-        Some(abi::to_event(&raw, |a| self.id(a), |a| self.symbolize(a)))
+    fn decode(&self, s: &mut Session, bytes: &[u8]) -> Option<Event> {
+        let raw = s.abi.decode(bytes).ok()??;
+        let stack = if raw.stack == 0 {
+            Vec::new()
+        } else {
+            let abi = &s.abi;
+            s.stacks
+                .entry(raw.stack)
+                .or_insert_with(|| {
+                    abi.frames(raw.stack)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|&a| self.symbolize(a))
+                        .collect()
+                })
+                .clone()
+        };
+        Some(abi::to_event(&raw.event, |a| self.id(a), stack))
     }
+}
+
+/// The decoder's tables (threads, stacks) and the symbolised stacks: one
+/// per recording, so one per iteration.
+#[derive(Default)]
+struct Session {
+    abi: abi::Decoder,
+    stacks: HashMap<u32, Vec<String>>,
 }
 
 fn benches(c: &mut Criterion) {
@@ -258,8 +291,17 @@ fn benches(c: &mut Criterion) {
         (RefcountModel::Refcounted, "refcounted"),
     ] {
         let records = Stream::generate(model, RECORDS);
-        let events: Vec<Event> = records.iter().filter_map(|r| dec.decode(r)).collect();
-        assert_eq!(events.len(), records.len(), "every record decodes");
+        let mut session = Session::default();
+        let events: Vec<Event> = records
+            .iter()
+            .filter_map(|r| dec.decode(&mut session, r))
+            .collect();
+        let announcements = records.iter().filter(|r| r[1] >= 0xf0).count();
+        assert_eq!(
+            events.len() + announcements,
+            records.len(),
+            "every record decodes"
+        );
         let header = Header::synthetic(model);
 
         let mut g = c.benchmark_group(name);
@@ -267,8 +309,9 @@ fn benches(c: &mut Criterion) {
         g.sample_size(10);
         g.bench_function("decode", |b| {
             b.iter(|| {
+                let mut s = Session::default();
                 for r in &records {
-                    black_box(dec.decode(r));
+                    black_box(dec.decode(&mut s, r));
                 }
             });
         });
@@ -286,10 +329,10 @@ fn benches(c: &mut Criterion) {
         });
         g.bench_function("decode+analyze", |b| {
             b.iter_batched(
-                || analyzer(model),
-                |mut a| {
+                || (analyzer(model), Session::default()),
+                |(mut a, mut s)| {
                     for r in &records {
-                        if let Some(e) = dec.decode(r) {
+                        if let Some(e) = dec.decode(&mut s, r) {
                             a.apply(&e);
                         }
                     }
@@ -304,11 +347,12 @@ fn benches(c: &mut Criterion) {
                     (
                         analyzer(model),
                         TraceWriter::new(io::sink(), &header).expect("sink"),
+                        Session::default(),
                     )
                 },
-                |(mut a, mut w)| {
+                |(mut a, mut w, mut s)| {
                     for r in &records {
-                        if let Some(e) = dec.decode(r) {
+                        if let Some(e) = dec.decode(&mut s, r) {
                             a.apply(&e);
                             w.event(&e).expect("sink");
                             for f in a.take_new_findings() {

@@ -9,8 +9,6 @@
 //! - the analysis never panics on any event sequence, with caps small
 //!   enough that eviction and the findings cap are exercised.
 
-use std::mem::size_of;
-
 use refscope_common::{Event as RawEvent, EventKind, HookId};
 
 use crate::{
@@ -168,6 +166,7 @@ pub fn event_decoder(data: &[u8]) {
     let mut w = TraceWriter::new(Vec::new(), &header).expect("writing to memory");
     let mut end_t = 0u64;
     let mut buf = Vec::new();
+    let mut decoder = abi::Decoder::new();
     while let Some((record, next)) = next_record(rest) {
         rest = next;
         buf.clear();
@@ -175,14 +174,17 @@ pub fn event_decoder(data: &[u8]) {
         if stamp {
             stamp_version(&mut buf);
         }
-        let Ok(raw) = abi::decode(&buf) else {
+        let Ok(Some(raw)) = decoder.decode(&buf) else {
             continue;
         };
-        let ev = abi::to_event(
-            &raw,
-            |addr| addr.rotate_left(17) ^ 0x5bd1_e995,
-            |addr| (addr % 3 != 0).then(|| format!("func+{:#x}", addr & 0xfff)),
-        );
+        let stack = decoder
+            .frames(raw.stack)
+            .unwrap_or_default()
+            .iter()
+            .filter(|&&addr| addr % 3 != 0)
+            .map(|&addr| format!("func+{:#x}", addr & 0xfff))
+            .collect();
+        let ev = abi::to_event(&raw.event, |addr| addr.rotate_left(17) ^ 0x5bd1_e995, stack);
         check_round_trip(&mut w, &ev);
         end_t = end_t.max(ev.t);
         a.apply(&ev);
@@ -199,10 +201,10 @@ fn next_record(rest: &[u8]) -> Option<(&[u8], &[u8])> {
     Some(tail.split_at(len))
 }
 
-/// Overwrite a record's ABI version (its first two bytes) with ours.
+/// Overwrite a record's ABI version (its first byte) with ours.
 fn stamp_version(record: &mut [u8]) {
-    if let Some(v) = record.get_mut(..2) {
-        v.copy_from_slice(&refscope_common::ABI_VERSION.to_ne_bytes());
+    if let Some(v) = record.first_mut() {
+        *v = refscope_common::ABI_VERSION as u8;
     }
 }
 
@@ -212,13 +214,14 @@ pub fn decodable_records(data: &[u8]) -> usize {
         return 0;
     };
     let mut n = 0;
+    let mut decoder = abi::Decoder::new();
     while let Some((record, next)) = next_record(rest) {
         rest = next;
         let mut buf = record.to_vec();
         if opts & 2 != 0 {
             stamp_version(&mut buf);
         }
-        n += usize::from(abi::decode(&buf).is_ok());
+        n += usize::from(matches!(decoder.decode(&buf), Ok(Some(_))));
     }
     n
 }
@@ -228,12 +231,15 @@ pub fn decodable_records(data: &[u8]) -> usize {
 /// writes them to `fuzz/seeds/event_decoder/` when that is empty).
 pub fn event_decoder_seeds() -> Vec<(String, Vec<u8>)> {
     fn record(out: &mut Vec<u8>, ev: &RawEvent) {
-        // SAFETY: RawEvent is the ABI's plain-data struct.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((ev as *const RawEvent).cast::<u8>(), size_of::<RawEvent>())
+        let frames: &[u64] = if ev.kind == EventKind::GupGet as u8 {
+            &[0xffff_ffff_8100_1000, 0xffff_ffff_8100_2000]
+        } else {
+            &[]
         };
-        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
-        out.extend_from_slice(bytes);
+        for bytes in abi::encode(ev, frames) {
+            out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
     }
     let base = |kind, hook, t: u64| {
         let mut e = RawEvent::new(kind, hook);

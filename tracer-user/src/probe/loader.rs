@@ -167,6 +167,18 @@ pub fn ringbuf_size(requested: u64) -> u32 {
     requested.clamp(4096, 1 << 30).next_power_of_two() as u32
 }
 
+/// How many records per CPU between wakeups of the reader, for a ring
+/// buffer of `size` bytes (`Config::wakeup_every`): a power of two, a
+/// sixteenth of what the buffer holds of the smallest event records (64
+/// bytes and the kernel's 8-byte header) and at most 1024, so a batch never
+/// fills it and a burst costs one wakeup per batch, not one per record.
+/// The reader's own tick bounds the latency of what is below a batch.
+pub fn wakeup_every(size: u32) -> u32 {
+    let records = size / 72;
+    let every = (records / 16).clamp(1, 1024);
+    1 << every.ilog2()
+}
+
 /// Load the object with `cfg`, seed the device filter with `ranges`, attach
 /// the plan's programs. Individual attach failures are collected, not fatal.
 pub fn load(
@@ -182,8 +194,12 @@ pub fn load(
         return Err(LoadError::TooManyRanges(ranges.len()));
     }
     let size = ringbuf_size(ringbuf_bytes);
+    let cfg = Config {
+        wakeup_every: wakeup_every(size),
+        ..*cfg
+    };
     let mut ebpf = EbpfLoader::new()
-        .override_global(maps::CONFIG, cfg, true)
+        .override_global(maps::CONFIG, &cfg, true)
         .map_max_entries(maps::EVENTS, size)
         .load(OBJECT)
         .map_err(LoadError::Load)?;
@@ -361,5 +377,16 @@ mod tests {
         assert!(!s.contains("processed 39"), "{s}");
         assert_eq!(ringbuf_size(3000), 4096);
         assert_eq!(ringbuf_size(5 << 20), 8 << 20);
+    }
+
+    #[test]
+    fn wakeups_are_batched_below_what_the_ring_holds() {
+        for size in [4096u32, 1 << 20, 16 << 20, 1 << 30] {
+            let every = wakeup_every(size);
+            assert!(every.is_power_of_two(), "{size}: {every}");
+            assert!(every * 72 * 16 <= size.max(72 * 16), "{size}: {every}");
+        }
+        assert_eq!(wakeup_every(4096), 2);
+        assert_eq!(wakeup_every(16 << 20), 1024);
     }
 }
