@@ -26,6 +26,7 @@ macro_rules! abi_name {
 }
 
 mod emit;
+mod floor;
 mod hooks;
 mod kernel;
 mod snapshot;

@@ -151,6 +151,8 @@ struct Symbol {
     func: bool,
     section: String,
     executable: bool,
+    /// The symbol's bytes in the object (empty for those without a size).
+    bytes: Vec<u8>,
 }
 
 fn symbols(elf: &[u8]) -> Vec<Symbol> {
@@ -180,11 +182,20 @@ fn symbols(elf: &[u8]) -> Vec<Symbol> {
             if shndx == 0 || shndx >= shnum {
                 continue;
             }
+            // SHT_NOBITS (.bss) has no bytes in the file.
+            let (value, size) = (u64_at(sym, 8), u64_at(sym, 16));
+            let in_file = sh_type(shndx) != 8 && value + size <= u64_at(section(shndx), 0x20);
+            let at = u64_at(section(shndx), 0x18) + value;
             out.push(Symbol {
                 name: cstr(strtab + name),
                 func: sym[4] & 0xf == 2,
                 section: section_name(shndx),
                 executable: executable(shndx),
+                bytes: if in_file {
+                    elf[at..at + size].to_vec()
+                } else {
+                    Vec::new()
+                },
             });
         }
     }
@@ -282,4 +293,33 @@ fn every_program_the_plan_can_ask_for_is_in_the_object() {
         "programs the plan can ask for that the eBPF object lacks:\n{}",
         missing.join("\n")
     );
+}
+
+/// The floor's programs (`refscope bench-floor`, docs/benchmarks.md) are in
+/// the object under the names the ABI crate gives them, and are empty:
+/// `r0 = 0; exit`, nothing else, so what the benchmark measures for them is
+/// the attachment's own cost.
+#[test]
+fn the_floor_programs_are_in_the_object_and_empty() {
+    use refscope_common::{Prog, programs::floor};
+    let syms = symbols(object());
+    // BPF_ALU64 | BPF_MOV | BPF_K to r0 with 0, then BPF_JMP | BPF_EXIT.
+    let empty: [u8; 16] = [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+    for prog in [Prog::Fentry, Prog::Fexit, Prog::Kprobe, Prog::Kretprobe] {
+        let name = floor(prog);
+        let sym = syms
+            .iter()
+            .find(|s| s.name == name && s.func && s.executable)
+            .unwrap_or_else(|| panic!("no program {name} in the object"));
+        assert_eq!(
+            sym.section,
+            prog.suffix(),
+            "{name} is not a {} program",
+            prog.suffix()
+        );
+        assert_eq!(
+            sym.bytes, empty,
+            "{name} is not the empty program (r0 = 0; exit)"
+        );
+    }
 }

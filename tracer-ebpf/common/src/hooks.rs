@@ -289,6 +289,25 @@ pub mod programs {
     pub const SNAPSHOT_REFS: &str = "snapshot_refs";
     /// Walks page tables for the audit.
     pub const WALK_TABLES: &str = "walk_tables";
+
+    /// Empty programs (return 0, no maps, no helpers), one per kind:
+    /// `refscope bench-floor` attaches one copy wherever the plan attaches
+    /// a hook's program of that kind, so the benchmark measures the
+    /// trampoline's (or probe's) own cost on the same functions.
+    pub const FLOOR_FENTRY: &str = "floor_fentry";
+    pub const FLOOR_FEXIT: &str = "floor_fexit";
+    pub const FLOOR_KPROBE: &str = "floor_kprobe";
+    pub const FLOOR_KRETPROBE: &str = "floor_kretprobe";
+
+    /// The empty program standing in for a hook's program of kind `prog`.
+    pub const fn floor(prog: super::Prog) -> &'static str {
+        match prog {
+            super::Prog::Fentry => FLOOR_FENTRY,
+            super::Prog::Fexit => FLOOR_FEXIT,
+            super::Prog::Kprobe => FLOOR_KPROBE,
+            super::Prog::Kretprobe => FLOOR_KRETPROBE,
+        }
+    }
 }
 
 #[cfg(test)]
