@@ -41,6 +41,11 @@ pub enum Command {
     Export(ExportArgs),
     /// Check whether this kernel and these privileges can trace, and how.
     Doctor(DoctorArgs),
+    /// For `cargo xtask bench` only (hidden): attach an empty program
+    /// wherever `record` would attach one of refscope's, and wait for
+    /// SIGINT/SIGTERM/SIGHUP.
+    #[command(name = "bench-floor", hide = true)]
+    BenchFloor(BenchFloorArgs),
 }
 
 /// Options shared by everything that attaches to the kernel.
@@ -277,6 +282,25 @@ pub struct ExportArgs {
     pub rules: Vec<String>,
 }
 
+/// `refscope bench-floor`: what the benchmark's `floor` mode runs
+/// (docs/benchmarks.md).
+#[derive(Debug, Args)]
+pub struct BenchFloorArgs {
+    /// The plan of `record --attach MODE`: the empty programs go where
+    /// its programs would, with the same kinds (fentry/fexit or
+    /// kprobe/kretprobe).
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach: AttachMode,
+
+    /// As for `record`: leave this logical hook out (repeatable).
+    #[arg(long = "skip-hook", value_name = "NAME")]
+    pub skip_hooks: Vec<String>,
+
+    /// Create this file once every program is attached (for scripts).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Machine-readable output.
@@ -354,7 +378,8 @@ impl Cli {
                     ),
                 ));
             }
-            Command::Live(_) | Command::Report(_) | Command::Doctor(_) => {}
+            Command::Live(_) | Command::Report(_) | Command::Doctor(_) | Command::BenchFloor(_) => {
+            }
         }
         Ok(())
     }

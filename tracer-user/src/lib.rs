@@ -3,6 +3,7 @@
 //! in the `refscope-core` crate (pure, no aya).
 
 pub mod audit;
+pub mod bench_floor;
 pub mod btf;
 pub mod cli;
 pub mod doctor;

@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use refscope::{
+    bench_floor,
     cli::{Cli, Command},
     doctor, export, live, record, report,
 };
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
         _ => init_logging(cli.verbose),
     }
     let traces = match &cli.command {
-        Command::Record(_) | Command::Doctor(_) => true,
+        Command::Record(_) | Command::Doctor(_) | Command::BenchFloor(_) => true,
         Command::Live(args) => args.replay.is_none(),
         Command::Report(_) | Command::Export(_) => false,
     };
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         Command::Report(args) => report::run(args),
         Command::Export(args) => export::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::BenchFloor(args) => bench_floor::run(args),
     };
     match result {
         Ok(code) => code,

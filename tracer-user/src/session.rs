@@ -129,6 +129,21 @@ impl Facts {
     }
 }
 
+impl Facts {
+    /// The plan a tracing session attaches (`record`, `live`, and
+    /// `bench-floor`'s empty programs): this kernel's plan for `attach`,
+    /// less the logical hooks `skip_hooks` names; an error if no map hook
+    /// is left.
+    pub fn trace_plan(&self, attach: AttachMode, skip_hooks: &[String]) -> anyhow::Result<Plan> {
+        let mut plan = self.plan(attach).context("no hook plan")?;
+        plan.skip(skip_hooks).map_err(anyhow::Error::msg)?;
+        if let Some(why) = no_map_hook(&self.release, &plan) {
+            bail!("{why}");
+        }
+        Ok(plan)
+    }
+}
+
 /// An attached tracing session.
 pub struct Session {
     pub header: Header,
@@ -154,11 +169,7 @@ impl Session {
         };
         let (model, model_source) = config::refcount_model(btf);
         let gup = config::gup_flags(btf);
-        let mut plan = facts.plan(opts.attach).context("no hook plan")?;
-        plan.skip(&opts.skip_hooks).map_err(anyhow::Error::msg)?;
-        if let Some(why) = no_map_hook(&facts.release, &plan) {
-            bail!("{why}");
-        }
+        let mut plan = facts.trace_plan(opts.attach, &opts.skip_hooks)?;
         let cfg = config::build(
             btf,
             kallsyms,

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd as _, OwnedFd};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, Map, MapData, PerCpuArray},
-    programs::{FEntry, FExit, Program},
+    programs::{FEntry, FExit, Program, ProgramFd},
 };
 use refscope_common::{Config, DropStats, HookId, MAX_RANGES, PfnRange, maps};
 use thiserror::Error;
@@ -304,6 +304,131 @@ fn load_fentry(
 fn load_fexit(p: &mut FExit, function: &str, btf: &Btf) -> Result<(), aya::programs::ProgramError> {
     p.load(function, btf)?;
     p.attach().map(|_| ())
+}
+
+/// Empty programs attached where a plan attaches refscope's
+/// (`refscope bench-floor`): kept attached while this lives.
+pub struct Floor {
+    /// `(empty program, hook)` for every copy attached.
+    pub attached: Vec<(&'static str, HookId)>,
+    pub failures: Vec<AttachFailure>,
+    /// The links: each holds its copy of the program in the kernel.
+    _links: Vec<Box<dyn std::any::Any>>,
+    /// A descriptor of each copy, so the kernel's run-time statistics of
+    /// every copy show in `/proc/PID/fdinfo` (the benchmark reads them
+    /// there, as it does refscope's own programs').
+    programs: Vec<ProgramFd>,
+    _ebpf: Ebpf,
+    _stats: Option<OwnedFd>,
+}
+
+impl Floor {
+    /// Runs and run time of all copies together, from the kernel's
+    /// statistics (zero where they are off).
+    pub fn run_stats(&self) -> (u64, std::time::Duration) {
+        self.programs
+            .iter()
+            .filter_map(|fd| prog_info(fd.as_fd()))
+            .fold((0, std::time::Duration::ZERO), |(n, t), i| {
+                (
+                    n + i.run_cnt,
+                    t + std::time::Duration::from_nanos(i.run_time_ns),
+                )
+            })
+    }
+}
+
+/// Attach, for every program `plan` attaches, a copy of the empty program
+/// of the same kind ([`refscope_common::programs::floor`]) to the same
+/// function. aya loads a program once per attach target (an fentry's target
+/// is fixed when it is loaded), so each copy is loaded, attached, its link
+/// and a descriptor kept, and aya's handle unloaded for the next copy: one
+/// object, no map of it used (the ring buffer shrunk to a page).
+pub fn load_floor(plan: &Plan) -> Result<Floor, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let ebpf = EbpfLoader::new()
+        .map_max_entries(maps::EVENTS, ringbuf_size(0))
+        .map_max_entries(maps::TRACKED_MMS, 1)
+        .load(OBJECT)
+        .map_err(LoadError::Load)?;
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+    let btf = if plan.attach.iter().any(|a| a.via == Via::Fentry) {
+        Some(Btf::from_sys_fs().map_err(LoadError::Btf)?)
+    } else {
+        None
+    };
+    let mut floor = Floor {
+        attached: Vec::new(),
+        failures: Vec::new(),
+        _links: Vec::new(),
+        programs: Vec::new(),
+        _ebpf: ebpf,
+        _stats: stats,
+    };
+    for a in &plan.attach {
+        for kind in a.kinds() {
+            let name = refscope_common::programs::floor(kind);
+            match attach_copy(&mut floor._ebpf, name, a.hook.function(), btf.as_ref()) {
+                Ok((link, fd)) => {
+                    floor._links.push(link);
+                    floor.programs.push(fd);
+                    floor.attached.push((name, a.hook));
+                }
+                Err(error) => floor.failures.push(AttachFailure {
+                    hook: a.hook,
+                    program: name.into(),
+                    error,
+                }),
+            }
+        }
+    }
+    Ok(floor)
+}
+
+/// Load `name` against `function`, attach it, take the link and a
+/// descriptor of the program, and unload aya's handle (the kernel keeps
+/// the program for the link), so the next call can load it again.
+fn attach_copy(
+    ebpf: &mut Ebpf,
+    name: &str,
+    function: &str,
+    btf: Option<&Btf>,
+) -> Result<(Box<dyn std::any::Any>, ProgramFd), String> {
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} is not in the eBPF object"))?;
+    let verbose = |e: aya::programs::ProgramError| super::verifier_summary(&format!("{e:#}"));
+    let clone = |fd: &ProgramFd| fd.try_clone().map_err(|e| format!("{name}: {e}"));
+    // One body for the three program types, whose handles share no trait.
+    macro_rules! once {
+        ($p:ident, $load:expr, $attach:expr) => {{
+            $load.map_err(verbose)?;
+            let kept = (|| {
+                let id = $attach.map_err(verbose)?;
+                let link = $p.take_link(id).map_err(verbose)?;
+                let fd = clone($p.fd().map_err(verbose)?)?;
+                Ok::<_, String>((Box::new(link) as Box<dyn std::any::Any>, fd))
+            })();
+            // The taken link keeps the program attached (aya detaches only
+            // the links it still tracks).
+            let _ = $p.unload();
+            kept
+        }};
+    }
+    match prog {
+        Program::FEntry(p) => {
+            let btf = btf.ok_or("no BTF")?;
+            once!(p, p.load(function, btf), p.attach())
+        }
+        Program::FExit(p) => {
+            let btf = btf.ok_or("no BTF")?;
+            once!(p, p.load(function, btf), p.attach())
+        }
+        Program::KProbe(p) => once!(p, p.load(), p.attach(function, 0)),
+        _ => Err(format!("program {name} has an unexpected type")),
+    }
 }
 
 /// Total BPF run time and runs of the attached programs (for the live

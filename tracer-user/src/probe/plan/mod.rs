@@ -124,8 +124,8 @@ pub struct Attach {
 }
 
 impl Attach {
-    /// Program names in the eBPF object, entry first.
-    pub fn programs(&self) -> Vec<String> {
+    /// The kinds of program attached to the function, entry first.
+    pub fn kinds(&self) -> Vec<Prog> {
         let (e, x) = match self.via {
             Via::Fentry => (Prog::Fentry, Prog::Fexit),
             Via::Kprobe => (Prog::Kprobe, Prog::Kretprobe),
@@ -133,7 +133,15 @@ impl Attach {
         [(self.entry, e), (self.exit, x)]
             .into_iter()
             .filter(|&(wanted, _)| wanted)
-            .map(|(_, prog)| self.hook.program(prog).to_string())
+            .map(|(_, prog)| prog)
+            .collect()
+    }
+
+    /// Program names in the eBPF object, entry first.
+    pub fn programs(&self) -> Vec<String> {
+        self.kinds()
+            .into_iter()
+            .map(|prog| self.hook.program(prog).to_string())
             .collect()
     }
 
