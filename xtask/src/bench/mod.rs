@@ -113,8 +113,15 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<()> {
     let root = util::workspace_root();
     let out_dir = util::target_dir().join("bench");
     fs::create_dir_all(&out_dir)?;
+    // What follows `bench` (global options such as --no-setup may come
+    // before it).
     let command = std::iter::once("cargo xtask bench".to_owned())
-        .chain(std::env::args().skip(2))
+        .chain(
+            std::env::args()
+                .skip(1)
+                .skip_while(|a| a != "bench")
+                .skip(1),
+        )
         .collect::<Vec<_>>()
         .join(" ");
 
