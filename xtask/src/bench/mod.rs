@@ -25,7 +25,7 @@ mod stats;
 
 use std::{
     fs,
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -67,6 +67,12 @@ pub struct Options {
     /// Do not build first; use what target/ has.
     #[arg(long)]
     pub no_build: bool,
+    /// A second refscope (built from an older commit, e.g. with `cargo
+    /// xtask build` in a worktree): its `record`, with its defaults, runs
+    /// as mode `baseline` in the same boot and rotation, so before and
+    /// after are measured side by side.
+    #[arg(long, value_name = "PATH", conflicts_with = "host_only")]
+    pub baseline: Option<PathBuf>,
 }
 
 /// The machine the numbers come from.
@@ -125,11 +131,14 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(" ");
 
-    let binaries = if opts.host_only {
+    let mut binaries = if opts.host_only {
         Vec::new()
     } else {
         vm::guest_binaries(opts.no_build)?
     };
+    if let Some(path) = &opts.baseline {
+        binaries.push(baseline_binary(path, &out_dir)?);
+    }
     if !opts.guest_only && !opts.no_build {
         step("building the synthetic trace generators");
         util::run(&mut build::cargo(&[
@@ -148,7 +157,7 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<()> {
 
     let plan = guest::Plan {
         reps: if opts.quick { 2 } else { opts.reps.max(1) },
-        modes: guest::Mode::ALL.to_vec(),
+        modes: guest::modes(opts.baseline.is_some()),
         workloads: guest::workloads(opts.quick),
         capacity: true,
         cap_secs: if opts.quick { 1.0 } else { 3.0 },
@@ -178,7 +187,7 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<()> {
         cfg.binaries = binaries;
         cfg.share = Some(share.clone());
         cfg.echo_output = true;
-        cfg.timeout = Duration::from_secs(if opts.quick { 600 } else { 1500 });
+        cfg.timeout = guest_timeout(&plan, opts.quick);
         let gt = Instant::now();
         match vm::run(&cfg) {
             Ok(o) => {
@@ -286,6 +295,32 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<()> {
         anyhow::bail!("host measurements failed: {}", h.errors.join("; "));
     }
     Ok(())
+}
+
+/// The `--baseline` binary, checked (it must be able to trace) and copied
+/// as `out_dir/refscope-baseline`, the name the guest runs it by.
+fn baseline_binary(path: &Path, out_dir: &Path) -> anyhow::Result<PathBuf> {
+    if !path.is_file() {
+        anyhow::bail!("--baseline {}: no such file", path.display());
+    }
+    build::check_programs(path).context("--baseline: that refscope cannot trace")?;
+    let to = out_dir.join(guest::BASELINE_BIN);
+    fs::copy(path, &to)
+        .with_context(|| format!("cannot copy {} to {}", path.display(), to.display()))?;
+    note(format!(
+        "baseline: {} runs as `{}` (mode baseline)",
+        path.display(),
+        guest::BASELINE_BIN
+    ));
+    Ok(to)
+}
+
+/// How long the guest may take: boot and capacity steps, and a budget per
+/// (repetition, mode) of four workloads with attaching and detaching
+/// (about 3 times what a quiet host needs).
+fn guest_timeout(plan: &guest::Plan, quick: bool) -> Duration {
+    let per = if quick { 30 } else { 45 };
+    Duration::from_secs(300 + (plan.reps * plan.modes.len()) as u64 * per)
 }
 
 fn header(m: &Machine, command: &str, date: &str, secs: f64) -> String {

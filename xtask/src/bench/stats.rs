@@ -13,6 +13,17 @@ pub struct Spread {
 }
 
 impl Spread {
+    /// The same measurements through `f`, which must not decrease (a
+    /// scale or a shift): median, minimum and maximum map to theirs.
+    pub fn map(self, f: impl Fn(f64) -> f64) -> Spread {
+        Spread {
+            median: f(self.median),
+            min: f(self.min),
+            max: f(self.max),
+            n: self.n,
+        }
+    }
+
     /// `0.93 [0.90–0.97]`, with `digits` decimals.
     pub fn show(&self, digits: usize) -> String {
         if self.n == 1 {
@@ -65,5 +76,7 @@ mod tests {
         assert_eq!((s.median, s.min, s.max, s.n), (0.9, 0.8, 1.0, 3));
         assert_eq!(s.show(2), "0.90 [0.80–1.00]");
         assert_eq!(spread(&[0.5]).unwrap().show(2), "0.50");
+        let t = s.map(|x| x / 2.0 + 0.1);
+        assert_eq!((t.median, t.min, t.max, t.n), (0.55, 0.5, 0.6, 3));
     }
 }

@@ -9,10 +9,10 @@
 //! spreads over all modes) starts its tracer, runs every workload, and
 //! stops the tracer. Every workload times its own rounds, so attaching and
 //! detaching are outside the measurement. Before and after each workload
-//! the script reads the kernel's run-time statistics of refscope's BPF
+//! the script reads the kernel's run-time statistics of the tracer's BPF
 //! programs from `/proc/PID/fdinfo` (`run_time_ns`, `run_cnt`: what
 //! `bpftool prog` shows; refscope turns the statistics on with
-//! `BPF_ENABLE_STATS` for as long as it runs).
+//! `BPF_ENABLE_STATS` for as long as it runs, `refscope bench-floor` too).
 //!
 //! Capacity: `refscope record` with a 1 MiB ring buffer under a producer
 //! paced at rising fractions of the untraced fault rate, then flat out on
@@ -34,6 +34,13 @@ pub enum Mode {
     Untraced,
     /// `refscope record` (fentry/fexit where the kernel allows: the default).
     Fentry,
+    /// `refscope bench-floor`: an empty program wherever `refscope record`
+    /// attaches one, with the same kinds (fentry/fexit): the attachment's
+    /// own cost, which no tracer on these hooks can beat.
+    Floor,
+    /// `refscope record` of the binary given with `--baseline` (built from
+    /// an older commit), with its defaults: before and after from one boot.
+    Baseline,
     /// `refscope record --attach kprobe`.
     Kprobe,
     /// The same functions as kprobe events in tracefs, read from
@@ -49,10 +56,30 @@ pub enum Mode {
     FentryAuditFast,
 }
 
+/// The guest's name of the `--baseline` binary.
+pub const BASELINE_BIN: &str = "refscope-baseline";
+
+/// What starts and stops a mode's tracer in the guest script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracer {
+    None,
+    /// `BIN record ARGS`: writes a trace whose footer counts events.
+    Record {
+        bin: &'static str,
+        args: &'static str,
+    },
+    /// `refscope bench-floor`: no trace.
+    Floor,
+    /// tracefs kprobe events read from trace_pipe.
+    Tracefs,
+}
+
 impl Mode {
-    pub const ALL: [Mode; 7] = [
+    /// Every mode but [`Mode::Baseline`], which needs a second binary.
+    pub const ALL: [Mode; 8] = [
         Mode::Untraced,
         Mode::Fentry,
+        Mode::Floor,
         Mode::Kprobe,
         Mode::Tracefs,
         Mode::FentryNoStacks,
@@ -64,6 +91,8 @@ impl Mode {
         match self {
             Mode::Untraced => "untraced",
             Mode::Fentry => "fentry",
+            Mode::Floor => "floor",
+            Mode::Baseline => "baseline",
             Mode::Kprobe => "kprobe",
             Mode::Tracefs => "tracefs",
             Mode::FentryNoStacks => "fentry-nostacks",
@@ -76,6 +105,8 @@ impl Mode {
         match self {
             Mode::Untraced => "untraced",
             Mode::Fentry => "`refscope record` (fentry, default)",
+            Mode::Floor => "empty programs on the same hooks (floor)",
+            Mode::Baseline => "`refscope record` before the change (--baseline)",
             Mode::Kprobe => "`refscope record --attach kprobe`",
             Mode::Tracefs => "tracefs kprobe events, same functions",
             Mode::FentryNoStacks => "`refscope record --gup-stacks false`",
@@ -84,22 +115,57 @@ impl Mode {
         }
     }
 
-    /// Extra `refscope record` arguments; `None` when refscope is not the
-    /// tracer.
-    fn record_args(self) -> Option<&'static str> {
+    pub fn tracer(self) -> Tracer {
+        let record = |args| Tracer::Record {
+            bin: "refscope",
+            args,
+        };
         match self {
-            Mode::Fentry => Some(""),
-            Mode::Kprobe => Some("--attach kprobe"),
-            Mode::FentryNoStacks => Some("--gup-stacks false"),
-            Mode::FentryNoAudit => Some("--no-audit"),
-            Mode::FentryAuditFast => Some("--audit-interval 0.5"),
-            Mode::Untraced | Mode::Tracefs => None,
+            Mode::Untraced => Tracer::None,
+            Mode::Fentry => record(""),
+            Mode::Floor => Tracer::Floor,
+            Mode::Baseline => Tracer::Record {
+                bin: BASELINE_BIN,
+                args: "",
+            },
+            Mode::Kprobe => record("--attach kprobe"),
+            Mode::Tracefs => Tracer::Tracefs,
+            Mode::FentryNoStacks => record("--gup-stacks false"),
+            Mode::FentryNoAudit => record("--no-audit"),
+            Mode::FentryAuditFast => record("--audit-interval 0.5"),
         }
     }
 
-    pub fn is_refscope(self) -> bool {
-        self.record_args().is_some()
+    /// Its tracer is a process whose BPF programs' run-time statistics the
+    /// script reads (refscope's, or the floor's empty ones).
+    pub fn has_bpf_stats(self) -> bool {
+        matches!(self.tracer(), Tracer::Record { .. } | Tracer::Floor)
     }
+
+    /// Its session ends with a footer counting events and losses.
+    pub fn has_footer(self) -> bool {
+        matches!(self.tracer(), Tracer::Record { .. } | Tracer::Tracefs)
+    }
+
+    /// Its programs are attached as the floor's are (fentry/fexit, the
+    /// default plan), so its cost per run compares with the floor's.
+    pub fn compares_with_floor(self) -> bool {
+        self.has_bpf_stats() && !matches!(self, Mode::Floor | Mode::Kprobe)
+    }
+}
+
+/// The modes of one run: every mode, and [`Mode::Baseline`] after the
+/// floor when there is a baseline binary.
+pub fn modes(baseline: bool) -> Vec<Mode> {
+    let mut v = Mode::ALL.to_vec();
+    if baseline {
+        let at = v
+            .iter()
+            .position(|m| *m == Mode::Floor)
+            .map_or(v.len(), |i| i + 1);
+        v.insert(at, Mode::Baseline);
+    }
+    v
 }
 
 /// One workload of the overhead runs.

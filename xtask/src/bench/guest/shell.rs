@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Mode, Plan, Producer, cap_steps};
+use super::{Plan, Producer, Tracer, cap_steps};
 
 /// Shell functions the script starts with.
 const PRELUDE: &str = r#"set -u
@@ -37,16 +37,18 @@ bpfstats() {
         END { for (i in t) { n++; T += t[i]; C += c[i]; M += m[i] }
               printf "%d %.0f %.0f %.0f\n", n, T, C, M }'
 }
-rec_start() { # TAG RECORD-ARGS...
+# Start a tracer that creates /tmp/ready once it is attached, and wait
+# for that: COMMAND... gets --ready-file appended.
+tracer_start() { # TAG COMMAND...
     tag=$1; shift
     rm -f /tmp/ready /tmp/t.jsonl
     t0=$(up)
-    refscope record --quiet -o /tmp/t.jsonl --force --ready-file /tmp/ready "$@" 2>"$O/$tag.err" &
+    "$@" --ready-file /tmp/ready 2>"$O/$tag.err" &
     TRACER=$!
     i=0
     while [ ! -e /tmp/ready ]; do
         if ! kill -0 $TRACER 2>/dev/null || [ $i -gt 1800 ]; then
-            log "$tag: refscope record did not attach"
+            log "$tag: $1 $2 did not attach"
             kill -9 $TRACER 2>/dev/null
             TRACER=""
             return 1
@@ -56,14 +58,21 @@ rec_start() { # TAG RECORD-ARGS...
     done
     echo "$t0 $(up)" > "$O/$tag.attach"
 }
-rec_stop() { # TAG
-    if [ -z "$TRACER" ]; then echo 255 > "$O/$1.status"; return; fi
+tracer_stop() { # TAG
+    if [ -z "$TRACER" ]; then echo 255 > "$O/$1.status"; return 1; fi
     kill -INT $TRACER
     wait $TRACER
     echo $? > "$O/$1.status"
+    TRACER=""
+}
+rec_start() { # TAG BIN RECORD-ARGS...
+    tag=$1; bin=$2; shift 2
+    tracer_start "$tag" "$bin" record --quiet -o /tmp/t.jsonl --force "$@"
+}
+rec_stop() { # TAG
+    tracer_stop "$1" || return
     tail -n 1 /tmp/t.jsonl > "$O/$1.footer"
     grep -c '"kind":"audit"' /tmp/t.jsonl > "$O/$1.audits"
-    TRACER=""
 }
 tfs_start() { # TAG
     echo 0 > $T/tracing_on
@@ -142,16 +151,22 @@ cp /tmp/hooks $O/hooks
                 .iter()
                 .map(|w| format!("    run {rep} {m} {} {}\n", w.name, w.args))
                 .collect();
-            match mode {
-                Mode::Untraced => s.push_str(&body.replace("    run", "run")),
-                Mode::Tracefs => {
+            match mode.tracer() {
+                Tracer::None => s.push_str(&body.replace("    run", "run")),
+                Tracer::Tracefs => {
                     let _ = write!(s, "tfs_start {tag}\n{body}tfs_stop {tag}\n");
                 }
-                _ => {
-                    let args = mode.record_args().unwrap_or_default();
+                Tracer::Floor => {
                     let _ = write!(
                         s,
-                        "if rec_start {tag} {args}; then\n{body}fi\nrec_stop {tag}\nrm -f /tmp/t.jsonl\n"
+                        "if tracer_start {tag} refscope bench-floor; then\n{body}fi\ntracer_stop {tag}\n"
+                    );
+                }
+                Tracer::Record { bin, args } => {
+                    let sep = if args.is_empty() { "" } else { " " };
+                    let _ = write!(
+                        s,
+                        "if rec_start {tag} {bin}{sep}{args}; then\n{body}fi\nrec_stop {tag}\nrm -f /tmp/t.jsonl\n"
                     );
                 }
             }
@@ -216,7 +231,7 @@ rounds() {{ awk -v x=$1 -v p=$2 'BEGIN {{ n = int(x * {secs} / p) + 1; if (n < 3
         body = format!("    w0=$(up)\n{body}    echo \"$w0 $(up)\" > $O/{tag}.window\n");
         let _ = write!(
             s,
-            "if rec_start {tag} --ringbuf-size {}; then\n{body}fi\nrec_stop {tag}\n",
+            "if rec_start {tag} refscope --ringbuf-size {}; then\n{body}fi\nrec_stop {tag}\n",
             step.ring
         );
         if step.findings {
@@ -230,12 +245,14 @@ rounds() {{ awk -v x=$1 -v p=$2 'BEGIN {{ n = int(x * {secs} / p) + 1; if (n < 3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::guest::{OVERFLOW_RING, OVERFLOW_STEP, REFERENCE_STEP, workloads};
+    use crate::bench::guest::{
+        BASELINE_BIN, OVERFLOW_RING, OVERFLOW_STEP, REFERENCE_STEP, modes, workloads,
+    };
 
     fn plan() -> Plan {
         Plan {
             reps: 2,
-            modes: Mode::ALL.to_vec(),
+            modes: modes(true),
             workloads: workloads(true),
             capacity: true,
             cap_secs: 2.0,
@@ -254,7 +271,7 @@ mod tests {
         assert_eq!(first(1), "untraced");
         assert_eq!(first(2), "fentry");
         for w in workloads(true) {
-            for m in Mode::ALL {
+            for m in modes(true) {
                 for rep in 1..=2 {
                     assert!(
                         s.contains(&format!("run {rep} {} {} {}", m.name(), w.name, w.args)),
@@ -265,18 +282,23 @@ mod tests {
                 }
             }
         }
-        assert!(s.contains("rec_start sessions/1-kprobe --attach kprobe"));
-        assert!(s.contains("rec_start sessions/2-fentry-nostacks --gup-stacks false"));
+        assert!(s.contains("rec_start sessions/1-kprobe refscope --attach kprobe"));
+        assert!(s.contains("rec_start sessions/2-fentry-nostacks refscope --gup-stacks false"));
+        assert!(s.contains(&format!(
+            "rec_start sessions/1-baseline {BASELINE_BIN}; then"
+        )));
+        assert!(s.contains("rec_start sessions/2-fentry refscope; then"));
+        assert!(s.contains("tracer_start sessions/2-floor refscope bench-floor; then"));
         assert!(s.contains("tfs_start sessions/1-tracefs"));
         assert!(s.contains(&format!(
-            "rec_start cap/{OVERFLOW_STEP} --ringbuf-size {OVERFLOW_RING}"
+            "rec_start cap/{OVERFLOW_STEP} refscope --ringbuf-size {OVERFLOW_RING}"
         )));
         assert!(s.contains(&format!("findings cap/{REFERENCE_STEP}")));
         assert!(s.trim_end().ends_with("log 'all runs done'"));
         // Every measurement's results reach the share before the next.
         assert_eq!(
             s.matches("\nflush\n").count(),
-            2 * Mode::ALL.len() + 1 + cap_steps().len() + 1
+            2 * modes(true).len() + 1 + cap_steps().len() + 1
         );
         assert!(s.contains(&format!(
             "echo \"$w0 $(up)\" > $O/cap/{OVERFLOW_STEP}.window"

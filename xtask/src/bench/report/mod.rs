@@ -39,7 +39,8 @@ impl OverheadRow {
     }
 }
 
-/// In-kernel cost of refscope's programs on one workload.
+/// In-kernel cost of a tracer's programs on one workload (refscope's, or
+/// the floor's empty ones).
 #[derive(Debug, Clone, Serialize)]
 pub struct BpfRow {
     pub workload: String,
@@ -51,12 +52,22 @@ pub struct BpfRow {
     /// Mean run time of a program per repetition, from the kernel's
     /// statistics (TCG: inflated, and by host contention too).
     pub ns_per_run: Option<Spread>,
+    /// Per repetition: `ns_per_run` over the floor's of the same
+    /// repetition (modes attached as the floor is; see
+    /// [`Mode::compares_with_floor`]).
+    pub ns_per_run_vs_floor: Option<Spread>,
     /// Per repetition: BPF time per unit of work over the untraced time of
     /// a unit (best round).
     pub share_of_untraced: Option<Spread>,
     /// Per repetition: BPF time per unit over the time tracing added to a
     /// unit (repetitions where it added time).
     pub share_of_added: Option<Spread>,
+    /// Per repetition: the time tracing added to a unit of work,
+    /// `1/traced rate - 1/untraced rate` (TCG nanoseconds).
+    pub added_ns_per_unit: Option<Spread>,
+    /// Per repetition: `added_ns_per_unit` over the floor's of the same
+    /// repetition (repetitions where both added time).
+    pub added_vs_floor: Option<Spread>,
     pub recursion_misses: f64,
 }
 
@@ -111,38 +122,47 @@ pub struct SessionRow {
 }
 
 pub fn summarize_guest(g: &GuestData, plan: &guest::Plan) -> GuestSummary {
-    let rate = |rep: usize, mode: Mode, w: &str| {
+    let find = |rep: usize, mode: Mode, w: &str| {
         g.runs
             .iter()
             .find(|r| r.rep == rep && r.mode == mode && r.workload == w && r.ok)
-            .and_then(|r| r.per_sec)
     };
+    let rate = |rep: usize, mode: Mode, w: &str| find(rep, mode, w).and_then(|r| r.per_sec);
+    // What the tracer's programs cost per run in a repetition.
+    let ns_per_run = |rep: usize, mode: Mode, w: &str| {
+        let b = find(rep, mode, w).filter(|r| r.units > 0.0)?.bpf?;
+        (b.run_cnt > 0.0).then(|| b.run_time_ns / b.run_cnt)
+    };
+    // What tracing added to a unit of work in a repetition (TCG ns).
+    let added = |rep: usize, mode: Mode, w: &str| {
+        Some(1e9 / rate(rep, mode, w)? - 1e9 / rate(rep, Mode::Untraced, w)?)
+    };
+    let has_floor = plan.modes.contains(&Mode::Floor);
     let mut overhead = Vec::new();
     let mut bpf = Vec::new();
     for w in &plan.workloads {
-        let untraced: Vec<f64> = (1..=plan.reps)
+        let reps = || 1..=plan.reps;
+        let untraced: Vec<f64> = reps()
             .filter_map(|rep| rate(rep, Mode::Untraced, w.name))
             .collect();
         let mut ratios = Vec::new();
         for &mode in plan.modes.iter().filter(|m| **m != Mode::Untraced) {
-            let r: Vec<f64> = (1..=plan.reps)
+            let r: Vec<f64> = reps()
                 .filter_map(|rep| {
                     Some(rate(rep, mode, w.name)? / rate(rep, Mode::Untraced, w.name)?)
                 })
                 .collect();
             ratios.push((mode, stats::spread(&r)));
-            if !mode.is_refscope() {
+            if !mode.has_bpf_stats() {
                 continue;
             }
             let mut units = 0.0;
             let mut cnt = 0.0;
             let mut miss = 0.0;
             let mut progs = 0;
-            let (mut ns_run, mut share_un, mut share_add) = (Vec::new(), Vec::new(), Vec::new());
-            for rep in 1..=plan.reps {
-                let Some(r) = g.runs.iter().find(|r| {
-                    r.rep == rep && r.mode == mode && r.workload == w.name && r.ok && r.units > 0.0
-                }) else {
+            let (mut share_un, mut share_add) = (Vec::new(), Vec::new());
+            for rep in reps() {
+                let Some(r) = find(rep, mode, w.name).filter(|r| r.units > 0.0) else {
                     continue;
                 };
                 let Some(b) = r.bpf else { continue };
@@ -150,34 +170,57 @@ pub fn summarize_guest(g: &GuestData, plan: &guest::Plan) -> GuestSummary {
                 cnt += b.run_cnt;
                 miss += b.recursion_misses;
                 progs = progs.max(b.programs);
-                if b.run_cnt > 0.0 {
-                    ns_run.push(b.run_time_ns / b.run_cnt);
-                }
                 let bpf_per_unit = b.run_time_ns / r.units;
                 if let Some(u) = rate(rep, Mode::Untraced, w.name) {
-                    let untraced_ns = 1e9 / u;
-                    share_un.push(bpf_per_unit / untraced_ns);
-                    if let Some(t) = r.per_sec {
-                        let added = 1e9 / t - untraced_ns;
-                        if added > 0.0 {
-                            share_add.push(bpf_per_unit / added);
-                        }
-                    }
+                    share_un.push(bpf_per_unit / (1e9 / u));
+                }
+                if let Some(a) = added(rep, mode, w.name)
+                    && a > 0.0
+                {
+                    share_add.push(bpf_per_unit / a);
                 }
             }
-            if units > 0.0 {
-                bpf.push(BpfRow {
-                    workload: w.name.into(),
-                    mode,
-                    unit: w.unit.into(),
-                    programs: progs,
-                    runs_per_unit: cnt / units,
-                    ns_per_run: stats::spread(&ns_run),
-                    share_of_untraced: stats::spread(&share_un),
-                    share_of_added: stats::spread(&share_add),
-                    recursion_misses: miss,
-                });
+            if units == 0.0 {
+                continue;
             }
+            let vs_floor = has_floor && mode.compares_with_floor();
+            let ns_vs_floor: Vec<f64> = reps()
+                .filter(|_| vs_floor)
+                .filter_map(|rep| {
+                    Some(ns_per_run(rep, mode, w.name)? / ns_per_run(rep, Mode::Floor, w.name)?)
+                })
+                .collect();
+            // A difference of two noisy rates: where either is not above
+            // zero (noise larger than the cost), the quotient means nothing.
+            let added_vs_floor: Vec<f64> = reps()
+                .filter(|_| vs_floor)
+                .filter_map(|rep| {
+                    let floor = added(rep, Mode::Floor, w.name).filter(|f| *f > 0.0)?;
+                    Some(added(rep, mode, w.name).filter(|a| *a > 0.0)? / floor)
+                })
+                .collect();
+            bpf.push(BpfRow {
+                workload: w.name.into(),
+                mode,
+                unit: w.unit.into(),
+                programs: progs,
+                runs_per_unit: cnt / units,
+                ns_per_run: stats::spread(
+                    &reps()
+                        .filter_map(|rep| ns_per_run(rep, mode, w.name))
+                        .collect::<Vec<_>>(),
+                ),
+                ns_per_run_vs_floor: stats::spread(&ns_vs_floor),
+                share_of_untraced: stats::spread(&share_un),
+                share_of_added: stats::spread(&share_add),
+                added_ns_per_unit: stats::spread(
+                    &reps()
+                        .filter_map(|rep| added(rep, mode, w.name))
+                        .collect::<Vec<_>>(),
+                ),
+                added_vs_floor: stats::spread(&added_vs_floor),
+                recursion_misses: miss,
+            });
         }
         overhead.push(OverheadRow {
             workload: w.name.into(),
@@ -196,7 +239,7 @@ pub fn summarize_guest(g: &GuestData, plan: &guest::Plan) -> GuestSummary {
             let s: Vec<&Session> = g.sessions.iter().filter(|s| s.mode == mode).collect();
             let ok: Vec<&&Session> = s
                 .iter()
-                .filter(|s| s.status == Some(0) && s.events.is_some())
+                .filter(|s| s.status == Some(0) && (s.events.is_some() || !mode.has_footer()))
                 .collect();
             SessionRow {
                 mode,
@@ -507,5 +550,126 @@ mod tests {
         assert!(md.contains("| `dax-faults`: "));
         assert!(md.contains("0.62 [0.50–0.75]"));
         assert!(md.contains("**missed**"));
+    }
+
+    fn bpf(ns: f64, runs: f64) -> Option<BpfDelta> {
+        Some(BpfDelta {
+            programs: 29,
+            run_time_ns: ns * runs,
+            run_cnt: runs,
+            recursion_misses: 0.0,
+        })
+    }
+
+    fn session(rep: usize, mode: Mode, status: i32, events: Option<u64>) -> Session {
+        Session {
+            rep,
+            mode,
+            status: Some(status),
+            events,
+            lost: events.map(|_| 0),
+            attach_secs: Some(1.0),
+            audits: None,
+        }
+    }
+
+    /// Three repetitions of untraced, fentry, the floor, tracefs and
+    /// fentry-nostacks on the two device workloads, with the rates and
+    /// program costs given per mode (the same in every repetition unless
+    /// `spread` widens them).
+    fn floor_data(spread: f64) -> (GuestData, Plan) {
+        let plan = Plan {
+            reps: 3,
+            modes: vec![
+                Mode::Untraced,
+                Mode::Fentry,
+                Mode::Floor,
+                Mode::Tracefs,
+                Mode::FentryNoStacks,
+            ],
+            workloads: workloads(true)[..2].to_vec(),
+            capacity: false,
+            cap_secs: 1.0,
+        };
+        let mut runs = Vec::new();
+        for rep in 1..=3 {
+            // -1, 0, +1 times `spread` around the rate.
+            let wobble = 1.0 + (rep as f64 - 2.0) * spread;
+            for w in ["dax-faults", "dax-pins"] {
+                // Untraced: 1 ms per unit. Floor: 1.1 ms; fentry: 1.5 ms
+                // (0.91 and 0.67 of untraced).
+                runs.push(run(rep, Mode::Untraced, w, 1000.0, None));
+                runs.push(run(rep, Mode::Floor, w, 1000.0 / 1.1, bpf(200.0, 1000.0)));
+                runs.push(run(
+                    rep,
+                    Mode::Fentry,
+                    w,
+                    1000.0 / 1.5 * wobble,
+                    bpf(250.0 * wobble, 1000.0),
+                ));
+                runs.push(run(rep, Mode::Tracefs, w, 600.0, None));
+                runs.push(run(rep, Mode::FentryNoStacks, w, 700.0, bpf(300.0, 1000.0)));
+            }
+        }
+        let sessions = vec![
+            session(1, Mode::Fentry, 0, Some(10)),
+            session(1, Mode::Floor, 0, None),
+            session(2, Mode::Floor, 255, None),
+            session(1, Mode::Tracefs, 0, None),
+        ];
+        let data = GuestData {
+            kernel_release: "6.12".into(),
+            hooks: vec![],
+            tracefs_probes: None,
+            runs,
+            sessions,
+            untraced_rate: None,
+            capacity: vec![],
+            complete: true,
+        };
+        (data, plan)
+    }
+
+    #[test]
+    fn modes_compare_with_the_floor_of_the_same_repetition() {
+        let (data, plan) = floor_data(0.0);
+        let sum = summarize_guest(&data, &plan);
+        let row = |mode: Mode| {
+            sum.bpf
+                .iter()
+                .find(|b| b.workload == "dax-faults" && b.mode == mode)
+                .unwrap()
+        };
+        let (f, floor) = (row(Mode::Fentry), row(Mode::Floor));
+        assert_eq!(f.runs_per_unit, floor.runs_per_unit);
+        assert_eq!(f.ns_per_run_vs_floor.unwrap().median, 1.25);
+        assert!(floor.ns_per_run_vs_floor.is_none() && floor.added_vs_floor.is_none());
+        // Added per unit: fentry 0.5 ms, the floor 0.1 ms.
+        let added = f.added_ns_per_unit.unwrap();
+        assert!((added.median - 500_000.0).abs() < 1e-3, "{added:?}");
+        assert!((f.added_vs_floor.unwrap().median - 5.0).abs() < 1e-9);
+        assert!(
+            (row(Mode::FentryNoStacks)
+                .ns_per_run_vs_floor
+                .unwrap()
+                .median
+                - 1.5)
+                .abs()
+                < 1e-9
+        );
+        // No rows for tracers without programs.
+        assert!(sum.bpf.iter().all(|b| b.mode != Mode::Tracefs));
+        // A floor session has no footer: failed only if it did not exit 0.
+        let floor_sessions = sum.sessions.iter().find(|s| s.mode == Mode::Floor).unwrap();
+        assert_eq!((floor_sessions.sessions, floor_sessions.failed), (2, 1));
+        let md = markdown(&goals(Some(&sum), None), Some((&sum, &data)), None);
+        assert!(md.contains(
+            "| `dax-faults` | fentry | 29 | 1.00 per fault | 250 [250–250] | 1.25 [1.25–1.25] | "
+        ));
+        assert!(
+            md.contains("| 500.0 [500.0–500.0] µs | 5.00 [5.00–5.00] | 0 |"),
+            "{md}"
+        );
+        assert!(md.contains("empty programs on the same hooks (floor)"));
     }
 }

@@ -31,6 +31,18 @@ fn si(x: f64) -> String {
     }
 }
 
+/// A spread of durations given in nanoseconds, in the unit its median
+/// reads best in: `850 ns`, `39.1 µs [31.1–47.2]`, `4.38 ms [...]`.
+fn duration(x: Option<Spread>) -> String {
+    let Some(x) = x else { return "-".into() };
+    let (div, unit, digits) = match x.median.abs() {
+        m if m >= 1e6 => (1e6, "ms", 2),
+        m if m >= 1e3 => (1e3, "µs", 1),
+        _ => (1.0, "ns", 0),
+    };
+    format!("{} {unit}", x.map(|v| v / div).show(digits))
+}
+
 fn pct(x: Option<Spread>) -> String {
     x.map_or("-".into(), |x| {
         let p = |v: f64| format!("{:.0}%", v * 100.0);
@@ -99,22 +111,27 @@ fn guest_tables(s: &mut String, sum: &GuestSummary, data: &GuestData) {
         s.push('\n');
     }
     s.push_str(
-        "\n#### In-kernel cost of refscope's programs (kernel BPF run-time statistics, all repetitions)\n\n\
-         | workload | mode | programs | runs per unit | ns per run (TCG) | BPF time per unit / untraced unit | BPF share of the added time | recursion misses |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "\n#### In-kernel cost of the tracers' programs (kernel BPF run-time statistics, all repetitions; \
+         x floor: over the empty programs' of the same repetition)\n\n\
+         | workload | mode | programs | runs per unit | ns per run (TCG) | x floor | BPF time per unit / untraced unit | BPF share of the added time | added time per unit (TCG) | x floor | recursion misses |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for b in &sum.bpf {
+        let x = |v: Option<Spread>| v.map_or("-".into(), |x| x.show(2));
         let _ = writeln!(
             s,
-            "| `{}` | {} | {} | {:.2} per {} | {} | {} | {} | {:.0} |",
+            "| `{}` | {} | {} | {:.2} per {} | {} | {} | {} | {} | {} | {} | {:.0} |",
             b.workload,
             b.mode.name(),
             b.programs,
             b.runs_per_unit,
             b.unit.trim_end_matches('s'),
             b.ns_per_run.map_or("-".into(), |x| x.show(0)),
+            x(b.ns_per_run_vs_floor),
             pct(b.share_of_untraced),
             pct(b.share_of_added),
+            duration(b.added_ns_per_unit),
+            x(b.added_vs_floor),
             b.recursion_misses
         );
     }
