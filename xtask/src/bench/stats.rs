@@ -24,6 +24,12 @@ impl Spread {
         }
     }
 
+    /// Whether the ranges `[min, max]` of the two share a value: then the
+    /// measurements do not separate them, whatever the medians say.
+    pub fn overlaps(&self, other: &Spread) -> bool {
+        self.min <= other.max && other.min <= self.max
+    }
+
     /// `0.93 [0.90–0.97]`, with `digits` decimals.
     pub fn show(&self, digits: usize) -> String {
         if self.n == 1 {
@@ -78,5 +84,10 @@ mod tests {
         assert_eq!(spread(&[0.5]).unwrap().show(2), "0.50");
         let t = s.map(|x| x / 2.0 + 0.1);
         assert_eq!((t.median, t.min, t.max, t.n), (0.55, 0.5, 0.6, 3));
+        let other = spread(&[1.05, 1.2]).unwrap();
+        assert!(!s.overlaps(&other) && !other.overlaps(&s));
+        let touching = spread(&[1.0, 1.2]).unwrap();
+        assert!(s.overlaps(&touching) && touching.overlaps(&s));
+        assert!(s.overlaps(&spread(&[0.85]).unwrap()));
     }
 }

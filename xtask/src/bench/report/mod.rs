@@ -95,8 +95,68 @@ pub struct Goal {
     pub what: String,
     pub target: String,
     pub measured: String,
-    /// None: not measured in this run.
+    /// Whether the medians meet the target; None: not measured in this run.
     pub met: Option<bool>,
+    /// For a goal comparing two modes: whether the min–max ranges of the
+    /// two sides (the second shifted or scaled as the target says) share
+    /// a value. If they do, the repetitions do not support the gap the
+    /// medians show, and a goal the medians meet is not claimed met.
+    pub ranges_overlap: Option<bool>,
+}
+
+impl Goal {
+    fn new(what: String, target: impl Into<String>, measured: String, met: Option<bool>) -> Goal {
+        Goal {
+            what,
+            target: target.into(),
+            measured,
+            met,
+            ranges_overlap: None,
+        }
+    }
+
+    /// "met", "**missed**", "not run", or "**unresolved**" where the medians
+    /// meet a comparison the ranges do not separate.
+    pub fn verdict(&self) -> &'static str {
+        match (self.met, self.ranges_overlap) {
+            (None, _) => "not run",
+            (Some(false), _) => "**missed**",
+            (Some(true), Some(true)) => "**unresolved** (medians meet it, ranges overlap)",
+            (Some(true), _) => "met",
+        }
+    }
+}
+
+/// A goal that `lhs` (of one mode) is at least (`at_least`) or at most
+/// `rhs` (of another, already shifted or scaled to the target): medians
+/// decide `met`, ranges `ranges_overlap`. `show` formats a side.
+fn compare(
+    what: String,
+    target: String,
+    sides: Option<(Spread, Spread)>,
+    at_least: bool,
+    show: impl Fn(&Spread) -> String,
+) -> Goal {
+    let Some((l, r)) = sides else {
+        return Goal::new(what, target, "not measured".into(), None);
+    };
+    let overlap = l.overlaps(&r);
+    Goal {
+        what,
+        target,
+        measured: format!(
+            "{} vs {}; ranges {}",
+            show(&l),
+            show(&r),
+            if overlap { "overlap" } else { "apart" }
+        ),
+        met: Some(if at_least {
+            l.median >= r.median
+        } else {
+            l.median <= r.median
+        }),
+        ranges_overlap: Some(overlap),
+    }
 }
 
 /// The guest's numbers.
@@ -323,41 +383,81 @@ fn capacity(g: &GuestData) -> Capacity {
     }
 }
 
+/// The least fentry / untraced ratio on the fault-heavy workload.
+pub const FAULTS_MIN: f64 = 0.90;
+/// How far above tracefs's ratio refscope's must be.
+pub const TRACEFS_MARGIN: f64 = 0.05;
+/// How much longer a pin may take with a stack per GUP reference than
+/// without (`--gup-stacks false`).
+pub const STACKS_MAX: f64 = 1.2;
+/// refscope's BPF time per run over the empty programs', at most.
+pub const FLOOR_MAX: f64 = 1.5;
+
 /// The goals against this run.
 pub fn goals(g: Option<&GuestSummary>, h: Option<&HostData>) -> Vec<Goal> {
     let mut out = Vec::new();
     let row = |name: &str| g.and_then(|g| g.overhead.iter().find(|r| r.workload == name));
+    let ratio = |wl: &str, mode: Mode| row(wl).and_then(|r| r.ratio(mode));
     let ratio_goal = |out: &mut Vec<Goal>, what: &str, wl: &str, min: f64| {
-        let s = row(wl).and_then(|r| r.ratio(Mode::Fentry));
-        out.push(Goal {
-            what: format!("{what} (`{wl}`, fentry / untraced)"),
-            target: format!(">= {min:.2}"),
-            measured: s.map_or("not measured".into(), |s| s.show(2)),
-            met: s.map(|s| s.median >= min),
-        });
+        let s = ratio(wl, Mode::Fentry);
+        out.push(Goal::new(
+            format!("{what} (`{wl}`, fentry / untraced)"),
+            format!(">= {min:.2}"),
+            s.map_or("not measured".into(), |s| s.show(2)),
+            s.map(|s| s.median >= min),
+        ));
     };
+    let two = |s: &Spread| s.show(2);
     ratio_goal(
         &mut out,
         "overhead on the fault-heavy workload",
         "dax-faults",
-        0.95,
+        FAULTS_MIN,
     );
     for wl in ["dax-faults", "dax-pins"] {
-        let f = row(wl).and_then(|r| r.ratio(Mode::Fentry));
-        let t = row(wl).and_then(|r| r.ratio(Mode::Tracefs));
-        out.push(Goal {
-            what: format!("lower overhead than tracefs kprobe events (`{wl}`)"),
-            target: "fentry ratio > tracefs ratio (by 0.01 or more)".into(),
-            measured: match (f, t) {
-                (Some(f), Some(t)) => format!("{:.2} vs {:.2}", f.median, t.median),
-                _ => "not measured".into(),
-            },
-            // A tie is not "lower overhead".
-            met: f.zip(t).map(|(f, t)| f.median >= t.median + 0.01),
-        });
+        let t = ratio(wl, Mode::Tracefs).map(|t| t.map(|x| x + TRACEFS_MARGIN));
+        out.push(compare(
+            format!("lower overhead than tracefs kprobe events (`{wl}`)"),
+            format!("fentry ratio >= tracefs ratio + {TRACEFS_MARGIN:.2}"),
+            ratio(wl, Mode::Fentry).zip(t),
+            true,
+            two,
+        ));
+    }
+    // Time per pin with stacks at most STACKS_MAX times the time without:
+    // 1/fentry <= STACKS_MAX / nostacks.
+    let n = ratio("dax-pins", Mode::FentryNoStacks).map(|n| n.map(|x| x / STACKS_MAX));
+    out.push(compare(
+        "a kernel stack per GUP reference costs at most 20% (`dax-pins`, time per pin with stacks over `--gup-stacks false`)".into(),
+        format!("fentry ratio >= nostacks ratio / {STACKS_MAX}"),
+        ratio("dax-pins", Mode::Fentry).zip(n),
+        true,
+        two,
+    ));
+    let bpf = |wl: &str, mode: Mode| {
+        g.and_then(|g| g.bpf.iter().find(|b| b.workload == wl && b.mode == mode))
+    };
+    for wl in ["dax-faults", "dax-pins"] {
+        let (f, floor) = (bpf(wl, Mode::Fentry), bpf(wl, Mode::Floor));
+        let ns = |b: Option<&BpfRow>| b.and_then(|b| b.ns_per_run);
+        let mut goal = compare(
+            format!(
+                "BPF time per run at most {FLOOR_MAX}x the empty-program floor on the same hooks (`{wl}`)"
+            ),
+            format!("fentry ns per run <= {FLOOR_MAX} x floor's"),
+            ns(f).zip(ns(floor).map(|s| s.map(|x| x * FLOOR_MAX))),
+            false,
+            |s| format!("{} ns", s.show(0)),
+        );
+        // The verdict: the ratio of each repetition, not of the medians.
+        if let Some(x) = f.and_then(|f| f.ns_per_run_vs_floor) {
+            goal.met = Some(x.median <= FLOOR_MAX);
+            goal.measured = format!("{}x floor; {}", x.show(2), goal.measured);
+        }
+        out.push(goal);
     }
     ratio_goal(&mut out, "unrelated workload", "anon-faults", 0.99);
-    ratio_goal(&mut out, "unrelated workload", "exec-loop", 0.99);
+    ratio_goal(&mut out, "unrelated workload", "exec-loop", 0.98);
     if let Some(c) = g.and_then(|g| g.capacity.as_ref()) {
         out.push(Goal {
             what: "past capacity: losses counted, no crash, no false definite finding".into(),
@@ -381,6 +481,7 @@ pub fn goals(g: Option<&GuestSummary>, h: Option<&HostData>) -> Vec<Goal> {
                     && c.overflow_survived
                     && c.false_definite.is_empty(),
             ),
+            ranges_overlap: None,
         });
     }
     let crit = |model: &str| {
@@ -399,6 +500,7 @@ pub fn goals(g: Option<&GuestSummary>, h: Option<&HostData>) -> Vec<Goal> {
                 format!("{:.2} M events/s", c.per_sec / 1e6)
             }),
             met: c.map(|c| c.per_sec >= 5e6),
+            ranges_overlap: None,
         });
     }
     let rep = h.and_then(|h| h.report.iter().find(|r| r.what == super::host::REPORT_TEXT));
@@ -409,6 +511,7 @@ pub fn goals(g: Option<&GuestSummary>, h: Option<&HostData>) -> Vec<Goal> {
             format!("{:.0} MB/s", r.mb_per_sec)
         }),
         met: rep.map(|r| r.mb_per_sec >= 200.0),
+        ranges_overlap: None,
     });
     let page = h.and_then(|h| {
         h.pages
@@ -422,6 +525,7 @@ pub fn goals(g: Option<&GuestSummary>, h: Option<&HostData>) -> Vec<Goal> {
             format!("{:.0} bytes", p.bytes_per_page)
         }),
         met: page.map(|p| p.bytes_per_page <= 64.0),
+        ranges_overlap: None,
     });
     out
 }
@@ -671,5 +775,63 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("empty programs on the same hooks (floor)"));
+    }
+
+    #[test]
+    fn goals_comparing_modes_say_whether_the_ranges_overlap() {
+        let (data, plan) = floor_data(0.0);
+        let g = goals(Some(&summarize_guest(&data, &plan)), None);
+        let by = |w: &str| g.iter().find(|g| g.what.contains(w)).unwrap();
+        // fentry 0.67, tracefs 0.60 + 0.05: met, every repetition alike.
+        let t = by("tracefs kprobe events (`dax-pins`)");
+        assert_eq!((t.met, t.ranges_overlap), (Some(true), Some(false)));
+        assert_eq!(t.verdict(), "met");
+        assert!(t.measured.ends_with("; ranges apart"), "{}", t.measured);
+        // fentry 0.67 against nostacks 0.70 / 1.2 = 0.58: met.
+        let st = by("kernel stack per GUP reference");
+        assert_eq!(st.met, Some(true));
+        // 250 ns per run <= 1.5 x 200 ns: met.
+        let fl = by("empty-program floor on the same hooks (`dax-faults`)");
+        assert_eq!((fl.met, fl.ranges_overlap), (Some(true), Some(false)));
+        assert_eq!(
+            fl.measured,
+            "1.25 [1.25–1.25]x floor; 250 [250–250] ns vs 300 [300–300] ns; ranges apart"
+        );
+        assert_eq!(by("fault-heavy").met, Some(false));
+        assert_eq!(by("fault-heavy").ranges_overlap, None);
+
+        // The same medians, but fentry's repetitions spread +-30%: the
+        // ranges no longer separate it from tracefs, nor from the floor's
+        // bound; medians that meet the target are not claimed met.
+        let (data, plan) = floor_data(0.3);
+        let g = goals(Some(&summarize_guest(&data, &plan)), None);
+        let by = |w: &str| g.iter().find(|g| g.what.contains(w)).unwrap();
+        let t = by("tracefs kprobe events (`dax-pins`)");
+        assert_eq!((t.met, t.ranges_overlap), (Some(true), Some(true)));
+        assert!(t.verdict().starts_with("**unresolved**"));
+        assert!(t.measured.ends_with("; ranges overlap"));
+        let fl = by("empty-program floor on the same hooks (`dax-pins`)");
+        assert_eq!(fl.ranges_overlap, Some(true));
+        let md = markdown(&g, None, None);
+        assert!(md.contains("**unresolved** (medians meet it, ranges overlap)"));
+    }
+
+    #[test]
+    fn verdicts() {
+        let goal = |met, ranges_overlap| Goal {
+            met,
+            ranges_overlap,
+            ..Goal::new("x".into(), "y", "z".into(), None)
+        };
+        assert_eq!(goal(None, None).verdict(), "not run");
+        assert_eq!(goal(Some(true), None).verdict(), "met");
+        assert_eq!(goal(Some(true), Some(false)).verdict(), "met");
+        assert_eq!(goal(Some(false), Some(true)).verdict(), "**missed**");
+        assert_eq!(goal(Some(false), None).verdict(), "**missed**");
+        assert!(
+            goal(Some(true), Some(true))
+                .verdict()
+                .contains("unresolved")
+        );
     }
 }

@@ -13,14 +13,6 @@ use crate::bench::{
     stats::Spread,
 };
 
-fn verdict(met: Option<bool>) -> &'static str {
-    match met {
-        Some(true) => "met",
-        Some(false) => "**missed**",
-        None => "not run",
-    }
-}
-
 fn si(x: f64) -> String {
     if x >= 1e6 {
         format!("{:.2} M", x / 1e6)
@@ -69,7 +61,7 @@ pub fn markdown(
             goal.what,
             goal.target,
             goal.measured,
-            verdict(goal.met)
+            goal.verdict()
         );
     }
     if let Some((sum, data)) = g {
