@@ -127,27 +127,50 @@ impl Goal {
     }
 }
 
+/// The other side of a goal comparing two modes: the other mode's
+/// measurements, and the shift or scale the target applies to them.
+struct Against {
+    other: Option<Spread>,
+    /// How the target changes the other side, shown after it: `+ 0.05`.
+    how: String,
+    apply: Box<dyn Fn(f64) -> f64>,
+}
+
+impl Against {
+    fn new(other: Option<Spread>, how: String, apply: impl Fn(f64) -> f64 + 'static) -> Self {
+        Against {
+            other,
+            how,
+            apply: Box::new(apply),
+        }
+    }
+}
+
 /// A goal that `lhs` (of one mode) is at least (`at_least`) or at most
-/// `rhs` (of another, already shifted or scaled to the target): medians
-/// decide `met`, ranges `ranges_overlap`. `show` formats a side.
+/// the other side, shifted or scaled as the target says: medians decide
+/// `met`, the ranges (the other's shifted or scaled alike)
+/// `ranges_overlap`. `show` formats a side.
 fn compare(
     what: String,
     target: String,
-    sides: Option<(Spread, Spread)>,
+    lhs: Option<Spread>,
+    rhs: Against,
     at_least: bool,
     show: impl Fn(&Spread) -> String,
 ) -> Goal {
-    let Some((l, r)) = sides else {
+    let Some((l, raw)) = lhs.zip(rhs.other) else {
         return Goal::new(what, target, "not measured".into(), None);
     };
+    let r = raw.map(&rhs.apply);
     let overlap = l.overlaps(&r);
     Goal {
         what,
         target,
         measured: format!(
-            "{} vs {}; ranges {}",
+            "{} vs {} {}; ranges {}",
             show(&l),
-            show(&r),
+            show(&raw),
+            rhs.how,
             if overlap { "overlap" } else { "apart" }
         ),
         met: Some(if at_least {
@@ -415,22 +438,30 @@ pub fn goals(g: Option<&GuestSummary>, h: Option<&HostData>) -> Vec<Goal> {
         FAULTS_MIN,
     );
     for wl in ["dax-faults", "dax-pins"] {
-        let t = ratio(wl, Mode::Tracefs).map(|t| t.map(|x| x + TRACEFS_MARGIN));
         out.push(compare(
             format!("lower overhead than tracefs kprobe events (`{wl}`)"),
             format!("fentry ratio >= tracefs ratio + {TRACEFS_MARGIN:.2}"),
-            ratio(wl, Mode::Fentry).zip(t),
+            ratio(wl, Mode::Fentry),
+            Against::new(
+                ratio(wl, Mode::Tracefs),
+                format!("+ {TRACEFS_MARGIN:.2}"),
+                |x| x + TRACEFS_MARGIN,
+            ),
             true,
             two,
         ));
     }
     // Time per pin with stacks at most STACKS_MAX times the time without:
     // 1/fentry <= STACKS_MAX / nostacks.
-    let n = ratio("dax-pins", Mode::FentryNoStacks).map(|n| n.map(|x| x / STACKS_MAX));
     out.push(compare(
         "a kernel stack per GUP reference costs at most 20% (`dax-pins`, time per pin with stacks over `--gup-stacks false`)".into(),
         format!("fentry ratio >= nostacks ratio / {STACKS_MAX}"),
-        ratio("dax-pins", Mode::Fentry).zip(n),
+        ratio("dax-pins", Mode::Fentry),
+        Against::new(
+            ratio("dax-pins", Mode::FentryNoStacks),
+            format!("/ {STACKS_MAX}"),
+            |x| x / STACKS_MAX,
+        ),
         true,
         two,
     ));
@@ -438,19 +469,19 @@ pub fn goals(g: Option<&GuestSummary>, h: Option<&HostData>) -> Vec<Goal> {
         g.and_then(|g| g.bpf.iter().find(|b| b.workload == wl && b.mode == mode))
     };
     for wl in ["dax-faults", "dax-pins"] {
-        let (f, floor) = (bpf(wl, Mode::Fentry), bpf(wl, Mode::Floor));
-        let ns = |b: Option<&BpfRow>| b.and_then(|b| b.ns_per_run);
+        let ns = |mode: Mode| bpf(wl, mode).and_then(|b| b.ns_per_run);
         let mut goal = compare(
             format!(
                 "BPF time per run at most {FLOOR_MAX}x the empty-program floor on the same hooks (`{wl}`)"
             ),
             format!("fentry ns per run <= {FLOOR_MAX} x floor's"),
-            ns(f).zip(ns(floor).map(|s| s.map(|x| x * FLOOR_MAX))),
+            ns(Mode::Fentry),
+            Against::new(ns(Mode::Floor), format!("x {FLOOR_MAX}"), |x| x * FLOOR_MAX),
             false,
             |s| format!("{} ns", s.show(0)),
         );
         // The verdict: the ratio of each repetition, not of the medians.
-        if let Some(x) = f.and_then(|f| f.ns_per_run_vs_floor) {
+        if let Some(x) = bpf(wl, Mode::Fentry).and_then(|f| f.ns_per_run_vs_floor) {
             goal.met = Some(x.median <= FLOOR_MAX);
             goal.measured = format!("{}x floor; {}", x.show(2), goal.measured);
         }
@@ -786,7 +817,10 @@ mod tests {
         let t = by("tracefs kprobe events (`dax-pins`)");
         assert_eq!((t.met, t.ranges_overlap), (Some(true), Some(false)));
         assert_eq!(t.verdict(), "met");
-        assert!(t.measured.ends_with("; ranges apart"), "{}", t.measured);
+        assert_eq!(
+            t.measured,
+            "0.67 [0.67–0.67] vs 0.60 [0.60–0.60] + 0.05; ranges apart"
+        );
         // fentry 0.67 against nostacks 0.70 / 1.2 = 0.58: met.
         let st = by("kernel stack per GUP reference");
         assert_eq!(st.met, Some(true));
@@ -795,7 +829,7 @@ mod tests {
         assert_eq!((fl.met, fl.ranges_overlap), (Some(true), Some(false)));
         assert_eq!(
             fl.measured,
-            "1.25 [1.25–1.25]x floor; 250 [250–250] ns vs 300 [300–300] ns; ranges apart"
+            "1.25 [1.25–1.25]x floor; 250 [250–250] ns vs 200 [200–200] ns x 1.5; ranges apart"
         );
         assert_eq!(by("fault-heavy").met, Some(false));
         assert_eq!(by("fault-heavy").ranges_overlap, None);
