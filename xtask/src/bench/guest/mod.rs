@@ -300,3 +300,32 @@ pub fn cap_steps() -> Vec<CapStep> {
     ]);
     steps
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_baseline_runs_after_the_floor_only_when_given() {
+        assert!(!modes(false).contains(&Mode::Baseline));
+        let m = modes(true);
+        assert_eq!(
+            &m[..4],
+            [Mode::Untraced, Mode::Fentry, Mode::Floor, Mode::Baseline]
+        );
+        assert_eq!(m.len(), Mode::ALL.len() + 1);
+        assert_eq!(
+            Mode::Baseline.tracer(),
+            Tracer::Record {
+                bin: BASELINE_BIN,
+                args: ""
+            }
+        );
+        // The floor's statistics are read, it has no trace footer, and it
+        // is no mode to compare with itself; kprobes differ in kind.
+        assert!(Mode::Floor.has_bpf_stats() && !Mode::Floor.has_footer());
+        assert!(!Mode::Floor.compares_with_floor() && !Mode::Kprobe.compares_with_floor());
+        assert!(Mode::Baseline.compares_with_floor() && Mode::FentryNoStacks.compares_with_floor());
+        assert!(!Mode::Tracefs.has_bpf_stats() && Mode::Tracefs.has_footer());
+    }
+}
