@@ -186,15 +186,17 @@ pub const fn shape_of(kind: EventKind) -> Shape {
     }
 }
 
-/// The key of a kernel stack: a 32-bit FNV-1a hash of its frames, never 0.
+/// The key of a kernel stack: a 32-bit FNV-1a hash of its `nr` frames
+/// (the rest of `frames` must be zero), never 0. Branch-free over all
+/// `STACK_DEPTH` slots: a loop that stopped at `nr` would give the verifier
+/// of older kernels (6.1) one path per frame count to explore, each with
+/// its own hash state, past its instruction limit.
 pub fn stack_key(frames: &[u64; STACK_DEPTH], nr: usize) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ nr as u64;
     let mut i = 0;
     while i < STACK_DEPTH {
-        if i < nr {
-            h ^= frames[i];
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h ^= frames[i];
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
         i += 1;
     }
     let k = (h ^ (h >> 32)) as u32;
