@@ -150,6 +150,12 @@ pub fn compound_head(page: u64) -> u64 {
     let Some(info) = read_u64(page + conf!(page_compound_off) as u64) else {
         return page;
     };
+    head_of(page, info)
+}
+
+/// The head of `page`, given its compound word `info`.
+#[inline(always)]
+fn head_of(page: u64, info: u64) -> u64 {
     if info & 1 == 0 {
         page
     } else if conf!(compound_is_mask) != 0 {
@@ -169,6 +175,68 @@ pub fn refcount(page: u64) -> i32 {
 #[inline(always)]
 pub fn pgmap_of(page: u64) -> u64 {
     read_u64(page + conf!(page_pgmap_off) as u64).unwrap_or(0)
+}
+
+/// What the hooks read of a device page's folio: its head page, the head's
+/// `_refcount` and `pgmap`.
+#[derive(Clone, Copy)]
+pub struct Folio {
+    pub head: u64,
+    pub refcount: i32,
+    pub pgmap: u64,
+}
+
+/// The first 64 bytes of a `struct page`, where the compound word,
+/// `_refcount` and `pgmap` are on every kernel refscope supports
+/// (`Config::page_words`).
+type PageWords = [u64; 8];
+
+#[inline(always)]
+fn read_words(page: u64) -> Option<PageWords> {
+    // SAFETY: bpf_probe_read_kernel never faults; it fails on a bad address.
+    unsafe { bpf_probe_read_kernel(page as *const PageWords).ok() }
+}
+
+/// The 8-byte word at byte offset `off` (< 64) of `w`.
+#[inline(always)]
+fn word(w: &PageWords, off: u32) -> u64 {
+    w[(off as usize >> 3) & 7]
+}
+
+/// The folio of `page`: one read of the page's first 64 bytes (and one of
+/// its head's, for a tail page) instead of one read per field, when the
+/// fields are there; a read per field otherwise.
+#[inline(always)]
+pub fn folio_of(page: u64) -> Folio {
+    if conf!(page_words) == 0 {
+        let head = compound_head(page);
+        return Folio {
+            head,
+            refcount: refcount(head),
+            pgmap: pgmap_of(head),
+        };
+    }
+    let unreadable = |head| Folio {
+        head,
+        refcount: REF_UNKNOWN,
+        pgmap: 0,
+    };
+    let Some(mut w) = read_words(page) else {
+        return unreadable(page);
+    };
+    let head = head_of(page, word(&w, conf!(page_compound_off)));
+    if head != page {
+        match read_words(head) {
+            Some(hw) => w = hw,
+            None => return unreadable(head),
+        }
+    }
+    let off = conf!(page_refcount_off);
+    Folio {
+        head,
+        refcount: (word(&w, off) >> ((off & 4) * 8)) as u32 as i32,
+        pgmap: word(&w, conf!(page_pgmap_off)),
+    }
 }
 
 /// `vma->vm_mm`.

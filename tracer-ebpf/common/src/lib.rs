@@ -380,9 +380,14 @@ pub struct Config {
     /// table without an anon_vma (`vma_needs_copy`): PFNMAP, MIXEDMAP,
     /// uffd-wp, and on 7.x guard regions and uffd read-write protection.
     pub copy_on_fork_mask: u64,
+    /// Non-zero when the compound word, `_refcount` and `pgmap` all lie in
+    /// the first 64 bytes of `struct page` (every x86-64 kernel so far), so
+    /// one read gets them.
+    pub page_words: u32,
+    pub _pad1: u32,
 }
 
-const _: () = assert!(size_of::<Config>() == 240);
+const _: () = assert!(size_of::<Config>() == 248);
 
 impl Config {
     pub const fn zeroed() -> Self {
@@ -431,6 +436,8 @@ impl Config {
             vma_flags_off: 0,
             wakeup_every: 0,
             copy_on_fork_mask: 0,
+            page_words: 0,
+            _pad1: 0,
         }
     }
 }

@@ -23,27 +23,31 @@ pub struct GrabSpec {
     pub ret: GrabRet,
 }
 
-/// `(pfn, head)` of a `struct page *`/`folio *` argument, if a device page:
+/// `(pfn, folio)` of a `struct page *`/`folio *` argument, if a device page:
 /// the folio's head and its pfn. The kernel counts GUP references and pins
 /// per folio (`_refcount`, `_pincount` of the head), and puts name the folio
 /// (`gup_put_folio`), so a get on a tail page of a large folio (a device-dax
 /// PMD or PUD) is reported on the head, where its put will be.
 #[inline(always)]
-fn device_page(page: u64) -> Option<(u64, u64)> {
+fn device_page(page: u64) -> Option<(u64, Folio)> {
+    let pfn = device_pfn(page)?;
+    let folio = folio_of(page);
+    if folio.head == page {
+        return Some((pfn, folio));
+    }
+    Some((page_to_pfn(folio.head).unwrap_or(pfn), folio))
+}
+
+/// The pfn of `page` if it is a device page: arithmetic only, no read.
+#[inline(always)]
+fn device_pfn(page: u64) -> Option<u64> {
     let pfn = page_to_pfn(page)?;
-    if !is_device_pfn(pfn) {
-        return None;
-    }
-    let head = compound_head(page);
-    if head == page {
-        return Some((pfn, head));
-    }
-    Some((page_to_pfn(head).unwrap_or(pfn), head))
+    is_device_pfn(pfn).then_some(pfn)
 }
 
 #[inline(always)]
 pub fn grab_entry(spec: &GrabSpec, a: &Args) {
-    let Some((_, head)) = device_page(a[0]) else {
+    let Some((_, folio)) = device_page(a[0]) else {
         return;
     };
     if !current_passes_filter() {
@@ -53,7 +57,7 @@ pub fn grab_entry(spec: &GrabSpec, a: &Args) {
         spec.hook,
         &Stash {
             args: *a,
-            ref_before: refcount(head),
+            ref_before: folio.refcount,
             flags: 0,
         },
     );
@@ -70,7 +74,7 @@ pub fn grab_exit<C: EbpfContext>(
     if let Some(a) = args {
         // Cheap rejection of the common case (non-device pages) before the
         // stash lookup.
-        if device_page(a[0]).is_none() {
+        if device_pfn(a[0]).is_none() {
             return;
         }
     }
@@ -83,7 +87,7 @@ pub fn grab_exit<C: EbpfContext>(
         _ => return,
     };
     let a = &stash_args;
-    let Some((pfn, head)) = device_page(a[0]) else {
+    let Some((pfn, folio)) = device_page(a[0]) else {
         return;
     };
 
@@ -91,14 +95,14 @@ pub fn grab_exit<C: EbpfContext>(
     ev.mm = current_mm();
     ev.pfn = pfn;
     ev.page = a[0];
-    ev.pgmap = pgmap_of(head);
+    ev.pgmap = folio.pgmap;
     ev.arg_flags = a[spec.flags];
     ev.refs = match spec.refs {
         Some(i) => a[i] as i32,
         None => 1,
     };
     ev.ref_before = ref_before;
-    ev.ref_after = refcount(head);
+    ev.ref_after = folio.refcount;
     ev.flags |= ref_flags(ev.ref_before, ev.ref_after);
     ev.ret = ret as i64;
     let ok = match spec.ret {
@@ -171,9 +175,9 @@ pub struct PutSpec {
 
 #[inline(always)]
 pub fn put_entry(spec: &PutSpec, a: &Args) {
-    let Some((_, head)) = device_page(a[0]) else {
+    if device_pfn(a[0]).is_none() {
         return;
-    };
+    }
     for &outer in spec.nested_in {
         if stash_present(outer) {
             return;
@@ -183,7 +187,7 @@ pub fn put_entry(spec: &PutSpec, a: &Args) {
         spec.hook,
         &Stash {
             args: *a,
-            ref_before: refcount(head),
+            ref_before: folio_of(a[0]).refcount,
             flags: 0,
         },
     );
@@ -192,7 +196,7 @@ pub fn put_entry(spec: &PutSpec, a: &Args) {
 #[inline(always)]
 pub fn put_exit(spec: &PutSpec, args: Option<&Args>, ret: Option<u64>, kprobe: bool) {
     if let Some(a) = args
-        && device_page(a[0]).is_none()
+        && device_pfn(a[0]).is_none()
     {
         return;
     }
@@ -204,14 +208,14 @@ pub fn put_exit(spec: &PutSpec, args: Option<&Args>, ret: Option<u64>, kprobe: b
         _ => return,
     };
     let a = &stash_args;
-    let Some((pfn, head)) = device_page(a[0]) else {
+    let Some((pfn, folio)) = device_page(a[0]) else {
         return;
     };
     let mut ev = new_event(spec.kind, spec.hook, kprobe);
     ev.mm = current_mm();
     ev.pfn = pfn;
     ev.page = a[0];
-    ev.pgmap = pgmap_of(head);
+    ev.pgmap = folio.pgmap;
     ev.refs = match spec.refs {
         Refs::Arg(i) => a[i] as i32,
         Refs::One => 1,
@@ -222,7 +226,7 @@ pub fn put_exit(spec: &PutSpec, args: Option<&Args>, ret: Option<u64>, kprobe: b
         PutFlags::None => 0,
     };
     ev.ref_before = ref_before;
-    ev.ref_after = refcount(head);
+    ev.ref_after = folio.refcount;
     ev.flags |= ref_flags(ev.ref_before, ev.ref_after);
     match ret {
         Some(r) => ev.ret = r as i64,
@@ -234,15 +238,15 @@ pub fn put_exit(spec: &PutSpec, args: Option<&Args>, ret: Option<u64>, kprobe: b
 /// `free_zone_device_{page,folio}(page)`: the page went back to its driver.
 #[inline(always)]
 pub fn free_entry(hook: HookId, a: &Args, kprobe: bool) {
-    let Some((pfn, head)) = device_page(a[0]) else {
+    let Some((pfn, folio)) = device_page(a[0]) else {
         return;
     };
     let mut ev = new_event(EventKind::Free, hook, kprobe);
     ev.mm = current_mm();
     ev.pfn = pfn;
     ev.page = a[0];
-    ev.pgmap = pgmap_of(head);
-    ev.ref_before = refcount(head);
+    ev.pgmap = folio.pgmap;
+    ev.ref_before = folio.refcount;
     ev.flags |= if ev.ref_before == REF_UNKNOWN {
         flags::MEMMAP_UNREADABLE
     } else {

@@ -107,16 +107,16 @@ pub fn map_exit(spec: &MapSpec, args: Option<&Args>, ret: Option<u64>, kprobe: b
         vaddr &= !((4096u64 << spec.order) - 1);
     }
     let mm = vma_mm(vma);
-    let head = compound_head(page);
+    let folio = folio_of(page);
 
     let mut ev = new_event(EventKind::Map, spec.hook, kprobe);
     ev.mm = mm;
     ev.vaddr = vaddr;
     ev.pfn = pfn;
     ev.page = page;
-    ev.pgmap = pgmap_of(head);
+    ev.pgmap = folio.pgmap;
     ev.order = spec.order;
-    ev.ref_after = refcount(head);
+    ev.ref_after = folio.refcount;
     if ev.ref_after == REF_UNKNOWN {
         ev.flags |= flags::MEMMAP_UNREADABLE;
     } else {

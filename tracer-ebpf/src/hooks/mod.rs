@@ -16,9 +16,9 @@ use refscope_common::{
 use crate::{
     emit::{new_event, stash_present, stash_put, stash_take, submit, submit_with_stack},
     kernel::{
-        add_device_range, compound_head, conf, current_mm, current_passes_filter, is_device_pfn,
-        is_err_ptr, is_tracked_mm, page_to_pfn, pfn_to_page, pgmap_of, read_u32, read_u64,
-        refcount, track_mm, untrack_mm, vma_mm, vmf_vma_address,
+        Folio, add_device_range, conf, current_mm, current_passes_filter, folio_of, is_device_pfn,
+        is_err_ptr, is_tracked_mm, page_to_pfn, pfn_to_page, read_u32, read_u64, track_mm,
+        untrack_mm, vma_mm, vmf_vma_address,
     },
 };
 

@@ -17,6 +17,18 @@ pub const PAGE_OFFSET_BASE_L4: u64 = 0xffff_8880_0000_0000;
 /// `__VMEMMAP_BASE_L4` (arch/x86/include/asm/pgtable_64_types.h).
 pub const VMEMMAP_BASE_L4: u64 = 0xffff_ea00_0000_0000;
 
+/// Whether the compound word, `_refcount` (4 bytes) and `pgmap` all lie in
+/// the first 64 bytes of `struct page`, 8-byte words aligned, so the
+/// programs read them with one read (`Config::page_words`).
+fn page_words(c: &Config) -> bool {
+    c.page_compound_off.is_multiple_of(8)
+        && c.page_pgmap_off.is_multiple_of(8)
+        && c.page_refcount_off.is_multiple_of(4)
+        && c.page_compound_off + 8 <= 64
+        && c.page_pgmap_off + 8 <= 64
+        && c.page_refcount_off + 4 <= 64
+}
+
 /// Why the programs cannot be configured for this kernel.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -152,6 +164,7 @@ pub fn build(btf: &Btf, kallsyms: &Kallsyms, f: &Filters) -> Result<Config, Conf
         }
         Err(_) => c.page_compound_off = btf.member_offset("page", "compound_head")?,
     }
+    c.page_words = page_words(&c).into();
     c.vma_mm_off = btf.member_offset("vm_area_struct", "vm_mm")?;
     c.vmf_vma_off = btf.member_offset("vm_fault", "vma")?;
     c.vmf_address_off = btf.member_offset("vm_fault", "address")?;
@@ -246,6 +259,7 @@ mod tests {
             assert_eq!(c.page_refcount_off, 52, "{k}");
             assert_eq!(c.page_pgmap_off, pgmap, "{k}");
             assert_eq!(c.page_compound_off, 8, "{k}");
+            assert_eq!(c.page_words, 1, "{k}: one read of the first 64 bytes");
             assert_eq!(c.task_pid_off + 4, c.task_tgid_off, "{k}: pid, then tgid");
             assert!(c.mm_pgd_off > 0, "{k}");
             assert_eq!(c.page_offset_fixed, PAGE_OFFSET_BASE_L4, "{k}");
