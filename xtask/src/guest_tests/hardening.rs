@@ -216,7 +216,7 @@ fn check_trace(share: &Path, name: &str, end: End) -> Result<(), String> {
     let mut footer = None;
     // Kernel addresses are hashed by default: struct page ids must not
     // look like vmemmap addresses (0xffff...), as raw ones all would.
-    let (mut pages, mut kernel_like) = (0u64, 0u64);
+    let (mut ids, mut kernel_like) = (0u64, 0u64);
     for (i, line) in complete.lines().enumerate() {
         let v: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| format!("{name}: line {}: not JSON ({e}): {line:.100}", i + 1))?;
@@ -232,9 +232,12 @@ fn check_trace(share: &Path, name: &str, end: End) -> Result<(), String> {
                 v["kernel_addresses"]
             ));
         }
-        if let Some(page) = v["page"].as_str() {
-            pages += 1;
-            kernel_like += u64::from(page.starts_with("0xffff"));
+        // Every field that holds a kernel address as an id.
+        for field in ["mm", "page", "pgmap", "src_mm"] {
+            if let Some(id) = v[field].as_str() {
+                ids += 1;
+                kernel_like += u64::from(id.starts_with("0xffff"));
+            }
         }
         if footer.is_some() {
             return Err(format!("{name}: line {} after the footer", i + 1));
@@ -248,9 +251,9 @@ fn check_trace(share: &Path, name: &str, end: End) -> Result<(), String> {
     if events == 0 {
         return Err(format!("{name}: no event was recorded"));
     }
-    if pages == 0 || kernel_like * 2 > pages {
+    if ids == 0 || kernel_like * 2 > ids {
         return Err(format!(
-            "{name}: {kernel_like} of {pages} struct page ids look like raw kernel addresses"
+            "{name}: {kernel_like} of {ids} kernel-object ids (mm, page, pgmap) look like raw kernel addresses"
         ));
     }
     match (end, &footer) {
