@@ -121,15 +121,7 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<()> {
     fs::create_dir_all(&out_dir)?;
     // What follows `bench` (global options such as --no-setup may come
     // before it).
-    let command = std::iter::once("cargo xtask bench".to_owned())
-        .chain(
-            std::env::args()
-                .skip(1)
-                .skip_while(|a| a != "bench")
-                .skip(1),
-        )
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command = public_command(std::env::args().skip(1));
 
     let mut binaries = if opts.host_only {
         Vec::new()
@@ -323,6 +315,30 @@ fn guest_timeout(plan: &guest::Plan, quick: bool) -> Duration {
     Duration::from_secs(300 + (plan.reps * plan.modes.len()) as u64 * per)
 }
 
+/// The command line as published: what follows `bench`, with a path given
+/// to `--baseline` reduced to its file name (no machine paths in the docs).
+fn public_command(args: impl Iterator<Item = String>) -> String {
+    let mut out = vec!["cargo xtask bench".to_owned()];
+    let mut path_next = false;
+    for a in args.skip_while(|a| a != "bench").skip(1) {
+        let name = |p: &str| {
+            Path::new(p)
+                .file_name()
+                .map_or_else(|| p.to_owned(), |n| n.to_string_lossy().into_owned())
+        };
+        if path_next {
+            out.push(name(&a));
+            path_next = false;
+        } else if let Some(p) = a.strip_prefix("--baseline=") {
+            out.push(format!("--baseline={}", name(p)));
+        } else {
+            path_next = a == "--baseline";
+            out.push(a);
+        }
+    }
+    out.join(" ")
+}
+
 fn header(m: &Machine, command: &str, date: &str, secs: f64) -> String {
     format!(
         "Run `{command}` on {date}, {:.0} min in all.\n\
@@ -404,4 +420,29 @@ fn write_docs(path: &Path, table: &str) -> anyhow::Result<()> {
     fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))?;
     step(format!("{} table rewritten", path.display()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_command;
+
+    #[test]
+    fn the_published_command_has_no_machine_path() {
+        let args = |s: &str| {
+            s.split(' ')
+                .map(String::from)
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        assert_eq!(
+            public_command(args(
+                "--no-setup bench --docs --baseline /tmp/x/refscope-old --reps 7"
+            )),
+            "cargo xtask bench --docs --baseline refscope-old --reps 7"
+        );
+        assert_eq!(
+            public_command(args("bench --baseline=/a/b/refscope-base")),
+            "cargo xtask bench --baseline=refscope-base"
+        );
+    }
 }
