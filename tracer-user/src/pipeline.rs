@@ -65,8 +65,18 @@ impl Pipeline {
     /// Decode, analyse and return one record's event (`None` for an
     /// announcement or a record that does not decode).
     pub fn on_record(&mut self, bytes: &[u8]) -> Option<Event> {
+        let unannounced = self.decoder.unannounced;
         let raw = match self.decoder.decode(bytes) {
-            Ok(Some(raw)) => raw,
+            Ok(Some(raw)) => {
+                if unannounced == 0 && self.decoder.unannounced > 0 {
+                    log::warn!(
+                        "thread {} produced an event before its announcement reached the ring buffer \
+                         (it was full): its process id and command are unknown, the thread id stands in",
+                        raw.event.tid
+                    );
+                }
+                raw
+            }
             Ok(None) => return None,
             Err(e) => {
                 self.decode_errors += 1;
@@ -105,12 +115,6 @@ impl Pipeline {
         log::debug!("event {raw:?}");
         self.analyzer.apply(&ev);
         ev
-    }
-
-    /// Events of threads whose announcement was lost (their process id is
-    /// unknown; the thread id stands in).
-    pub fn unannounced(&self) -> u64 {
-        self.decoder.unannounced
     }
 
     /// New losses since the last call: one loss record per CPU whose ring
