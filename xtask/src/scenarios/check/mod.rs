@@ -60,6 +60,22 @@ impl Observed {
     }
 }
 
+/// A program of the plan that did not attach (the kernel's verifier
+/// refused it, or its function moved) only shows as a warning and as
+/// events missing later; here it is a failure of its own, naming the
+/// program and the kernel's reason.
+fn refused_programs(record_err: &str) -> Option<String> {
+    let refused: Vec<&str> = record_err
+        .lines()
+        .filter(|l| l.contains("could not attach"))
+        .collect();
+    let first = refused.first()?;
+    Some(format!(
+        "{} planned program(s) did not attach; the first: {first:.300}",
+        refused.len()
+    ))
+}
+
 fn read(dir: &Path, file: &str) -> Result<String, String> {
     fs::read_to_string(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))
 }
@@ -103,6 +119,9 @@ pub fn check(
                 .last()
                 .unwrap_or_default()
         )),
+    }
+    if let Some(refused) = refused_programs(&read(dir, "record.err").unwrap_or_default()) {
+        problems.push(refused);
     }
     // An unplug case's workload exit is not awaited when it oopses.
     let wl_status = status(dir, "workload.status");
@@ -276,5 +295,23 @@ fn check_command(case: &Case, kernel: &str, dir: &Path) -> Result<Observed, Stri
 {out}",
             problems.join("\n")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused_programs;
+
+    #[test]
+    fn a_planned_program_that_did_not_attach_is_a_failure() {
+        let err = "refscope: warn: could not attach try_grab_folio_fexit (try_grab_folio): \
+                   BPF program is too large\nrefscope: recording to /tmp/t.jsonl\n";
+        let got = refused_programs(err).expect("a failure");
+        assert!(got.starts_with("1 planned program(s)"), "{got}");
+        assert!(got.contains("try_grab_folio_fexit"), "{got}");
+        assert_eq!(
+            refused_programs("refscope: recording to /tmp/t.jsonl\n"),
+            None
+        );
     }
 }
