@@ -8,12 +8,7 @@ use std::{io, process::ExitCode};
 use anyhow::bail;
 use clap::ValueEnum as _;
 
-use crate::{
-    cli::BenchFloorArgs,
-    output,
-    probe::loader::{self, explain_refusal},
-    session::Facts,
-};
+use crate::{cli::BenchFloorArgs, output, probe::loader, session::Facts};
 
 pub fn run(args: BenchFloorArgs) -> anyhow::Result<ExitCode> {
     // Blocked from the start, so a stop signal that comes while the
@@ -29,20 +24,7 @@ pub fn run(args: BenchFloorArgs) -> anyhow::Result<ExitCode> {
     if floor.attached.is_empty()
         && let Some(f) = floor.failures.first()
     {
-        bail!(
-            "{}",
-            explain_refusal(
-                &format!(
-                    "{} of {} programs refused; {}: {}",
-                    floor.failures.len(),
-                    floor.failures.len(),
-                    f.program,
-                    f.error.lines().last().unwrap_or_default()
-                ),
-                facts.kprobes,
-                facts.lockdown.as_deref(),
-            )
-        );
+        bail!("{}", facts.refusal(f, floor.failures.len(), 0));
     }
     for f in &floor.failures {
         log::warn!(

@@ -44,6 +44,27 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// Why this kernel refused the programs (`refused` of them, `attached`
+    /// attached; `first` the first refusal), and what to do: one reason,
+    /// not a warning per program.
+    pub fn refusal(
+        &self,
+        first: &loader::AttachFailure,
+        refused: usize,
+        attached: usize,
+    ) -> String {
+        loader::explain_refusal(
+            &format!(
+                "{refused} of {} programs refused; {}: {}",
+                refused + attached,
+                first.program,
+                first.error.lines().last().unwrap_or_default()
+            ),
+            self.kprobes,
+            self.lockdown.as_deref(),
+        )
+    }
+
     pub fn gather() -> Self {
         Facts {
             release: kernel::release(),
@@ -200,17 +221,7 @@ impl Session {
             // a warning per program.
             bail!(
                 "{}",
-                loader::explain_refusal(
-                    &format!(
-                        "{} of {} programs refused; {}: {}",
-                        probes.failures.len(),
-                        probes.failures.len() + probes.attached.len(),
-                        f.program,
-                        f.error.lines().last().unwrap_or_default()
-                    ),
-                    facts.kprobes,
-                    facts.lockdown.as_deref(),
-                )
+                facts.refusal(f, probes.failures.len(), probes.attached.len())
             );
         }
         for f in &probes.failures {
