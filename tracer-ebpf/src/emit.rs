@@ -162,12 +162,12 @@ fn put<T: 'static>(rec: T, wake: u64) -> bool {
     }
 }
 
-/// Announce the current thread (process id, command, address space) unless
+/// Announce the current thread (process id, command, address space `mm`,
+/// its `current->mm`) unless
 /// the reader already has it: once per thread, and again after its address
 /// space changed (exec). Marked as sent only once it is in the ring.
 #[inline(always)]
-fn announce_task(ev: &Event) {
-    let mm = current_mm();
+fn announce_task(ev: &Event, mm: u64) {
     // SAFETY: lookup in our own map; the value is copied out.
     if unsafe { TASKS.get(ev.tid) }.copied() == Some(mm) {
         return;
@@ -196,9 +196,17 @@ fn announce_task(ev: &Event) {
 #[inline(always)]
 fn send(mut ev: Event, stack: u32) {
     stamp(&mut ev);
-    announce_task(&ev);
+    let shape = shape_of(EventKind::from_raw(ev.kind).unwrap_or(EventKind::Map));
+    // A GUP-shaped event's mm is the caller's, already read (and not sent:
+    // the reader takes it from the announcement); others read it here.
+    let mm = if shape == Shape::Gup {
+        ev.mm
+    } else {
+        current_mm()
+    };
+    announce_task(&ev, mm);
     let wake = wake_flags(ev.seq);
-    let sent = match shape_of(EventKind::from_raw(ev.kind).unwrap_or(EventKind::Map)) {
+    let sent = match shape {
         Shape::Map => put(MapRec::of(&ev), wake),
         Shape::Gup => put(GupRec::of(&ev, stack), wake),
         Shape::Range => put(RangeRec::of(&ev), wake),
